@@ -1,0 +1,239 @@
+"""Effective gradient flow of the adapted parameters, integrated with diffrax (MATH.md Part A).
+
+The state is :class:`~gflow_jax.network.AdaptedParameters` ``(d, b)`` in the common frame; the
+frame O is frozen. A :class:`FlowProblem` fixes the data, the targets, the cost and which
+parameters flow:
+
+* ``mode="bias"`` — bias-only cumulative flow ∂_s b⁽ℓ⁾ = −∇_{b⁽ℓ⁾} C, weights frozen. For C_in
+  this is ∂_s c_{ℓ,k} = −(n_{ℓ,k}/(N d²_{ℓ,k}))(c_{ℓ,k} − ȳ_{ℓ,k}).
+* ``mode="joint"`` — joint (D, b) flow ∂_s b_k = g_k/d_k, ∂_s d_k = c_k g_k/d_k, which conserves
+  b_k² + d_k².
+
+The vector field is −mask ⊙ ∇C with ∇ from ``jax.grad``; gradient descent in
+:mod:`gflow_jax.training` uses the very same masked gradient, so GD is this flow's explicit Euler
+discretisation on the clock s = η·k.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import diffrax
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Bool, Float, Int
+
+from .costs import adapted_input_cost, adapted_input_cost_gradient, adapted_standard_cost
+from .network import AdaptedParameters
+
+__all__ = [
+    "FlowProblem",
+    "FlowSolution",
+    "SolverSettings",
+    "closed_form_vector_field",
+    "solve_flow",
+    "vector_field",
+]
+
+FlowMode = Literal["bias", "joint"]
+CostKind = Literal["input", "standard"]
+
+
+class FlowProblem(eqx.Module):
+    """Everything the effective flow needs besides the parameters, in the rotated frame u = O x.
+
+    Attributes:
+        u: ``(N, M)`` training data in the common frame.
+        targets: ``(N, M)`` pulled-back target ỹ of each point (common frame), for C_in.
+        y: ``(N, Q)`` reference output of each point, for the standard cost.
+        out_weight: ``(Q, M)`` output weight W_{L+1} (frozen), for the standard cost.
+        out_bias: ``(Q,)`` output bias b_{L+1} (frozen), for the standard cost.
+        mode: which parameters flow, ``"bias"`` or ``"joint"``.
+        cost: ``"input"`` (C_in) or ``"standard"`` (C).
+    """
+
+    u: Float[Array, "N M"]
+    targets: Float[Array, "N M"]
+    y: Float[Array, "N Q"]
+    out_weight: Float[Array, "Q M"]
+    out_bias: Float[Array, " Q"]
+    mode: FlowMode = eqx.field(static=True, default="bias")
+    cost: CostKind = eqx.field(static=True, default="input")
+
+    def __check_init__(self):
+        if self.mode not in ("bias", "joint"):
+            raise ValueError(f"flow mode must be 'bias' or 'joint', got {self.mode!r}")
+        if self.cost not in ("input", "standard"):
+            raise ValueError(f"cost must be 'input' or 'standard', got {self.cost!r}")
+        if self.u.shape != self.targets.shape:
+            raise ValueError(
+                f"targets must have the data's shape {self.u.shape}, got {self.targets.shape}"
+            )
+
+    @property
+    def n_points(self) -> int:
+        return self.u.shape[0]
+
+    def subset(self, index: Int[Array, " B"]) -> FlowProblem:
+        """The same problem on the points ``index`` (a minibatch)."""
+        return eqx.tree_at(
+            lambda p: (p.u, p.targets, p.y),
+            self,
+            (self.u[index], self.targets[index], self.y[index]),
+        )
+
+    def loss(self, params: AdaptedParameters) -> Float[Array, ""]:
+        """The cost being minimised (C_in or C), a mean over the problem's points."""
+        if self.cost == "input":
+            return adapted_input_cost(params, self.u, self.targets)
+        return adapted_standard_cost(params, self.u, self.y, self.out_weight, self.out_bias)
+
+    def mask(self, params: AdaptedParameters) -> AdaptedParameters:
+        """1 on the leaves that flow, 0 on the frozen ones."""
+        one = jnp.ones_like(params.b)
+        return AdaptedParameters(d=one if self.mode == "joint" else jnp.zeros_like(one), b=one)
+
+    def descent_direction(self, params: AdaptedParameters) -> AdaptedParameters:
+        """−mask ⊙ ∇loss(params) (autodiff); the shared right-hand side of flow and GD."""
+        grad = jax.grad(self.loss)(params)
+        return jax.tree.map(lambda g, m: -g * m, grad, self.mask(params))
+
+
+def vector_field(s: Float[Array, ""], params: AdaptedParameters, problem: FlowProblem):
+    """diffrax vector field ∂_s params = −mask ⊙ ∇C(params) (time-independent)."""
+    del s
+    return problem.descent_direction(params)
+
+
+def closed_form_vector_field(
+    s: Float[Array, ""], params: AdaptedParameters, problem: FlowProblem
+) -> AdaptedParameters:
+    """The same vector field from the closed-form gradient of C_in (MATH.md, Gradient)."""
+    del s
+    if problem.cost != "input":
+        raise ValueError("the closed-form field is implemented for the input-layer cost only")
+    grad = adapted_input_cost_gradient(params, problem.u, problem.targets)
+    return jax.tree.map(lambda g, m: -g * m, grad, problem.mask(params))
+
+
+class SolverSettings(eqx.Module):
+    """Adaptive-step settings for a piecewise-smooth field (DESIGN.md numerical practice).
+
+    ``rtol``/``atol``/``pcoeff``/``icoeff``/``dtmin``/``dt0`` are arrays, so changing them does not
+    recompile; ``solver`` and ``max_steps`` (buffer sizes; counts rejected steps too) are static.
+    ``solver="euler"`` takes fixed steps ``dt0`` (explicit Euler = full-batch GD with η = dt0).
+    """
+
+    rtol: float = 1e-8
+    atol: float = 1e-10
+    pcoeff: float = 0.3
+    icoeff: float = 0.3
+    dtmin: float = 0.0
+    dt0: float = 1e-3
+    solver: Literal["tsit5", "dopri5", "dopri8", "euler"] = eqx.field(static=True, default="tsit5")
+    max_steps: int = eqx.field(static=True, default=100_000)
+
+    def __check_init__(self):
+        if self.solver not in ("tsit5", "dopri5", "dopri8", "euler"):
+            raise ValueError(f"unknown solver {self.solver!r}")
+        if self.max_steps < 1:
+            raise ValueError(f"max_steps must be positive, got {self.max_steps}")
+
+
+class FlowSolution(eqx.Module):
+    """Saved states of an effective-flow solve.
+
+    Attributes:
+        ts: ``(T,)`` save times s.
+        params: AdaptedParameters with a leading ``(T,)`` axis on every leaf.
+        loss: ``(T,)`` cost at each save time.
+        num_steps: accepted + rejected steps taken.
+        num_accepted_steps: accepted steps.
+        num_rejected_steps: rejected steps (the field jumps when a point crosses a face).
+        success: whether the solve reached the final time.
+    """
+
+    ts: Float[Array, " T"]
+    params: AdaptedParameters
+    loss: Float[Array, " T"]
+    num_steps: Int[Array, ""]
+    num_accepted_steps: Int[Array, ""]
+    num_rejected_steps: Int[Array, ""]
+    success: Bool[Array, ""]
+
+
+def _solver(name: str) -> diffrax.AbstractSolver:
+    return {
+        "tsit5": diffrax.Tsit5,
+        "dopri5": diffrax.Dopri5,
+        "dopri8": diffrax.Dopri8,
+        "euler": diffrax.Euler,
+    }[name]()
+
+
+@eqx.filter_jit
+def solve_flow(
+    problem: FlowProblem,
+    params0: AdaptedParameters,
+    save_ts: Float[Array, " T"],
+    settings: SolverSettings | None = None,
+    *,
+    progress: bool = False,
+) -> FlowSolution:
+    """Integrate the effective flow from ``params0`` over ``[save_ts[0], save_ts[-1]]``.
+
+    Pure and jittable; ``vmap`` over ``problem``/``params0`` batches problems of one shape (a
+    vmapped adaptive solve runs until its slowest member finishes). A failed solve (``max_steps``
+    reached, non-finite state) is *reported* in ``success`` rather than raised, so batches survive;
+    :func:`check_solution` raises for a single solve.
+    """
+    settings = SolverSettings() if settings is None else settings
+    term = diffrax.ODETerm(vector_field)
+    if settings.solver == "euler":
+        controller = diffrax.ConstantStepSize()
+    else:
+        controller = diffrax.PIDController(
+            rtol=settings.rtol,
+            atol=settings.atol,
+            pcoeff=settings.pcoeff,
+            icoeff=settings.icoeff,
+            dtmin=None if settings.dtmin == 0.0 else settings.dtmin,
+        )
+    sol = diffrax.diffeqsolve(
+        term,
+        _solver(settings.solver),
+        t0=save_ts[0],
+        t1=save_ts[-1],
+        dt0=settings.dt0,
+        y0=params0,
+        args=problem,
+        saveat=diffrax.SaveAt(ts=save_ts),
+        stepsize_controller=controller,
+        max_steps=settings.max_steps,
+        throw=False,
+        progress_meter=diffrax.TqdmProgressMeter() if progress else diffrax.NoProgressMeter(),
+    )
+    loss = jax.vmap(problem.loss)(sol.ys)
+    finite = jnp.all(jnp.isfinite(loss))
+    return FlowSolution(
+        ts=save_ts,
+        params=sol.ys,
+        loss=loss,
+        num_steps=sol.stats["num_steps"],
+        num_accepted_steps=sol.stats["num_accepted_steps"],
+        num_rejected_steps=sol.stats["num_rejected_steps"],
+        success=(sol.result == diffrax.RESULTS.successful) & finite,
+    )
+
+
+def check_solution(solution: FlowSolution, settings: SolverSettings) -> FlowSolution:
+    """Raise a clear error if a single (un-batched) solve failed."""
+    if not bool(solution.success):
+        raise RuntimeError(
+            "effective-flow solve failed to reach s = "
+            f"{float(solution.ts[-1])} after {int(solution.num_steps)} steps "
+            f"({int(solution.num_rejected_steps)} rejected; max_steps = {settings.max_steps}). "
+            "Raise flow.max_steps, loosen rtol/atol, or check for d → 0 (singular weights)."
+        )
+    return solution
