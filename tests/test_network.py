@@ -19,7 +19,6 @@ from gflow_jax.network import (
 
 from .helpers import random_network, random_orthogonal
 
-
 _batched_forward = jax.jit(jax.vmap(relu_forward, in_axes=(None, 0)))
 _batched_input_space = jax.jit(jax.vmap(input_space_forward, in_axes=(None, 0)))
 
@@ -70,8 +69,9 @@ def test_adapted_truncation_is_cone_projection(seed):
     tau_fn = jax.jit(truncation_map)
     for z in 2.0 * jax.random.normal(k3, (25, M)):
         tau = tau_fn(W, b, z)
-        expected = _cone_projection(np.asarray(z), np.asarray(theta), np.asarray(frame),
-                                    np.sign(np.asarray(d)))
+        expected = _cone_projection(
+            np.asarray(z), np.asarray(theta), np.asarray(frame), np.sign(np.asarray(d))
+        )
         np.testing.assert_allclose(tau, expected, atol=1e-9)
         clamp, _ = adapted_truncate(params, (frame @ z)[None])
         np.testing.assert_allclose(frame.T @ clamp[0], tau, atol=1e-12)

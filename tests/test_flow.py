@@ -1,0 +1,237 @@
+"""Effective flow: gradients, monotone cost, conservation, GD ↔ flow on the clock s = η·k."""
+
+import diffrax
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from gflow_jax.costs import general_input_cost_gradient
+from gflow_jax.data import make_clusters
+from gflow_jax.flow import (
+    SolverSettings,
+    check_solution,
+    closed_form_vector_field,
+    solve_flow,
+    vector_field,
+)
+from gflow_jax.network import AdaptedParameters, truncation_map
+from gflow_jax.training import gradient_descent, steps_per_interval
+
+from .helpers import input_problem, random_orthogonal, sweep_problem
+
+
+def _two_cluster_problem(mode="bias", M=3, L=2, seed=0):
+    """Cluster-separated data, layers alternating truncation sides, targets beyond clusters."""
+    data = make_clusters(
+        jax.random.PRNGKey(seed), n_classes=2, n_per_class=15, dim=M, radius=0.5, separation=3.0
+    )
+    targets = jnp.array([[1.0] * M, [2.0] * M])[data.labels]
+    signs = jnp.array([1.0 if ell % 2 == 0 else -1.0 for ell in range(L)])[:, None]
+    d = signs * jnp.linspace(0.8, 1.3, M)[None, :]
+    c = jnp.where(
+        d > 0, jnp.quantile(data.x, 0.2, axis=0)[None], jnp.quantile(data.x, 0.8, axis=0)[None]
+    )
+    return input_problem(data.x, targets, mode), AdaptedParameters.from_thresholds(d, c)
+
+
+@pytest.mark.parametrize("mode", ["bias", "joint"])
+def test_autodiff_field_equals_closed_form(mode):
+    problem, params = _two_cluster_problem(mode, M=4, L=3)
+    # move along the flow a little so that several faces own points
+    params = jax.tree.map(
+        lambda v: v[-1], solve_flow(problem, params, jnp.array([0.0, 0.7])).params
+    )
+    auto = vector_field(0.0, params, problem)
+    closed = closed_form_vector_field(0.0, params, problem)
+    assert float(jnp.max(jnp.abs(auto.b))) > 1e-3  # the field is not trivially zero
+    np.testing.assert_allclose(auto.b, closed.b, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(auto.d, closed.d, rtol=1e-12, atol=1e-14)
+    if mode == "bias":
+        assert float(jnp.max(jnp.abs(auto.d))) == 0.0
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_general_closed_form_gradient_matches_autodiff(seed):
+    """∇_{b⁽ℓ⁾}C_in from the Π-matrix formula equals jax.grad for generic (oblique) weights."""
+    L, M, N = 3, 3, 40
+    k1, k2, k3, k4 = jax.random.split(jax.random.PRNGKey(seed), 4)
+    W_cum = jnp.eye(M)[None] + 0.4 * jax.random.normal(k1, (L, M, M))
+    b_cum = 0.5 * jax.random.normal(k2, (L, M))
+    x = jax.random.normal(k3, (N, M))
+    targets = jax.random.normal(k4, (N, M))
+
+    def cost(b):
+        def one(xi):
+            z = xi
+            for ell in range(L):
+                z = truncation_map(W_cum[ell], b[ell], z)
+            return z
+
+        return 0.5 * jnp.mean(jnp.sum((jax.vmap(one)(x) - targets) ** 2, axis=-1))
+
+    auto = jax.grad(cost)(b_cum)
+    closed = general_input_cost_gradient(W_cum, b_cum, x, targets)
+    assert float(jnp.max(jnp.abs(auto))) > 1e-3
+    np.testing.assert_allclose(closed, auto, rtol=1e-10, atol=1e-12)
+
+
+def test_unconstrained_weights_leave_the_adapted_set():
+    """At an adapted point the gradient in the full cumulative W⁽ℓ⁾ has off-diagonal parts that
+    make W⁽ℓ⁾W⁽ℓ⁾ᵀ non-diagonal, while the adapted (d) gradient keeps it diagonal."""
+    problem, params = _two_cluster_problem("joint", M=3, L=1)
+    frame = random_orthogonal(jax.random.PRNGKey(3), 3)
+    x = problem.u @ frame  # data in input coordinates: u = O x
+    targets = problem.targets @ frame
+    W = params.cumulative_weights(frame)[0]
+    b = params.b[0]
+
+    def cost(W):
+        x_tilde = jax.vmap(lambda xi: truncation_map(W, b, xi))(x)
+        return 0.5 * jnp.mean(jnp.sum((x_tilde - targets) ** 2, axis=-1))
+
+    G = jax.grad(cost)(W)
+    velocity = -(G @ W.T + W @ G.T)  # d/dε of (W − εG)(W − εG)ᵀ at ε = 0
+    off = velocity - jnp.diag(jnp.diag(velocity))
+    assert float(jnp.max(jnp.abs(off))) > 1e-3
+    gd = vector_field(0.0, params, problem).d[0]  # adapted: W → (d + ε gd) O
+    W_adapted = (params.d[0] + 1e-2 * gd)[:, None] * frame
+    gram = W_adapted @ W_adapted.T
+    np.testing.assert_allclose(gram - jnp.diag(jnp.diag(gram)), 0.0, atol=1e-12)
+
+
+@pytest.mark.parametrize("mode", ["bias", "joint"])
+def test_cost_non_increasing_along_flow(mode):
+    problem, params = _two_cluster_problem(mode)
+    sol = check_solution(solve_flow(problem, params, jnp.linspace(0, 30, 301)), SolverSettings())
+    increments = np.diff(np.asarray(sol.loss))
+    assert sol.loss[-1] < 1e-3 * sol.loss[0]
+    assert np.all(increments <= 1e-12), increments.max()
+
+
+def test_joint_flow_conserves_b2_plus_d2():
+    problem, params = _two_cluster_problem("joint", M=3, L=3)
+    settings = SolverSettings(rtol=1e-10, atol=1e-12)
+    sol = check_solution(solve_flow(problem, params, jnp.linspace(0, 20, 41), settings), settings)
+    invariant = sol.params.b**2 + sol.params.d**2
+    assert float(jnp.max(jnp.abs(sol.params.d[-1] - params.d))) > 1e-2  # d really moved
+    np.testing.assert_allclose(
+        invariant, jnp.broadcast_to(invariant[0], invariant.shape), rtol=1e-8
+    )
+
+
+def test_bias_flow_matches_sweep_closed_form():
+    """MATH.md sweep oracle: c(s) = ỹ + (c_a − ỹ)e^{−n(s−s_a)/(N d²)} between crossings."""
+    problem, params = sweep_problem()
+    xi = np.linspace(0.0, 1.0, 10)
+    N, target = 25, 1.5
+    ts = np.linspace(0.0, 60.0, 121)
+    # closed form, event by event
+    s_a, c_a, exact = 0.0, 0.35, []
+    n = int(np.sum(xi < c_a))
+    events = []
+    while n < 10:
+        delta = (N / n) * np.log((target - c_a) / (target - xi[n]))
+        events.append(s_a + delta)
+        s_a, c_a, n = s_a + delta, xi[n], n + 1
+    events = np.array(events)
+    n0 = int(np.sum(xi < 0.35))
+    for s in ts:
+        k = int(np.searchsorted(events, s))
+        sa = 0.0 if k == 0 else events[k - 1]
+        ca = 0.35 if k == 0 else xi[n0 + k - 1]
+        exact.append(target + (ca - target) * np.exp(-(n0 + k) * (s - sa) / N))
+    settings = SolverSettings(rtol=1e-10, atol=1e-12)
+    sol = check_solution(solve_flow(problem, params, jnp.asarray(ts), settings), settings)
+    np.testing.assert_allclose(sol.params.thresholds[:, 0, 0], exact, atol=1e-7)
+    assert int(sol.num_rejected_steps) > 0  # the solver saw the jumps and reported them
+
+
+def test_euler_flow_equals_optax_gd_to_rounding():
+    """Fixed-step Euler with dt = η is full-batch optax.sgd(η), step for step."""
+    problem, params = _two_cluster_problem("joint")
+    eta = 0.05
+    ts = jnp.linspace(0.0, 5.0, 11)
+    settings = SolverSettings(solver="euler", dt0=eta, max_steps=1000)
+    sol = check_solution(solve_flow(problem, params, ts, settings), settings)
+    gd = gradient_descent(problem, params, ts, eta)
+    np.testing.assert_allclose(gd.params.b, sol.params.b, rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(gd.params.d, sol.params.d, rtol=1e-12, atol=1e-13)
+
+
+def test_gd_converges_to_flow_first_order():
+    """GD error against the flow is O(η) (MATH.md sweep oracle). After the last crossing the
+    error halves with η; the max over the run also carries the O(η) phase of each discrete
+    crossing, so its order is read from a log-log fit over five halvings."""
+    problem, params = sweep_problem()
+    ts = jnp.linspace(0.0, 40.0, 41)
+    settings = SolverSettings(rtol=1e-11, atol=1e-13)
+    ref = check_solution(solve_flow(problem, params, ts, settings), settings).params.thresholds
+    etas = np.array([0.2, 0.1, 0.05, 0.025, 0.0125, 0.00625])
+    final, worst = [], []
+    for eta in etas:
+        err = jnp.abs(gradient_descent(problem, params, ts, eta).params.thresholds - ref)
+        final.append(float(err[-1].max()))
+        worst.append(float(err.max()))
+    ratios = np.array(final[:-1]) / np.array(final[1:])
+    assert final[0] > 1e-8
+    assert np.all((ratios > 1.6) & (ratios < 2.5)), (final, ratios)
+    order = np.polyfit(np.log(etas), np.log(worst), 1)[0]
+    assert 0.8 < order < 1.3, (worst, order)
+
+
+def test_sgd_is_noisy_but_converges():
+    problem, params = _two_cluster_problem("bias")
+    ts = jnp.linspace(0.0, 30.0, 31)
+    sgd = gradient_descent(problem, params, ts, 0.05, batch_size=5, key=jax.random.PRNGKey(0))
+    gd = gradient_descent(problem, params, ts, 0.05)
+    assert float(jnp.max(jnp.abs(sgd.params.b - gd.params.b))) > 1e-4  # really stochastic
+    assert float(sgd.loss[-1]) < 1e-2 * float(sgd.loss[0])
+    again = gradient_descent(problem, params, ts, 0.05, batch_size=5, key=jax.random.PRNGKey(0))
+    np.testing.assert_array_equal(again.params.b, sgd.params.b)  # reproducible from the key
+
+
+def test_new_step_size_does_not_recompile():
+    from gflow_jax import training
+
+    problem, params = sweep_problem()
+    ts = jnp.linspace(0.0, 2.0, 5)
+    gradient_descent(problem, params, ts, 0.1)
+    before = training._descend._cached._cache_size()
+    gradient_descent(problem, params, ts, 0.05)
+    gradient_descent(problem, params, ts, 0.025)
+    assert training._descend._cached._cache_size() == before
+
+
+def test_vmapped_solves_equal_single_solves():
+    problem, params = sweep_problem()
+    ts = jnp.linspace(0.0, 10.0, 11)
+    c0 = jnp.array([0.2, 0.35, 0.55])
+    batch = jax.vmap(lambda c: AdaptedParameters.from_thresholds(params.d, c[None, None]))(c0)
+    sols = eqx.filter_vmap(lambda p: solve_flow(problem, p, ts))(batch)
+    for i, c in enumerate(c0):
+        single = solve_flow(problem, AdaptedParameters.from_thresholds(params.d, c[None, None]), ts)
+        np.testing.assert_allclose(sols.params.thresholds[i], single.params.thresholds, atol=1e-9)
+
+
+def test_failed_solve_is_reported():
+    problem, params = _two_cluster_problem()
+    settings = SolverSettings(max_steps=5)
+    sol = solve_flow(problem, params, jnp.linspace(0, 10, 3), settings)
+    assert not bool(sol.success)
+    with pytest.raises(RuntimeError, match="max_steps"):
+        check_solution(sol, settings)
+
+
+def test_steps_per_interval_rejects_incommensurate_grid():
+    assert list(steps_per_interval(np.linspace(0, 1, 5), 0.05)) == [5, 5, 5, 5]
+    with pytest.raises(ValueError, match="whole number"):
+        steps_per_interval(np.linspace(0, 1, 5), 0.03)
+    with pytest.raises(ValueError, match="positive"):
+        steps_per_interval(np.linspace(0, 1, 5), -0.1)
+
+
+# keep imports used (diffrax/optax are the peers these tests pin down)
+_ = (diffrax, optax)
