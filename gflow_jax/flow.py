@@ -9,7 +9,8 @@ parameters flow:
 * ``mode="joint"`` — joint (D, b) flow ∂_s b_k = g_k/d_k, ∂_s d_k = c_k g_k/d_k, which conserves
   b_k² + d_k².
 
-The vector field is −mask ⊙ ∇C with ∇ from ``jax.grad``; gradient descent in
+The vector field is −mask ⊙ ∇C; ∇C_in comes from sorted data in O(L·M·log N)
+(:mod:`gflow_jax.sorted_field`), any other cost from ``jax.grad``. Gradient descent in
 :mod:`gflow_jax.training` uses the very same masked gradient, so GD is this flow's explicit Euler
 discretisation on the clock s = η·k.
 """
@@ -26,6 +27,7 @@ from jaxtyping import Array, Bool, Float, Int
 
 from .costs import adapted_input_cost, adapted_input_cost_gradient, adapted_standard_cost
 from .network import AdaptedParameters
+from .sorted_field import SortedData, sort_data, threshold_gradient
 
 __all__ = [
     "FlowProblem",
@@ -38,6 +40,7 @@ __all__ = [
 
 FlowMode = Literal["bias", "joint"]
 CostKind = Literal["input", "standard"]
+GradientKind = Literal["sorted", "autodiff"]
 
 
 class FlowProblem(eqx.Module):
@@ -49,8 +52,12 @@ class FlowProblem(eqx.Module):
         y: ``(N, Q)`` reference output of each point, for the standard cost.
         out_weight: ``(Q, M)`` output weight W_{L+1} (frozen), for the standard cost.
         out_bias: ``(Q,)`` output bias b_{L+1} (frozen), for the standard cost.
+        sorted: per-coordinate sorted data for the O(L·M·log N) input-cost gradient
+            (:mod:`gflow_jax.sorted_field`); ``None`` when ``gradient="autodiff"``.
         mode: which parameters flow, ``"bias"`` or ``"joint"``.
         cost: ``"input"`` (C_in) or ``"standard"`` (C).
+        gradient: ``"sorted"`` (exact, from sorted data; input cost only) or ``"autodiff"``
+            (``jax.grad`` of the cost). Both give the same field; tests check it.
     """
 
     u: Float[Array, "N M"]
@@ -58,14 +65,47 @@ class FlowProblem(eqx.Module):
     y: Float[Array, "N Q"]
     out_weight: Float[Array, "Q M"]
     out_bias: Float[Array, " Q"]
-    mode: FlowMode = eqx.field(static=True, default="bias")
-    cost: CostKind = eqx.field(static=True, default="input")
+    sorted: SortedData | None
+    mode: FlowMode = eqx.field(static=True)
+    cost: CostKind = eqx.field(static=True)
+    gradient: GradientKind = eqx.field(static=True)
+
+    def __init__(
+        self,
+        u: Float[Array, "N M"],
+        targets: Float[Array, "N M"],
+        y: Float[Array, "N Q"] | None = None,
+        out_weight: Float[Array, "Q M"] | None = None,
+        out_bias: Float[Array, " Q"] | None = None,
+        *,
+        mode: FlowMode = "bias",
+        cost: CostKind = "input",
+        gradient: GradientKind | None = None,
+    ):
+        n_points, dim = u.shape
+        self.u = u
+        self.targets = targets
+        self.y = jnp.zeros((n_points, 1), u.dtype) if y is None else y
+        self.out_weight = (
+            jnp.zeros((self.y.shape[1], dim), u.dtype) if out_weight is None else out_weight
+        )
+        self.out_bias = jnp.zeros(self.y.shape[1], u.dtype) if out_bias is None else out_bias
+        self.mode = mode
+        self.cost = cost
+        if gradient is None:
+            gradient = "sorted" if cost == "input" else "autodiff"
+        self.gradient = gradient
+        self.sorted = sort_data(u, targets) if gradient == "sorted" else None
 
     def __check_init__(self):
         if self.mode not in ("bias", "joint"):
             raise ValueError(f"flow mode must be 'bias' or 'joint', got {self.mode!r}")
         if self.cost not in ("input", "standard"):
             raise ValueError(f"cost must be 'input' or 'standard', got {self.cost!r}")
+        if self.gradient not in ("sorted", "autodiff"):
+            raise ValueError(f"gradient must be 'sorted' or 'autodiff', got {self.gradient!r}")
+        if self.gradient == "sorted" and self.cost != "input":
+            raise ValueError("the sorted gradient exists for the input-layer cost only")
         if self.u.shape != self.targets.shape:
             raise ValueError(
                 f"targets must have the data's shape {self.u.shape}, got {self.targets.shape}"
@@ -76,11 +116,16 @@ class FlowProblem(eqx.Module):
         return self.u.shape[0]
 
     def subset(self, index: Int[Array, " B"]) -> FlowProblem:
-        """The same problem on the points ``index`` (a minibatch)."""
-        return eqx.tree_at(
-            lambda p: (p.u, p.targets, p.y),
-            self,
-            (self.u[index], self.targets[index], self.y[index]),
+        """The same problem on the points ``index`` (a minibatch; autodiff gradient, no sort)."""
+        return FlowProblem(
+            self.u[index],
+            self.targets[index],
+            self.y[index],
+            self.out_weight,
+            self.out_bias,
+            mode=self.mode,
+            cost=self.cost,
+            gradient="autodiff",
         )
 
     def loss(self, params: AdaptedParameters) -> Float[Array, ""]:
@@ -94,9 +139,18 @@ class FlowProblem(eqx.Module):
         one = jnp.ones_like(params.b)
         return AdaptedParameters(d=one if self.mode == "joint" else jnp.zeros_like(one), b=one)
 
+    def gradient_of_loss(self, params: AdaptedParameters) -> AdaptedParameters:
+        """∇loss with respect to (d, b). With ``gradient="sorted"``: from g = ∂C_in/∂c,
+        ∇_b = −g/d and ∇_d = −g·c/d (C_in depends on (d, b) only through c = −b/d)."""
+        if self.gradient == "autodiff":
+            return jax.grad(self.loss)(params)
+        c = params.thresholds
+        g, _ = threshold_gradient(c, params.d, self.sorted)
+        return AdaptedParameters(d=-g * c / params.d, b=-g / params.d)
+
     def descent_direction(self, params: AdaptedParameters) -> AdaptedParameters:
-        """−mask ⊙ ∇loss(params) (autodiff); the shared right-hand side of flow and GD."""
-        grad = jax.grad(self.loss)(params)
+        """−mask ⊙ ∇loss(params): the shared right-hand side of the flow and of (S)GD."""
+        grad = self.gradient_of_loss(params)
         return jax.tree.map(lambda g, m: -g * m, grad, self.mask(params))
 
 

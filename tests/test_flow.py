@@ -8,16 +8,23 @@ import numpy as np
 import optax
 import pytest
 
-from gflow_jax.costs import general_input_cost_gradient
+from gflow_jax.costs import adapted_input_cost, general_input_cost_gradient
 from gflow_jax.data import make_clusters
 from gflow_jax.flow import (
+    FlowProblem,
     SolverSettings,
     check_solution,
     closed_form_vector_field,
     solve_flow,
     vector_field,
 )
-from gflow_jax.network import AdaptedParameters, truncation_map
+from gflow_jax.network import (
+    AdaptedParameters,
+    adapted_truncate,
+    last_truncations,
+    truncation_map,
+)
+from gflow_jax.sorted_field import sort_data, threshold_gradient
 from gflow_jax.training import gradient_descent, steps_per_interval
 
 from .helpers import input_problem, random_orthogonal, sweep_problem
@@ -39,18 +46,44 @@ def _two_cluster_problem(mode="bias", M=3, L=2, seed=0):
 
 @pytest.mark.parametrize("mode", ["bias", "joint"])
 def test_autodiff_field_equals_closed_form(mode):
+    """Three computations of the field agree: jax.grad of C_in, the MATH.md closed form (masks
+    over all points) and the sorted-interval form the solver uses."""
     problem, params = _two_cluster_problem(mode, M=4, L=3)
     # move along the flow a little so that several faces own points
     params = jax.tree.map(
         lambda v: v[-1], solve_flow(problem, params, jnp.array([0.0, 0.7])).params
     )
-    auto = vector_field(0.0, params, problem)
+    autodiff = FlowProblem(problem.u, problem.targets, mode=mode, gradient="autodiff")
+    auto = vector_field(0.0, params, autodiff)
     closed = closed_form_vector_field(0.0, params, problem)
+    fast = vector_field(0.0, params, problem)
+    assert problem.gradient == "sorted"
     assert float(jnp.max(jnp.abs(auto.b))) > 1e-3  # the field is not trivially zero
-    np.testing.assert_allclose(auto.b, closed.b, rtol=1e-12, atol=1e-14)
-    np.testing.assert_allclose(auto.d, closed.d, rtol=1e-12, atol=1e-14)
+    for other in (closed, fast):
+        np.testing.assert_allclose(other.b, auto.b, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(other.d, auto.d, rtol=1e-12, atol=1e-14)
     if mode == "bias":
         assert float(jnp.max(jnp.abs(auto.d))) == 0.0
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_sorted_gradient_equals_autodiff_with_ties(seed):
+    """Random signs, data on a grid (ties) and thresholds on data values: the interval counts
+    equal n_{ℓ,k} from the masks and the gradient equals jax.grad exactly."""
+    k = jax.random.split(jax.random.PRNGKey(seed), 4)
+    N, M, L = 30, 3, 4
+    u = jnp.round(4 * jax.random.normal(k[0], (N, M))) / 4
+    targets = jax.random.normal(k[1], (N, M))
+    d = jnp.where(jax.random.bernoulli(k[2], 0.5, (L, M)), 1.3, -0.7)
+    c = jnp.round(4 * jax.random.normal(k[3], (L, M))) / 4
+    params = AdaptedParameters.from_thresholds(d, c)
+    g, n = threshold_gradient(params.thresholds, d, sort_data(u, targets))
+    _, hits = adapted_truncate(params, u)
+    np.testing.assert_array_equal(n, last_truncations(hits).sum(0))
+    g_auto = jax.grad(
+        lambda cc: adapted_input_cost(AdaptedParameters.from_thresholds(d, cc), u, targets)
+    )(params.thresholds)
+    np.testing.assert_allclose(g, g_auto, rtol=1e-12, atol=1e-14)
 
 
 @pytest.mark.parametrize("seed", range(3))
