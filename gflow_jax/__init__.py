@@ -3,7 +3,57 @@
 Importing the package enables JAX float64 (see :mod:`gflow_jax._precision`).
 """
 
-from ._precision import enable_x64 as enable_x64
-from ._precision import x64_enabled as x64_enabled
+from ._precision import enable_x64 as enable_x64, x64_enabled as x64_enabled
+from .collapse import class_means as class_means, nc1_input as nc1_input
+from .config import (
+    ConfigError as ConfigError,
+    ExperimentConfig as ExperimentConfig,
+    load_config as load_config,
+)
+from .costs import (
+    adapted_input_cost as adapted_input_cost,
+    adapted_input_cost_gradient as adapted_input_cost_gradient,
+    adapted_standard_cost as adapted_standard_cost,
+    general_input_cost_gradient as general_input_cost_gradient,
+    network_input_cost as network_input_cost,
+    network_standard_cost as network_standard_cost,
+    pulled_back_targets as pulled_back_targets,
+)
+from .data import ClusteredData as ClusteredData, make_clusters as make_clusters
+from .experiment import (
+    ExperimentSetup as ExperimentSetup,
+    run_truncation as run_truncation,
+    setup_experiment as setup_experiment,
+)
+from .flow import (
+    FlowProblem as FlowProblem,
+    FlowSolution as FlowSolution,
+    SolverSettings as SolverSettings,
+    check_solution as check_solution,
+    closed_form_vector_field as closed_form_vector_field,
+    solve_flow as solve_flow,
+    vector_field as vector_field,
+)
+from .network import (
+    AdaptedParameters as AdaptedParameters,
+    ReLUNetwork as ReLUNetwork,
+    adapted_truncate as adapted_truncate,
+    cumulative_parameters as cumulative_parameters,
+    input_space_forward as input_space_forward,
+    last_truncations as last_truncations,
+    relu_forward as relu_forward,
+    truncation_map as truncation_map,
+    truncation_projector as truncation_projector,
+)
+from .sorted_field import (
+    SortedData as SortedData,
+    sort_data as sort_data,
+    threshold_gradient as threshold_gradient,
+)
+from .training import DescentTrajectory as DescentTrajectory, gradient_descent as gradient_descent
+from .truncation import (
+    TruncationDiagnostics as TruncationDiagnostics,
+    truncation_diagnostics as truncation_diagnostics,
+)
 
 __version__ = "0.1.0"
