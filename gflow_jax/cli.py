@@ -4,52 +4,35 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 __all__ = ["main"]
 
-_SCALAR_SERIES = ("loss", "n_truncated", "nc1")
-
-
-def _metrics_rows(arrays: dict) -> list[dict]:
-    prefixes = sorted({k.rsplit("/", 1)[0] for k in arrays if k.endswith("/loss")})
-    rows = []
-    for i, s in enumerate(arrays["ts"]):
-        row = {"s": float(s)}
-        for p in prefixes:
-            for q in _SCALAR_SERIES:
-                row[f"{p}/{q}"] = arrays[f"{p}/{q}"][i].item()
-        rows.append(row)
-    return rows
+# each module defines ``register(subparsers)``; a module not written yet is skipped
+_SUBCOMMAND_MODULES = (".magnitude_cli", ".sweep_cli", ".generalization_cli")
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from . import plots
-    from .config import config_to_dict, load_config
-    from .experiment import run_truncation, setup_experiment
-    from .runs import create_run_dir, environment_info, write_json, write_metrics
+    from .kinds import config_snapshot, load_experiment
+    from .runs import create_run_dir, environment_info, write_json
 
-    config = load_config(args.config, args.overrides)  # validation: nothing has run yet
+    kind, config = load_experiment(args.config, args.overrides)  # validated: nothing ran yet
     root = args.out or config.output.root
     run_dir = create_run_dir(root, config.name)
-    write_json(run_dir / "config.json", config_to_dict(config))
+    write_json(run_dir / "config.json", config_snapshot(kind, config))
     write_json(run_dir / "env.json", environment_info())
     status = {"state": "running", "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     write_json(run_dir / "status.json", status)
-    print(f"gflow: run directory {run_dir}")
+    print(f"gflow: {kind.name} run directory {run_dir}")
     try:
-        setup = setup_experiment(config)
-        arrays, summary = run_truncation(setup, progress=config.output.progress and not args.quiet)
-        np.savez_compressed(run_dir / "arrays.npz", **arrays)
-        write_metrics(run_dir / "metrics.jsonl", _metrics_rows(arrays))
+        summary = kind.run(config, run_dir, config.output.progress and not args.quiet)
         write_json(run_dir / "summary.json", summary)
         if config.output.figures:
-            for path in plots.plot_truncation_run(run_dir):
+            for path in kind.figures(run_dir):
                 print(f"gflow: figure {path}")
     except BaseException as err:  # record interrupted and failed runs, then re-raise
         status.update(
@@ -60,24 +43,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise
     status.update(state="complete", finished=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     write_json(run_dir / "status.json", status)
-    flow = summary["flow"]
-    print(
-        f"gflow: flow solved in {flow['num_steps']} steps ({flow['num_rejected_steps']} rejected),"
-        f" final cost {flow['final_loss']:.3e}"
-    )
-    for name, entry in summary.items():
-        if name != "flow":
-            print(
-                f"gflow: {name}: final cost {entry['final_loss']:.3e}, max |c - c_flow| = "
-                f"{entry['max_threshold_gap_to_flow']:.3e}"
-            )
     return 0
 
 
 def _cmd_figures(args: argparse.Namespace) -> int:
-    from . import plots
+    from .kinds import get_kind
 
-    for path in plots.plot_truncation_run(args.run_dir):
+    config_file = args.run_dir / "config.json"
+    if not config_file.is_file():
+        raise FileNotFoundError(f"not a run directory (no config.json): {args.run_dir}")
+    kind = get_kind(json.loads(config_file.read_text()).get("kind", "truncation"))
+    for path in kind.figures(args.run_dir):
         print(f"gflow: figure {path}")
     return 0
 
@@ -107,12 +83,14 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="versions, devices and float64 mode")
     info.set_defaults(func=_cmd_info)
 
-    try:
-        from .magnitude_cli import register
-    except ImportError:  # pragma: no cover - module lands with the magnitude library
-        pass
-    else:
-        register(sub)
+    for module in _SUBCOMMAND_MODULES:  # subcommands contributed by topic modules
+        try:
+            register = importlib.import_module(module, __package__).register
+        except ModuleNotFoundError as err:
+            if err.name != f"{__package__}{module}":
+                raise
+        else:
+            register(sub)
     return parser
 
 

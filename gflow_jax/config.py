@@ -25,9 +25,14 @@ __all__ = [
     "OutputConfig",
     "SGDConfig",
     "TargetConfig",
+    "apply_overrides",
+    "build_dataclass",
     "config_from_dict",
     "config_to_dict",
     "load_config",
+    "load_table",
+    "require_choice",
+    "require_positive",
 ]
 
 
@@ -156,7 +161,7 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(key, f"expected a table, got {type(value).__name__}")
-        return _build(tp, value, key)
+        return build_dataclass(tp, value, key)
     if origin is tuple:
         args = typing.get_args(tp)
         if not isinstance(value, list | tuple):
@@ -185,7 +190,13 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
     raise TypeError(f"unsupported config type {_type_name(tp)} for {key}")
 
 
-def _build(cls: type, table: dict, prefix: str = "") -> Any:
+def build_dataclass(cls: type, table: dict, prefix: str = "") -> Any:
+    """Construct the (nested, frozen) dataclass ``cls`` from a TOML table with typed checks.
+
+    Unknown keys, wrong types and non-finite numbers raise :class:`ConfigError` naming the key
+    (``prefix.key``); the dataclass's own ``__post_init__`` then validates values. Every
+    experiment kind builds its config with this one function.
+    """
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     for k in table:
@@ -201,25 +212,20 @@ def _build(cls: type, table: dict, prefix: str = "") -> Any:
 
 def config_from_dict(table: dict) -> ExperimentConfig:
     """Build and validate a config from a nested dict (TOML tables)."""
-    return _build(ExperimentConfig, table)
+    return build_dataclass(ExperimentConfig, table)
 
 
-def config_to_dict(config: ExperimentConfig) -> dict:
-    """Nested plain-dict (JSON/TOML-ready) form of a config."""
+def config_to_dict(config: Any) -> dict:
+    """Nested plain-dict (JSON/TOML-ready) form of any config dataclass."""
 
     def plain(v):
+        if dataclasses.is_dataclass(v):
+            return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
         if isinstance(v, tuple):
             return [plain(x) for x in v]
         return v
 
-    out = {}
-    for f in dataclasses.fields(config):
-        v = getattr(config, f.name)
-        if dataclasses.is_dataclass(v):
-            out[f.name] = {g.name: plain(getattr(v, g.name)) for g in dataclasses.fields(v)}
-        else:
-            out[f.name] = plain(v)
-    return out
+    return plain(config)
 
 
 def _parse_value(text: str) -> Any:
@@ -247,8 +253,8 @@ def apply_overrides(table: dict, overrides: list[str]) -> dict:
     return table
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> ExperimentConfig:
-    """Load a TOML config (defaults if ``path`` is None), apply overrides, validate."""
+def load_table(path: str | Path | None = None, overrides: list[str] = ()) -> dict:
+    """Read a TOML file (empty table if ``path`` is None) and apply ``key=value`` overrides."""
     table: dict = {}
     if path is not None:
         path = Path(path)
@@ -258,19 +264,32 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Ex
             table = tomllib.loads(path.read_text())
         except tomllib.TOMLDecodeError as err:
             raise ConfigError(str(path), f"not valid TOML: {err}") from err
-    return config_from_dict(apply_overrides(table, list(overrides)))
+    return apply_overrides(table, list(overrides))
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> ExperimentConfig:
+    """Load a truncation-experiment TOML config, apply overrides, validate.
+
+    A top-level ``kind`` key, if present, must be ``"truncation"`` (other kinds: see
+    :func:`gflow_jax.kinds.load_experiment`).
+    """
+    table = load_table(path, overrides)
+    kind = table.pop("kind", "truncation")
+    if kind != "truncation":
+        raise ConfigError("kind", f"this is a {kind!r} config; load it with kinds.load_experiment")
+    return config_from_dict(table)
 
 
 # --------------------------------------------------------------------------------------------
 # semantic validation
 
 
-def _positive(key: str, value: float) -> None:
+def require_positive(key: str, value: float) -> None:
     if not value > 0:
         raise ConfigError(key, f"must be positive, got {value!r}")
 
 
-def _choice(key: str, value: str, choices: tuple[str, ...]) -> None:
+def require_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise ConfigError(key, f"must be one of {', '.join(map(repr, choices))}, got {value!r}")
 
@@ -278,15 +297,15 @@ def _choice(key: str, value: str, choices: tuple[str, ...]) -> None:
 def _validate(cfg: ExperimentConfig) -> None:
     d, n, t, f = cfg.data, cfg.network, cfg.targets, cfg.flow
     for k in ("n_classes", "points_per_class", "dim"):
-        _positive(f"data.{k}", getattr(d, k))
-    _positive("data.radius", d.radius)
+        require_positive(f"data.{k}", getattr(d, k))
+    require_positive("data.radius", d.radius)
     if d.separation < 0:
         raise ConfigError("data.separation", f"must be non-negative, got {d.separation}")
-    _choice("data.distribution", d.distribution, ("ball", "gaussian"))
-    _choice("data.layout", d.layout, ("diagonal", "random"))
+    require_choice("data.distribution", d.distribution, ("ball", "gaussian"))
+    require_choice("data.layout", d.layout, ("diagonal", "random"))
 
-    _positive("network.layers", n.layers)
-    _positive("network.weight_scale", n.weight_scale)
+    require_positive("network.layers", n.layers)
+    require_positive("network.weight_scale", n.weight_scale)
     if n.d:
         if len(n.d) != n.layers or any(len(row) != d.dim for row in n.d):
             raise ConfigError(
@@ -303,9 +322,9 @@ def _validate(cfg: ExperimentConfig) -> None:
         raise ConfigError("network.signs", f"must be {n.layers} entries (network.layers) of ±1")
     if not 0.0 <= n.init_quantile <= 1.0:
         raise ConfigError("network.init_quantile", f"must lie in [0, 1], got {n.init_quantile}")
-    _choice("network.frame", n.frame, ("identity", "random"))
+    require_choice("network.frame", n.frame, ("identity", "random"))
 
-    _choice("targets.kind", t.kind, ("prescribed", "pulled_back"))
+    require_choice("targets.kind", t.kind, ("prescribed", "pulled_back"))
     if t.kind == "prescribed" and (
         len(t.points) != d.n_classes or any(len(p) != d.dim for p in t.points)
     ):
@@ -313,15 +332,15 @@ def _validate(cfg: ExperimentConfig) -> None:
             "targets.points",
             f"needs {d.n_classes} rows (data.n_classes) of {d.dim} coordinates (data.dim)",
         )
-    _positive("targets.output_scale", t.output_scale)
+    require_positive("targets.output_scale", t.output_scale)
 
-    _choice("flow.mode", f.mode, ("bias", "joint"))
-    _choice("flow.cost", f.cost, ("input", "standard"))
-    _choice("flow.solver", f.solver, ("tsit5", "dopri5", "dopri8", "euler"))
+    require_choice("flow.mode", f.mode, ("bias", "joint"))
+    require_choice("flow.cost", f.cost, ("input", "standard"))
+    require_choice("flow.solver", f.solver, ("tsit5", "dopri5", "dopri8", "euler"))
     if f.cost == "standard" and t.kind != "pulled_back":
         raise ConfigError("flow.cost", "the standard cost needs targets.kind = 'pulled_back'")
     for k in ("t_final", "rtol", "atol", "dt0", "max_steps"):
-        _positive(f"flow.{k}", getattr(f, k))
+        require_positive(f"flow.{k}", getattr(f, k))
     if f.n_save < 2:
         raise ConfigError("flow.n_save", f"must be at least 2, got {f.n_save}")
     if f.dtmin < 0:
@@ -338,7 +357,7 @@ def _validate(cfg: ExperimentConfig) -> None:
         if not 1 <= cfg.sgd.batch_size <= n_points:
             raise ConfigError("sgd.batch_size", f"must lie in [1, {n_points}] (number of points)")
     for key, eta in etas:
-        _positive(key, eta)
+        require_positive(key, eta)
         steps = interval / eta
         if abs(steps - round(steps)) > 1e-9 * max(steps, 1.0) or round(steps) < 1:
             raise ConfigError(
@@ -346,6 +365,6 @@ def _validate(cfg: ExperimentConfig) -> None:
                 f"save interval t_final/(n_save-1) = {interval:g} is not a whole number of "
                 f"steps {eta:g}; the common clock s = eta*k needs one",
             )
-    _positive("output.snapshots", cfg.output.snapshots)
+    require_positive("output.snapshots", cfg.output.snapshots)
     if not cfg.name or "/" in cfg.name:
         raise ConfigError("name", f"must be a non-empty name without '/', got {cfg.name!r}")

@@ -8,21 +8,30 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from .config import ExperimentConfig
+from .config import ExperimentConfig, config_from_dict
 from .costs import pulled_back_targets
 from .data import ClusteredData, make_clusters
 from .flow import FlowProblem, SolverSettings, check_solution, solve_flow
+from .kinds import ExperimentKind
 from .network import AdaptedParameters
+from .runs import write_metrics
 from .training import gradient_descent
 from .truncation import truncation_diagnostics
 
-__all__ = ["ExperimentSetup", "random_frame", "run_truncation", "setup_experiment"]
+__all__ = [
+    "TRUNCATION",
+    "ExperimentSetup",
+    "random_frame",
+    "run_truncation",
+    "setup_experiment",
+]
 
 
 @dataclass(frozen=True)
@@ -203,3 +212,52 @@ def run_truncation(setup: ExperimentSetup, *, progress: bool = False) -> tuple[d
             "max_threshold_gap_to_flow": float(gap.max()),
         }
     return arrays, summary
+
+
+_SCALAR_SERIES = ("loss", "n_truncated", "nc1")
+
+
+def metrics_rows(arrays: dict) -> list[dict]:
+    """One ``metrics.jsonl`` row per saved time: ``s`` and every trajectory's scalar series."""
+    prefixes = sorted({k.rsplit("/", 1)[0] for k in arrays if k.endswith("/loss")})
+    rows = []
+    for i, s in enumerate(arrays["ts"]):
+        row = {"s": float(s)}
+        for p in prefixes:
+            for q in _SCALAR_SERIES:
+                row[f"{p}/{q}"] = arrays[f"{p}/{q}"][i].item()
+        rows.append(row)
+    return rows
+
+
+def _run_into(cfg: ExperimentConfig, run_dir: Path, progress: bool) -> dict:
+    arrays, summary = run_truncation(setup_experiment(cfg), progress=progress)
+    np.savez_compressed(run_dir / "arrays.npz", **arrays)
+    write_metrics(run_dir / "metrics.jsonl", metrics_rows(arrays))
+    flow = summary["flow"]
+    print(
+        f"gflow: flow solved in {flow['num_steps']} steps ({flow['num_rejected_steps']} rejected),"
+        f" final cost {flow['final_loss']:.3e}"
+    )
+    for name, entry in summary.items():
+        if name != "flow":
+            print(
+                f"gflow: {name}: final cost {entry['final_loss']:.3e}, max |c - c_flow| = "
+                f"{entry['max_threshold_gap_to_flow']:.3e}"
+            )
+    return summary
+
+
+def _figures(run_dir: Path) -> list[Path]:
+    from .plots import plot_truncation_run
+
+    return plot_truncation_run(run_dir)
+
+
+TRUNCATION = ExperimentKind(
+    name="truncation",
+    description="effective flow (diffrax) beside GD/SGD (optax) of the adapted network",
+    from_table=config_from_dict,
+    run=_run_into,
+    figures=_figures,
+)

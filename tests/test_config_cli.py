@@ -95,6 +95,10 @@ def test_run_writes_a_new_directory_each_time(tmp_path):
         assert z["gd/eta=0.1/thresholds"].shape == (9, 2, 2)
     summary = json.loads((run / "summary.json").read_text())
     assert summary["flow"]["num_rejected_steps"] >= 0
+    assert json.loads((run / "config.json").read_text())["kind"] == "truncation"
+    (run / "figures" / "cost.png").unlink()
+    assert main(["figures", str(run)]) == 0  # redrawn from the run directory alone
+    assert (run / "figures" / "cost.png").is_file()
 
 
 def test_pulled_back_targets_run(tmp_path):
@@ -127,3 +131,17 @@ def test_clusters_reproducible_and_in_ball():
     np.testing.assert_allclose(a.centers[2], 4.0 * jnp.ones(4))
     with pytest.raises(ValueError, match="radius"):
         make_clusters(jax.random.PRNGKey(0), **{**kw, "radius": 0.0})
+
+
+def test_unknown_kind_and_sweep_table_are_named(tmp_path, capsys):
+    from gflow_jax.kinds import load_experiment
+
+    with pytest.raises(ConfigError, match="unknown experiment kind") as info:
+        load_experiment("experiments/truncation.toml", ["kind='nonsense'"])
+    assert info.value.key == "kind"
+    with pytest.raises(ConfigError, match="gflow sweep") as info:
+        load_experiment("experiments/truncation.toml", ["sweep.seed=[0, 1]"])
+    assert info.value.key == "sweep"
+    rc = main(["run", "experiments/truncation.toml", "kind='nonsense'", "--out", str(tmp_path)])
+    assert rc == 2 and "kind" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
