@@ -10,22 +10,45 @@ import sys
 import time
 from pathlib import Path
 
+from .config import ConfigError
+
 __all__ = ["main"]
 
 # each module defines ``register(subparsers)``; a module not written yet is skipped
 _SUBCOMMAND_MODULES = (".magnitude_cli", ".sweep_cli", ".generalization_cli")
 
 
+def _resumed_config(args: argparse.Namespace):
+    from .kinds import load_experiment
+
+    if args.config is not None or args.overrides:
+        raise ConfigError("--resume", "takes the config from RUN_DIR/config.json: give no file")
+    config_file = args.resume / "config.json"
+    if not config_file.is_file():
+        raise FileNotFoundError(f"not a run directory (no config.json): {args.resume}")
+    kind, config = load_experiment(table=json.loads(config_file.read_text()))
+    if not kind.resumable:
+        raise ConfigError("--resume", f"experiments of kind {kind.name!r} cannot be resumed")
+    return kind, config
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from .kinds import config_snapshot, load_experiment
     from .runs import create_run_dir, environment_info, write_json
 
-    kind, config = load_experiment(args.config, args.overrides)  # validated: nothing ran yet
-    root = args.out or config.output.root
-    run_dir = create_run_dir(root, config.name)
-    write_json(run_dir / "config.json", config_snapshot(kind, config))
+    if args.resume is not None:
+        run_dir = args.resume
+        kind, config = _resumed_config(args)
+    else:
+        if args.config is None:
+            raise ConfigError("config", "give a config file (or --resume RUN_DIR)")
+        kind, config = load_experiment(args.config, args.overrides)  # validated: nothing ran
+        run_dir = create_run_dir(args.out or config.output.root, config.name)
+        write_json(run_dir / "config.json", config_snapshot(kind, config))
     write_json(run_dir / "env.json", environment_info())
     status = {"state": "running", "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    if args.resume is not None:
+        status["resumed"] = True
     write_json(run_dir / "status.json", status)
     print(f"gflow: {kind.name} run directory {run_dir}")
     try:
@@ -70,10 +93,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run an experiment config into a new run directory")
-    run.add_argument("config", type=Path, help="experiment TOML file")
+    run.add_argument("config", type=Path, nargs="?", help="experiment TOML file")
     run.add_argument("overrides", nargs="*", help="section.key=value (TOML values)")
     run.add_argument("--out", type=Path, default=None, help="root for run directories")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.add_argument(
+        "--resume", type=Path, default=None, metavar="RUN_DIR", help="finish an interrupted run"
+    )
     run.set_defaults(func=_cmd_run)
 
     figures = sub.add_parser("figures", help="redraw the figures of a run directory")
@@ -95,8 +121,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .config import ConfigError
-
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

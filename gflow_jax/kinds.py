@@ -40,6 +40,8 @@ class ExperimentKind:
     ``arrays.npz`` and ``metrics.jsonl`` into ``run_dir`` and returns a JSON-ready summary; the
     caller writes ``config.json``, ``env.json``, ``summary.json`` and ``status.json``.
     ``figures(run_dir) -> paths`` draws from the run directory only (never re-simulates).
+    A ``resumable`` kind's ``run`` skips work already finished in ``run_dir`` (``gflow run
+    --resume RUN_DIR``): it must write each finished piece atomically.
     """
 
     name: str
@@ -47,10 +49,13 @@ class ExperimentKind:
     from_table: Callable[[dict], Any]
     run: Callable[[Any, Path, bool], dict]
     figures: Callable[[Path], list[Path]]
+    resumable: bool = False
 
 
 _REGISTRY: dict[str, str] = {
     "truncation": "gflow_jax.experiment:TRUNCATION",
+    "sgd_vs_flow": "gflow_jax.full_network_experiment:SGD_VS_FLOW",
+    "magnitude_generalization": "gflow_jax.generalization_experiment:MAGNITUDE_GENERALIZATION",
 }
 
 

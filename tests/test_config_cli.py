@@ -145,3 +145,11 @@ def test_unknown_kind_and_sweep_table_are_named(tmp_path, capsys):
     rc = main(["run", "experiments/truncation.toml", "kind='nonsense'", "--out", str(tmp_path)])
     assert rc == 2 and "kind" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
+
+
+def test_resume_refuses_non_resumable_kinds(tmp_path, capsys):
+    args = ["run", "experiments/truncation.toml", *SMALL, "--out", str(tmp_path), "--quiet"]
+    assert main(args) == 0
+    (run,) = tmp_path.iterdir()
+    assert main(["run", "--resume", str(run)]) == 2
+    assert "cannot be resumed" in capsys.readouterr().err
