@@ -5,7 +5,10 @@
   ỹ_j = (W⁽ᴸ⁺¹⁾)⁺(y_j − b⁽ᴸ⁺¹⁾).
 
 Targets are passed *per point* (``(N, ·)`` arrays, row i the target of point i) so every cost is
-a plain mean over rows.
+a mean over rows. Optional per-point ``weights`` ω (``(N,)``, non-negative, mean 1 over the full
+data set) turn it into (1/N) Σ_i ω_i f_i: rows of weight 0 are padding (so problems with different
+numbers of points share one array shape in a vmapped sweep), and ω_i = N_rows/N_real on real
+rows makes the normalisation that of the N_real real points. ``None`` means all ones.
 """
 
 from __future__ import annotations
@@ -48,12 +51,19 @@ def pulled_back_targets(
     return (jnp.linalg.pinv(out_weight_cum) @ (y - out_bias_cum[None, :]).T).T
 
 
+def _weighted_mean(values: Float[Array, " N"], weights: Float[Array, " N"] | None):
+    return jnp.mean(values if weights is None else weights * values)
+
+
 def adapted_input_cost(
-    params: AdaptedParameters, u: Float[Array, "N M"], targets: Float[Array, "N M"]
+    params: AdaptedParameters,
+    u: Float[Array, "N M"],
+    targets: Float[Array, "N M"],
+    weights: Float[Array, " N"] | None = None,
 ) -> Float[Array, ""]:
     """C_in for adapted parameters, data ``u`` and targets in the rotated frame u = O x."""
     x_tilde, _ = adapted_truncate(params, u)
-    return 0.5 * jnp.mean(jnp.sum((x_tilde - targets) ** 2, axis=-1))
+    return 0.5 * _weighted_mean(jnp.sum((x_tilde - targets) ** 2, axis=-1), weights)
 
 
 def adapted_standard_cost(
@@ -62,17 +72,21 @@ def adapted_standard_cost(
     y: Float[Array, "N Q"],
     out_weight: Float[Array, "Q M"],
     out_bias: Float[Array, " Q"],
+    weights: Float[Array, " N"] | None = None,
 ) -> Float[Array, ""]:
     """Standard cost C for adapted parameters: x⁽ᴸ⁾ = W⁽ᴸ⁾x̃ + b⁽ᴸ⁾ = d_L ⊙ ũ + b_L in the
     rotated frame, then x⁽ᴸ⁺¹⁾ = W_{L+1} x⁽ᴸ⁾ + b_{L+1}."""
     x_tilde, _ = adapted_truncate(params, u)
     hidden = x_tilde * params.d[-1][None, :] + params.b[-1][None, :]
     out = hidden @ out_weight.T + out_bias[None, :]
-    return 0.5 * jnp.mean(jnp.sum((out - y) ** 2, axis=-1))
+    return 0.5 * _weighted_mean(jnp.sum((out - y) ** 2, axis=-1), weights)
 
 
 def adapted_input_cost_gradient(
-    params: AdaptedParameters, u: Float[Array, "N M"], targets: Float[Array, "N M"]
+    params: AdaptedParameters,
+    u: Float[Array, "N M"],
+    targets: Float[Array, "N M"],
+    weights: Float[Array, " N"] | None = None,
 ) -> AdaptedParameters:
     """Closed-form ∇C_in in the adapted parametrisation (MATH.md, Gradient).
 
@@ -83,6 +97,8 @@ def adapted_input_cost_gradient(
     x_tilde, hits = adapted_truncate(params, u)  # hits: (N, L, M)
     owner = last_truncations(hits)
     residual = x_tilde - targets
+    if weights is not None:
+        residual = weights[:, None] * residual
     g = jnp.mean(owner * residual[:, None, :], axis=0)
     return AdaptedParameters(d=-g * params.thresholds / params.d, b=-g / params.d)
 

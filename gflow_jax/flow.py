@@ -52,6 +52,9 @@ class FlowProblem(eqx.Module):
         y: ``(N, Q)`` reference output of each point, for the standard cost.
         out_weight: ``(Q, M)`` output weight W_{L+1} (frozen), for the standard cost.
         out_bias: ``(Q,)`` output bias b_{L+1} (frozen), for the standard cost.
+        weights: ``(N,)`` point weights ω, mean 1 (:mod:`gflow_jax.costs`): all ones by default;
+            0 marks padding rows, so problems with different numbers of real points share one
+            shape in a vmapped solve and each keeps its own normalisation 1/N.
         sorted: per-coordinate sorted data for the O(L·M·log N) input-cost gradient
             (:mod:`gflow_jax.sorted_field`); ``None`` when ``gradient="autodiff"``.
         mode: which parameters flow, ``"bias"`` or ``"joint"``.
@@ -65,6 +68,7 @@ class FlowProblem(eqx.Module):
     y: Float[Array, "N Q"]
     out_weight: Float[Array, "Q M"]
     out_bias: Float[Array, " Q"]
+    weights: Float[Array, " N"]
     sorted: SortedData | None
     mode: FlowMode = eqx.field(static=True)
     cost: CostKind = eqx.field(static=True)
@@ -81,6 +85,7 @@ class FlowProblem(eqx.Module):
         mode: FlowMode = "bias",
         cost: CostKind = "input",
         gradient: GradientKind | None = None,
+        weights: Float[Array, " N"] | None = None,
     ):
         n_points, dim = u.shape
         self.u = u
@@ -90,12 +95,21 @@ class FlowProblem(eqx.Module):
             jnp.zeros((self.y.shape[1], dim), u.dtype) if out_weight is None else out_weight
         )
         self.out_bias = jnp.zeros(self.y.shape[1], u.dtype) if out_bias is None else out_bias
+        if weights is None:
+            self.weights = jnp.ones(n_points, u.dtype)
+        else:  # normalised to mean 1: the cost is then Σ ω_i f_i / Σ ω_i
+            weights = jnp.asarray(weights, u.dtype)
+            if not isinstance(weights, jax.core.Tracer) and not bool(
+                jnp.all(jnp.isfinite(weights) & (weights >= 0)) & jnp.any(weights > 0)
+            ):
+                raise ValueError("point weights must be finite, non-negative and not all zero")
+            self.weights = weights * (n_points / jnp.sum(weights))
         self.mode = mode
         self.cost = cost
         if gradient is None:
             gradient = "sorted" if cost == "input" else "autodiff"
         self.gradient = gradient
-        self.sorted = sort_data(u, targets) if gradient == "sorted" else None
+        self.sorted = sort_data(u, targets, self.weights) if gradient == "sorted" else None
 
     def __check_init__(self):
         if self.mode not in ("bias", "joint"):
@@ -110,14 +124,22 @@ class FlowProblem(eqx.Module):
             raise ValueError(
                 f"targets must have the data's shape {self.u.shape}, got {self.targets.shape}"
             )
+        if self.weights.shape != self.u.shape[:1]:
+            raise ValueError(
+                f"weights must have shape ({self.u.shape[0]},), got {self.weights.shape}"
+            )
 
     @property
     def n_points(self) -> int:
         return self.u.shape[0]
 
     def subset(self, index: Int[Array, " B"]) -> FlowProblem:
-        """The same problem on the points ``index`` (a minibatch; autodiff gradient, no sort)."""
-        return FlowProblem(
+        """The same problem on the points ``index`` (a minibatch; autodiff gradient, no sort).
+
+        The minibatch keeps the full problem's weights (not renormalised), so its cost
+        (1/B) Σ_batch ω_i f_i is an unbiased estimate of the full cost.
+        """
+        batch = FlowProblem(
             self.u[index],
             self.targets[index],
             self.y[index],
@@ -127,12 +149,15 @@ class FlowProblem(eqx.Module):
             cost=self.cost,
             gradient="autodiff",
         )
+        return eqx.tree_at(lambda p: p.weights, batch, self.weights[index])
 
     def loss(self, params: AdaptedParameters) -> Float[Array, ""]:
-        """The cost being minimised (C_in or C), a mean over the problem's points."""
+        """The cost being minimised (C_in or C), a (weighted) mean over the problem's points."""
         if self.cost == "input":
-            return adapted_input_cost(params, self.u, self.targets)
-        return adapted_standard_cost(params, self.u, self.y, self.out_weight, self.out_bias)
+            return adapted_input_cost(params, self.u, self.targets, self.weights)
+        return adapted_standard_cost(
+            params, self.u, self.y, self.out_weight, self.out_bias, self.weights
+        )
 
     def mask(self, params: AdaptedParameters) -> AdaptedParameters:
         """1 on the leaves that flow, 0 on the frozen ones."""
@@ -167,7 +192,7 @@ def closed_form_vector_field(
     del s
     if problem.cost != "input":
         raise ValueError("the closed-form field is implemented for the input-layer cost only")
-    grad = adapted_input_cost_gradient(params, problem.u, problem.targets)
+    grad = adapted_input_cost_gradient(params, problem.u, problem.targets, problem.weights)
     return jax.tree.map(lambda g, m: -g * m, grad, problem.mask(params))
 
 

@@ -11,6 +11,9 @@ and, with prefix sums of the sorted targets,
     ∂C_in/∂c_{ℓ,k} = g_{ℓ,k} = (1/N) Σ_{owned i} (c_{ℓ,k} − ỹ_{i,k})
                    = (n_{ℓ,k} c_{ℓ,k} − Σ_{owned} ỹ_{i,k}) / N          (MATH.md, Gradient)
 
+With per-point weights ω (:mod:`gflow_jax.costs`) every sum is weighted: n_{ℓ,k} = Σ_owned ω_i
+and Σ_owned ω_i ỹ_{i,k}, from prefix sums in the same sorted order.
+
 is exact — the same number autodiff and the Π-matrix formula give, without touching every point.
 A point exactly on a face counts as not truncated, as in
 :func:`~gflow_jax.network.adapted_truncate`.
@@ -31,24 +34,34 @@ class SortedData(eqx.Module):
 
     Attributes:
         values: ``(M, N)`` each coordinate's values u_{·,k}, sorted ascending.
-        target_prefix: ``(M, N + 1)`` prefix sums of ỹ_{·,k} in that order (leading 0).
+        target_prefix: ``(M, N + 1)`` prefix sums of ω ỹ_{·,k} in that order (leading 0).
+        weight_prefix: ``(M, N + 1)`` prefix sums of the point weights ω in that order.
         run_end: ``(M, N)`` one past the last index holding the same value as index i (ties).
     """
 
     values: Float[Array, "M N"]
     target_prefix: Float[Array, "M N+1"]
+    weight_prefix: Float[Array, "M N+1"]
     run_end: Int[Array, "M N"]
 
 
-def sort_data(u: Float[Array, "N M"], targets: Float[Array, "N M"]) -> SortedData:
-    """Sort every coordinate of ``u`` and accumulate the targets in the same order."""
+def sort_data(
+    u: Float[Array, "N M"],
+    targets: Float[Array, "N M"],
+    weights: Float[Array, " N"] | None = None,
+) -> SortedData:
+    """Sort every coordinate of ``u`` and accumulate (weighted) targets in the same order."""
+    if weights is None:
+        weights = jnp.ones(u.shape[0], u.dtype)
     order = jnp.argsort(u, axis=0)
     values = jnp.take_along_axis(u, order, axis=0).T
+    w = weights[order].T  # (M, N)
     sorted_targets = jnp.take_along_axis(targets, order, axis=0).T
     zero = jnp.zeros((u.shape[1], 1), dtype=sorted_targets.dtype)
-    prefix = jnp.concatenate([zero, jnp.cumsum(sorted_targets, axis=1)], axis=1)
+    prefix = jnp.concatenate([zero, jnp.cumsum(w * sorted_targets, axis=1)], axis=1)
+    weight_prefix = jnp.concatenate([zero, jnp.cumsum(w, axis=1)], axis=1)
     run_end = jax.vmap(lambda v: jnp.searchsorted(v, v, side="right"))(values)
-    return SortedData(values, prefix, run_end.astype(jnp.int32))
+    return SortedData(values, prefix, weight_prefix, run_end.astype(jnp.int32))
 
 
 def _counts(values: Float[Array, " N"], run_end: Int[Array, " N"], cuts: Float[Array, " Q"]):
@@ -63,8 +76,10 @@ def _counts(values: Float[Array, " N"], run_end: Int[Array, " N"], cuts: Float[A
 
 def threshold_gradient(
     thresholds: Float[Array, "L M"], d: Float[Array, "L M"], data: SortedData
-) -> tuple[Float[Array, "L M"], Int[Array, "L M"]]:
-    """∂C_in/∂c_{ℓ,k} and the counts n_{ℓ,k} of owned points, both ``(L, M)``.
+) -> tuple[Float[Array, "L M"], Float[Array, "L M"]]:
+    """∂C_in/∂c_{ℓ,k} and the (weighted) counts n_{ℓ,k} of owned points, both ``(L, M)``.
+
+    With unit weights n_{ℓ,k} is the integer number of owned points (as a float).
 
     Args:
         thresholds: c_{ℓ,k} = −b⁽ℓ⁾_k / d_{ℓ,k}.
@@ -98,7 +113,10 @@ def threshold_gradient(
     last = jnp.concatenate([later_at_most[1:], jnp.full_like(at_most[:1], n_points)])
     lo = jnp.where(positive, first, jnp.maximum(first, at_most))
     hi = jnp.maximum(jnp.where(positive, jnp.minimum(last, below), last), lo)
-    prefix = data.target_prefix.T  # (N + 1, M)
-    target_sum = jnp.take_along_axis(prefix, hi, axis=0) - jnp.take_along_axis(prefix, lo, axis=0)
-    n = hi - lo
-    return (n * c - target_sum) / n_points, n
+
+    def interval_sum(prefix):  # Σ over sorted positions lo..hi-1, per (ℓ, k)
+        prefix = prefix.T  # (N + 1, M)
+        return jnp.take_along_axis(prefix, hi, axis=0) - jnp.take_along_axis(prefix, lo, axis=0)
+
+    n = interval_sum(data.weight_prefix)
+    return (n * c - interval_sum(data.target_prefix)) / n_points, n

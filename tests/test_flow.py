@@ -268,3 +268,37 @@ def test_steps_per_interval_rejects_incommensurate_grid():
 
 # keep imports used (diffrax/optax are the peers these tests pin down)
 _ = (diffrax, optax)
+
+
+@pytest.mark.parametrize("mode", ["bias", "joint"])
+def test_weighted_padding_equals_the_unpadded_problem(mode):
+    """Padding rows of weight 0 (anywhere in the data, even inside the clusters) change nothing:
+    same gradient (sorted, autodiff and closed form) and same solution, normalised by the real N.
+    Non-uniform weights: sorted gradient equals jax.grad of the weighted cost."""
+    problem, params0 = _two_cluster_problem(mode)
+    n, M = problem.u.shape
+    pad_u = jax.random.uniform(jax.random.PRNGKey(7), (9, M), minval=-2.0, maxval=5.0)
+    u = jnp.concatenate([problem.u, pad_u])
+    targets = jnp.concatenate([problem.targets, jnp.zeros((9, M))])
+    weights = jnp.concatenate([jnp.ones(n), jnp.zeros(9)])
+    padded = FlowProblem(u, targets, mode=mode, weights=weights)
+    ref = problem.descent_direction(params0)
+    for gradient in ("sorted", "autodiff"):
+        p = FlowProblem(u, targets, mode=mode, weights=weights, gradient=gradient)
+        np.testing.assert_allclose(p.descent_direction(params0).b, ref.b, rtol=1e-12, atol=1e-15)
+    closed = closed_form_vector_field(0.0, params0, padded)
+    np.testing.assert_allclose(closed.b, ref.b, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(padded.loss(params0), problem.loss(params0), rtol=1e-13)
+    ts = jnp.linspace(0.0, 3.0, 4)
+    euler = SolverSettings(solver="euler", dt0=0.01)  # same steps: only rounding may differ
+    a = solve_flow(problem, params0, ts, euler)
+    b = solve_flow(padded, params0, ts, euler)
+    np.testing.assert_allclose(b.params.b, a.params.b, rtol=1e-11, atol=1e-13)
+
+    w = jax.random.uniform(jax.random.PRNGKey(3), (n,), minval=0.0, maxval=3.0)
+    weighted = FlowProblem(problem.u, problem.targets, mode=mode, weights=w)
+    g_auto = jax.grad(weighted.loss)(params0)
+    g_sorted = weighted.gradient_of_loss(params0)
+    np.testing.assert_allclose(g_sorted.b, g_auto.b, rtol=1e-11, atol=1e-14)
+    with pytest.raises(ValueError, match="weights"):
+        FlowProblem(problem.u, problem.targets, weights=-w)
