@@ -1,0 +1,655 @@
+"""Full-network training of ReLU MLPs with optax, recording the trajectory to disk as it runs.
+
+MATH.md Part B, trajectory protocol: train with SGD (or Adam) until the network reaches 100 %
+training accuracy, then keep the next K iterates (one per step, flattened weight vectors) as a
+point cloud; or keep every k-th iterate over a fixed number of steps. Alongside, every
+``monitor_every`` steps: train/test loss and accuracy and the hidden representations of a fixed
+probe batch at chosen layers.
+
+JAX structure. One compiled program (:func:`_train_chunk`, an ``eqx.filter_jit`` of a ``vmap``
+over *members*) advances P networks by ``chunk_steps`` optax steps inside ``lax.scan``. Members
+differ in learning rate (a traced ``(P,)`` array — a new learning rate does not recompile) and in
+seed (initial weights and minibatch order); the batch size is the one static hyperparameter (it
+sets the minibatch shape), so a sweep compiles one program per batch size. Between chunks the
+host writes the new iterates to disk (:mod:`gflow_jax.trajectory_io`), so an interrupted run
+keeps everything recorded so far and memory stays O(chunk · P · D).
+
+Minibatches: epoch-wise shuffling without replacement. Step k (0-based) of a member with key κ
+uses the slice ``[(k mod E)·B, (k mod E)·B + B)`` of ``permutation(fold_in(κ, k // E), n)``,
+E = ⌊n/B⌋ steps per epoch (the last partial batch of an epoch is dropped). Iterate number k is
+the weight vector *after* k steps (iterate 0 = initialisation).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.flatten_util import ravel_pytree
+from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
+
+from .data import make_clusters
+from .trajectory_io import ChunkedArrayWriter
+
+__all__ = [
+    "MLP",
+    "Dataset",
+    "MemberOutcome",
+    "MemberRecorder",
+    "RecordingPlan",
+    "TrainingSpec",
+    "batch_indices",
+    "clusters_dataset",
+    "digits_dataset",
+    "evaluate",
+    "flatten_params",
+    "init_mlp",
+    "loss_matrix",
+    "make_optimizer",
+    "per_example_loss",
+    "split_dataset",
+    "train_and_record",
+    "unflatten_params",
+]
+
+
+# --------------------------------------------------------------------------------------------
+# data
+
+
+class Dataset(eqx.Module):
+    """A train/test split for classification.
+
+    Attributes:
+        x_train: ``(n, d)`` training inputs; ``y_train`` ``(n,)`` their (possibly noisy) labels.
+        x_test: ``(m, d)`` test inputs; ``y_test`` ``(m,)`` their clean labels.
+        noisy: ``(n,)`` True where a training label was corrupted.
+        n_classes: Q.
+    """
+
+    x_train: Float[Array, "n d"]
+    y_train: Int[Array, " n"]
+    x_test: Float[Array, "m d"]
+    y_test: Int[Array, " m"]
+    noisy: Bool[Array, " n"]
+    n_classes: int = eqx.field(static=True)
+
+    @property
+    def n_train(self) -> int:
+        return self.x_train.shape[0]
+
+    @property
+    def dim(self) -> int:
+        return self.x_train.shape[1]
+
+
+def split_dataset(
+    x: Float[Array, "N d"],
+    y: Int[Array, " N"],
+    n_classes: int,
+    *,
+    test_fraction: float,
+    label_noise: float,
+    key: PRNGKeyArray,
+) -> Dataset:
+    """Shuffle, split off ``round(test_fraction·N)`` test points, corrupt training labels.
+
+    A fraction ``label_noise`` of the training labels (each independently with that
+    probability) is replaced by a uniformly chosen *different* class; test labels stay clean.
+    """
+    n = x.shape[0]
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction must lie in (0, 1), got {test_fraction!r}")
+    if not 0.0 <= label_noise <= 1.0:
+        raise ValueError(f"label_noise must lie in [0, 1], got {label_noise!r}")
+    n_test = int(round(test_fraction * n))
+    if not 1 <= n_test <= n - 1:
+        raise ValueError(f"test_fraction {test_fraction} leaves an empty train or test set")
+    k_perm, k_flip, k_new = jax.random.split(key, 3)
+    perm = jax.random.permutation(k_perm, n)
+    x, y = jnp.asarray(x)[perm], jnp.asarray(y, dtype=jnp.int32)[perm]
+    y_train = y[n_test:]
+    noisy = jax.random.uniform(k_flip, y_train.shape) < label_noise
+    shift = jax.random.randint(k_new, y_train.shape, 1, max(n_classes, 2), dtype=jnp.int32)
+    y_train = jnp.where(noisy, (y_train + shift) % n_classes, y_train)
+    return Dataset(
+        x_train=x[n_test:],
+        y_train=y_train,
+        x_test=x[:n_test],
+        y_test=y[:n_test],
+        noisy=noisy,
+        n_classes=n_classes,
+    )
+
+
+def digits_dataset(*, test_fraction: float = 0.2, label_noise: float = 0.0, seed: int = 0):
+    """scikit-learn's 8×8 digits (1797 images, 10 classes, bundled with the package: no download).
+
+    Pixels are scaled from [0, 16] to [0, 1]. Needs scikit-learn (imported here only).
+    """
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "the digits dataset needs scikit-learn, which is not installed: "
+            "`pip install scikit-learn` (or `pip install -e '.[test]'`), or use "
+            "data.source = 'clusters'"
+        ) from err
+    bunch = load_digits()
+    x = jnp.asarray(bunch.data, dtype=float) / 16.0
+    y = jnp.asarray(bunch.target)
+    return split_dataset(
+        x,
+        y,
+        10,
+        test_fraction=test_fraction,
+        label_noise=label_noise,
+        key=jax.random.PRNGKey(seed),
+    )
+
+
+def clusters_dataset(
+    *,
+    n_classes: int,
+    points_per_class: int,
+    dim: int,
+    radius: float,
+    separation: float,
+    test_fraction: float = 0.3,
+    label_noise: float = 0.0,
+    seed: int = 0,
+) -> Dataset:
+    """Gaussian clusters at random centres (:func:`gflow_jax.data.make_clusters`), split, noised."""
+    k_data, k_split = jax.random.split(jax.random.PRNGKey(seed))
+    data = make_clusters(
+        k_data,
+        n_classes=n_classes,
+        n_per_class=points_per_class,
+        dim=dim,
+        radius=radius,
+        separation=separation,
+        distribution="gaussian",
+        layout="random",
+    )
+    return split_dataset(
+        data.x,
+        data.labels,
+        n_classes,
+        test_fraction=test_fraction,
+        label_noise=label_noise,
+        key=k_split,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# model
+
+
+class MLP(eqx.Module):
+    """ReLU multilayer perceptron x⁽ℓ⁾ = σ(W_ℓ x⁽ℓ⁻¹⁾ + b_ℓ), logits W_{L+1} x⁽ᴸ⁾ + b_{L+1}.
+
+    Attributes:
+        weights: ``(L+1,)`` tuple; ``weights[ℓ]`` has shape ``(width_{ℓ+1}, width_ℓ)``.
+        biases: ``(L+1,)`` tuple; ``biases[ℓ]`` has shape ``(width_{ℓ+1},)``.
+    """
+
+    weights: tuple[Float[Array, "out in"], ...]
+    biases: tuple[Float[Array, " out"], ...]
+
+    @property
+    def depth(self) -> int:
+        """Number of hidden layers L."""
+        return len(self.weights) - 1
+
+    def hidden(self, x: Float[Array, "*b d"]) -> list[Float[Array, "*b h"]]:
+        """Post-ReLU activations x⁽¹⁾..x⁽ᴸ⁾ of inputs ``x`` ``(..., d)``."""
+        out = []
+        for w, b in zip(self.weights[:-1], self.biases[:-1], strict=True):
+            x = jax.nn.relu(_affine(x, w, b))
+            out.append(x)
+        return out
+
+    def __call__(self, x: Float[Array, "*b d"]) -> Float[Array, "*b Q"]:
+        h = self.hidden(x)
+        last = h[-1] if h else x
+        return _affine(last, self.weights[-1], self.biases[-1])
+
+
+def _affine(x, w, b):
+    """x Wᵀ + b for inputs with any leading batch shape (explicit broadcast of b)."""
+    y = x @ w.T
+    return y + b.reshape((1,) * (y.ndim - 1) + b.shape)
+
+
+def init_mlp(
+    key: PRNGKeyArray, in_dim: int, hidden: Sequence[int], n_classes: int, dtype=None
+) -> MLP:
+    """He-normal weights (std √(2/fan_in)), zero biases; ``hidden`` lists the L widths."""
+    widths = [int(in_dim), *map(int, hidden), int(n_classes)]
+    if any(w < 1 for w in widths):
+        raise ValueError(f"layer widths must be positive, got {widths}")
+    dtype = dtype or jnp.result_type(float)
+    keys = jax.random.split(key, len(widths) - 1)
+    weights = tuple(
+        (math.sqrt(2.0 / fan_in) * jax.random.normal(k, (fan_out, fan_in))).astype(dtype)
+        for k, fan_in, fan_out in zip(keys, widths[:-1], widths[1:], strict=True)
+    )
+    biases = tuple(jnp.zeros(w, dtype) for w in widths[1:])
+    return MLP(weights=weights, biases=biases)
+
+
+def flatten_params(model: MLP) -> Float[Array, " D"]:
+    """The weight vector w ∈ R^D (order W_1, W_2, …, b_1, b_2, … as in ``ravel_pytree``)."""
+    return ravel_pytree(model)[0]
+
+
+def unflatten_params(vector: Float[Array, " D"], like: MLP) -> MLP:
+    """Inverse of :func:`flatten_params` for the architecture of ``like``."""
+    return ravel_pytree(like)[1](vector)
+
+
+def per_example_loss(model: MLP, x: Float[Array, "n d"], y: Int[Array, " n"]) -> Float[Array, " n"]:
+    """Softmax cross-entropy ℓ(w, z_i) of every example (nats)."""
+    return optax.softmax_cross_entropy_with_integer_labels(model(x), y)
+
+
+def _blocks(x, block: int):
+    """Pad the leading axis to a multiple of ``block`` and reshape to ``(nb, block, ...)``."""
+    n = x.shape[0]
+    nb = -(-n // block)
+    pad = jnp.zeros((nb * block - n, *x.shape[1:]), x.dtype)
+    return jnp.concatenate([x, pad]).reshape(nb, block, *x.shape[1:])
+
+
+def evaluate(
+    model: MLP, x: Float[Array, "n d"], y: Int[Array, " n"], *, block: int = 512
+) -> tuple[Float[Array, ""], Float[Array, ""]]:
+    """Mean cross-entropy and accuracy over ``(x, y)``, in blocks of ``block`` examples."""
+    n = x.shape[0]
+    block = max(1, min(block, n))
+    xb, yb = _blocks(x, block), _blocks(y, block)
+    mask = _blocks(jnp.ones(n, bool), block)
+
+    def one(args):
+        xi, yi, mi = args
+        logits = model(xi)
+        loss = optax.softmax_cross_entropy_with_integer_labels(logits, yi)
+        correct = jnp.argmax(logits, axis=-1) == yi
+        return jnp.sum(jnp.where(mi, loss, 0.0)), jnp.sum(mi & correct)
+
+    loss, correct = jax.lax.map(one, (xb, yb, mask))
+    return jnp.sum(loss) / n, jnp.sum(correct) / n
+
+
+@eqx.filter_jit
+def loss_matrix(
+    vectors: Float[Array, "K D"],
+    like: MLP,
+    x: Float[Array, "n d"],
+    y: Int[Array, " n"],
+    *,
+    block: int = 32,
+) -> Float[Array, "K n"]:
+    """ℓ(w_a, z_i) for every iterate w_a (rows of ``vectors``) and example, ``block`` iterates
+    at a time (the input of :func:`gflow_jax.generalization.loss_pseudometric`)."""
+    k = vectors.shape[0]
+    block = max(1, min(block, k))
+    unravel = ravel_pytree(like)[1]
+
+    def rows(vs):
+        return jax.vmap(lambda v: per_example_loss(unravel(v), x, y))(vs)
+
+    out = jax.lax.map(rows, _blocks(vectors, block))
+    return out.reshape(-1, x.shape[0])[:k]
+
+
+# --------------------------------------------------------------------------------------------
+# optimisation
+
+
+def make_optimizer(name: str, learning_rate, momentum: float = 0.0):
+    """``optax.sgd`` (optionally with heavy-ball ``momentum``) or ``optax.adam``.
+
+    ``learning_rate`` may be a traced scalar; the optimizer *state* does not depend on it, so the
+    state of ``make_optimizer(name, 0.0).init(params)`` serves every learning rate.
+    """
+    if name == "sgd":
+        return optax.sgd(learning_rate, momentum=momentum if momentum > 0 else None)
+    if name == "adam":
+        return optax.adam(learning_rate)
+    raise ValueError(f"unknown optimizer {name!r}; expected 'sgd' or 'adam'")
+
+
+def batch_indices(
+    key: PRNGKeyArray, step: Int[Array, ""], n: int, batch_size: int
+) -> Int[Array, " B"]:
+    """Indices of the minibatch of 0-based ``step`` (epoch-wise shuffling, see module doc)."""
+    per_epoch = n // batch_size
+    epoch, pos = step // per_epoch, step % per_epoch
+    perm = jax.random.permutation(jax.random.fold_in(key, epoch), n)
+    return jax.lax.dynamic_slice_in_dim(perm, pos * batch_size, batch_size)
+
+
+@dataclass(frozen=True)
+class TrainingSpec:
+    """Static training hyperparameters of a group of members (one compiled program)."""
+
+    optimizer: str = "sgd"
+    momentum: float = 0.0
+    batch_size: int = 32
+    eval_block: int = 512
+
+
+class _ChunkOut(eqx.Module):
+    model: MLP
+    opt_state: optax.OptState
+    iterates: Float[Array, "P R D"]
+    train_loss: Float[Array, " P"]
+    train_acc: Float[Array, " P"]
+    test_loss: Float[Array, " P"]
+    test_acc: Float[Array, " P"]
+    representations: tuple[Float[Array, "P probe h"], ...]
+
+
+def _measure_members(model, data: Dataset, probe_x, probe_layers, eval_block):
+    def one(m):
+        tr_l, tr_a = evaluate(m, data.x_train, data.y_train, block=eval_block)
+        te_l, te_a = evaluate(m, data.x_test, data.y_test, block=eval_block)
+        hidden = m.hidden(probe_x)
+        reps = tuple(hidden[layer - 1] for layer in probe_layers)
+        return tr_l, tr_a, te_l, te_a, reps
+
+    return jax.vmap(one)(model)
+
+
+@eqx.filter_jit
+@eqx.debug.assert_max_traces(max_traces=None)
+def _train_chunk(
+    model: MLP,
+    opt_state,
+    lrs: Float[Array, " P"],
+    keys: PRNGKeyArray,
+    start: Int[Array, ""],
+    data: Dataset,
+    probe_x: Float[Array, "probe d"],
+    n_steps: int,
+    record_every: int,
+    spec: TrainingSpec,
+    probe_layers: tuple[int, ...],
+) -> _ChunkOut:
+    """Advance every member ``n_steps`` steps from step ``start``; emit every
+    ``record_every``-th iterate, then evaluate and take the probe representations."""
+    n = data.n_train
+    bs = spec.batch_size
+
+    def member(m, state, lr, key):
+        opt = make_optimizer(spec.optimizer, lr, spec.momentum)
+
+        def loss_fn(mm, idx):
+            return jnp.mean(per_example_loss(mm, data.x_train[idx], data.y_train[idx]))
+
+        def one_step(k, carry):
+            mm, st = carry
+            grads = jax.grad(loss_fn)(mm, batch_indices(key, start + k, n, bs))
+            updates, st = opt.update(grads, st, mm)
+            return optax.apply_updates(mm, updates), st
+
+        def block(carry, b):
+            carry = jax.lax.fori_loop(b * record_every, (b + 1) * record_every, one_step, carry)
+            return carry, flatten_params(carry[0])
+
+        (m, state), iterates = jax.lax.scan(block, (m, state), jnp.arange(n_steps // record_every))
+        return m, state, iterates
+
+    model, opt_state, iterates = jax.vmap(member)(model, opt_state, lrs, keys)
+    tr_l, tr_a, te_l, te_a, reps = _measure_members(
+        model, data, probe_x, probe_layers, spec.eval_block
+    )
+    return _ChunkOut(model, opt_state, iterates, tr_l, tr_a, te_l, te_a, reps)
+
+
+@eqx.filter_jit
+def _initial_measures(model, data, probe_x, probe_layers, eval_block):
+    return _measure_members(model, data, probe_x, probe_layers, eval_block)
+
+
+# --------------------------------------------------------------------------------------------
+# recording
+
+
+@dataclass(frozen=True)
+class RecordingPlan:
+    """What to record while training.
+
+    Attributes:
+        mode: ``"after_interpolation"`` — train until 100 % training accuracy (checked at the end
+            of every chunk), then record the next ``n_iterates`` iterates, one per step, starting
+            with the first 100 % iterate; ``"every"`` — train ``max_steps`` steps and record every
+            ``every``-th iterate (iterates 0, k, 2k, …, max_steps).
+        n_iterates: K (``after_interpolation``).
+        every: k; in ``after_interpolation`` mode every k-th iterate is also kept as a sparse
+            *checkpoint* stream for monitoring curves.
+        chunk_steps: steps per compiled chunk (a multiple of ``every``); the host writes to disk
+            between chunks.
+        max_steps: ``after_interpolation``: a member that has not reached 100 % by then fails;
+            ``every``: the training length (a multiple of ``chunk_steps``).
+        monitor_every: evaluate and take probe representations every this many steps (a
+            multiple of ``chunk_steps``), and at step 0.
+        probe_layers: hidden layers (1-based) whose probe representations are kept.
+    """
+
+    mode: str = "after_interpolation"
+    n_iterates: int = 1000
+    every: int = 10
+    chunk_steps: int = 200
+    max_steps: int = 20_000
+    monitor_every: int = 200
+    probe_layers: tuple[int, ...] = (1,)
+
+    def __post_init__(self):
+        if self.mode not in ("after_interpolation", "every"):
+            raise ValueError(f"mode must be 'after_interpolation' or 'every', got {self.mode!r}")
+        for name in ("n_iterates", "every", "chunk_steps", "max_steps", "monitor_every"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        if self.chunk_steps % self.every:
+            raise ValueError(f"chunk_steps {self.chunk_steps} is not a multiple of every")
+        if self.monitor_every % self.chunk_steps:
+            raise ValueError(f"monitor_every {self.monitor_every} is not a multiple of chunk_steps")
+        if self.mode == "every" and self.max_steps % self.chunk_steps:
+            raise ValueError(f"max_steps {self.max_steps} is not a multiple of chunk_steps")
+
+
+@dataclass
+class MemberRecorder:
+    """Where one member's iterates go: the measured ``trajectory`` and the sparse
+    ``checkpoints`` (``None``: not kept; in ``"every"`` mode the trajectory *is* the sparse
+    stream)."""
+
+    trajectory: ChunkedArrayWriter
+    checkpoints: ChunkedArrayWriter | None = None
+
+
+_SERIES = ("train_loss", "train_acc", "test_loss", "test_acc")
+
+
+@dataclass
+class MemberOutcome:
+    """How one member's training went.
+
+    Attributes:
+        status: ``"ok"``, ``"diverged"`` (non-finite loss) or ``"not_interpolated"`` (no 100 %
+            training accuracy within ``max_steps``).
+        error: a message for failed members.
+        onset_step: first checked step with 100 % training accuracy (``None`` if never).
+        end_step: the step of the last recorded iterate.
+        monitor_steps: ``(T,)`` steps of the monitor series.
+        monitor: ``train_loss``, ``train_acc``, ``test_loss``, ``test_acc`` series ``(T,)``.
+        representations: per probe layer ``(T, probe, width)``.
+    """
+
+    status: str = "ok"
+    error: str | None = None
+    onset_step: int | None = None
+    end_step: int = 0
+    monitor_steps: list[int] = field(default_factory=list)
+    monitor: dict[str, list[float]] = field(
+        default_factory=lambda: {
+            k: [] for k in ("train_loss", "train_acc", "test_loss", "test_acc")
+        }
+    )
+    representations: list[list[np.ndarray]] = field(default_factory=list)
+
+
+def train_and_record(
+    models: MLP,
+    learning_rates: Float[Array, " P"],
+    keys: PRNGKeyArray,
+    data: Dataset,
+    probe_x: Float[Array, "probe d"],
+    spec: TrainingSpec,
+    plan: RecordingPlan,
+    recorders: Sequence[MemberRecorder | None],
+    *,
+    progress: bool = False,
+    desc: str = "train",
+    on_chunk: Callable[[int], None] | None = None,
+) -> list[MemberOutcome]:
+    """Train P members together (vmapped) and stream their trajectories to disk.
+
+    Args:
+        models: an :class:`MLP` whose leaves carry a leading member axis ``(P, ...)``.
+        learning_rates: ``(P,)`` learning rates (traced: no recompilation per value).
+        keys: ``(P,)`` minibatch-order keys.
+        data: the train/test split; ``probe_x`` ``(probe, d)`` the fixed probe batch.
+        recorders: one per member; ``None`` trains the member without writing (its
+            trajectory is already on disk).
+        on_chunk: called with the step count after each chunk (a hook for tests).
+
+    Returns one :class:`MemberOutcome` per member. Streams of successful members are closed
+    (complete); those of failed members are left open (incomplete).
+    """
+    lrs = jnp.asarray(learning_rates, dtype=jnp.result_type(float))
+    n_members = lrs.shape[0]
+    if len(recorders) != n_members:
+        raise ValueError(f"{len(recorders)} recorders for {n_members} members")
+    if not 1 <= spec.batch_size <= data.n_train:
+        raise ValueError(f"batch_size must lie in [1, {data.n_train}], got {spec.batch_size}")
+    for layer in plan.probe_layers:
+        if not 1 <= layer <= len(models.weights) - 1:
+            raise ValueError(f"probe layer {layer} is not a hidden layer (1..{models.depth})")
+    layers = tuple(plan.probe_layers)
+    opt_state = jax.vmap(make_optimizer(spec.optimizer, 0.0, spec.momentum).init)(models)
+    outcomes = [MemberOutcome(representations=[[] for _ in layers]) for _ in range(n_members)]
+    phase = ["train"] * n_members if plan.mode == "after_interpolation" else ["record"] * n_members
+    counts = [0] * n_members
+
+    def monitor(m, step, tr_l, tr_a, te_l, te_a, reps):
+        o = outcomes[m]
+        o.monitor_steps.append(step)
+        for name, v in zip(o.monitor, (tr_l, tr_a, te_l, te_a), strict=True):
+            o.monitor[name].append(float(v[m]))
+        for i, r in enumerate(reps):
+            o.representations[i].append(np.asarray(r[m]))
+
+    def sparse_stream(m):
+        rec = recorders[m]
+        if rec is None:
+            return None
+        return rec.trajectory if plan.mode == "every" else rec.checkpoints
+
+    # step 0
+    init = jax.tree.map(
+        np.asarray, _initial_measures(models, data, probe_x, layers, spec.eval_block)
+    )
+    flat0 = np.asarray(jax.vmap(flatten_params)(models))
+    for m in range(n_members):
+        monitor(m, 0, *init[:4], init[4])
+        if (s := sparse_stream(m)) is not None:
+            s.append(flat0[m : m + 1], np.zeros(1, np.int64))
+        if plan.mode == "every":
+            counts[m] = 1
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(desc=desc, unit="step", leave=False)
+    step = 0
+    C = plan.chunk_steps
+    while any(p in ("train", "record") for p in phase):
+        recording = plan.mode == "after_interpolation" and "record" in phase
+        r = 1 if recording else plan.every
+        out = _train_chunk(
+            models, opt_state, lrs, keys, jnp.asarray(step), data, probe_x, C, r, spec, layers
+        )
+        models, opt_state = out.model, out.opt_state
+        iterates = np.asarray(out.iterates)  # (P, C/r, D)
+        it_steps = step + r * np.arange(1, C // r + 1)
+        metrics = [np.asarray(a) for a in (out.train_loss, out.train_acc, out.test_loss)]
+        metrics.append(np.asarray(out.test_acc))
+        reps = [np.asarray(a) for a in out.representations]
+        step += C
+        for m in range(n_members):
+            if phase[m] not in ("train", "record"):
+                continue
+            o, rec = outcomes[m], recorders[m]
+            if not (np.isfinite(metrics[0][m]) and np.all(np.isfinite(iterates[m, -1]))):
+                phase[m], o.status = "failed", "diverged"
+                o.error = f"diverged: non-finite loss or weights by step {step}"
+                o.end_step = step
+                continue
+            sparse = it_steps % plan.every == 0
+            if plan.mode == "every":
+                if rec is not None:
+                    rec.trajectory.append(iterates[m, sparse], it_steps[sparse])
+                counts[m] += int(sparse.sum())
+            else:
+                if phase[m] == "record":
+                    take = min(plan.n_iterates - counts[m], C)
+                    if rec is not None:
+                        rec.trajectory.append(iterates[m, :take], it_steps[:take])
+                    counts[m] += take
+                    if counts[m] == plan.n_iterates:
+                        phase[m], o.end_step = "done", int(it_steps[take - 1])
+                        sparse &= it_steps <= o.end_step  # checkpoints end with the trajectory
+                if (s := sparse_stream(m)) is not None:
+                    s.append(iterates[m, sparse], it_steps[sparse])
+            if step % plan.monitor_every == 0 and phase[m] in ("train", "record"):
+                monitor(m, step, *metrics, reps)
+            if phase[m] == "train" and metrics[1][m] == 1.0:
+                o.onset_step = step
+                if rec is not None:
+                    rec.trajectory.append(iterates[m, -1:], np.array([step]))
+                counts[m] = 1
+                phase[m] = "record"
+                if plan.n_iterates == 1:
+                    phase[m], o.end_step = "done", step
+            if plan.mode == "every" and step >= plan.max_steps:
+                phase[m], o.end_step = "done", step
+            elif phase[m] == "train" and step >= plan.max_steps:
+                phase[m], o.status, o.end_step = "failed", "not_interpolated", step
+                o.error = (
+                    f"did not reach 100 % training accuracy within max_steps = {plan.max_steps}"
+                    f" (final training accuracy {metrics[1][m]:.4f})"
+                )
+        if bar is not None:
+            bar.update(C)
+        if on_chunk is not None:
+            on_chunk(step)
+    if bar is not None:
+        bar.close()
+    for m in range(n_members):
+        rec = recorders[m]
+        if outcomes[m].status == "ok" and rec is not None:
+            meta = {"onset_step": outcomes[m].onset_step, "end_step": outcomes[m].end_step}
+            rec.trajectory.close(**meta)
+            if rec.checkpoints is not None:
+                rec.checkpoints.close(**meta)
+    return outcomes
