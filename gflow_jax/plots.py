@@ -11,9 +11,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .runs import load_arrays  # noqa: E402
+from .runs import load_arrays, write_json  # noqa: E402
 
-__all__ = ["plot_truncation_run"]
+__all__ = ["plot_truncation_analysis", "plot_truncation_run", "write_analysis"]
 
 
 def _trajectories(arrays: dict) -> list[str]:
@@ -127,4 +127,88 @@ def plot_truncation_run(run_dir: str | Path) -> list[Path]:
         paths.append(out / fname)
         fig.savefig(paths[-1], dpi=120)
         plt.close(fig)
+    paths.extend(plot_truncation_analysis(run_dir))
+    return paths
+
+
+def write_analysis(run_dir: str | Path) -> tuple[dict, dict]:
+    """Compute :mod:`gflow_jax.analysis` of a run from its saved states and store it as
+    ``analysis.json`` and ``analysis.npz`` (once; later calls read the files)."""
+    from .analysis import analyse_truncation_arrays
+
+    run_dir = Path(run_dir)
+    if (run_dir / "analysis.json").is_file() and (run_dir / "analysis.npz").is_file():
+        with np.load(run_dir / "analysis.npz") as z:
+            return json.loads((run_dir / "analysis.json").read_text()), dict(z)
+    cfg = json.loads((run_dir / "config.json").read_text())
+    summary, tables = analyse_truncation_arrays(load_arrays(run_dir), cfg)
+    np.savez_compressed(run_dir / "analysis.npz", **tables)
+    write_json(run_dir / "analysis.json", summary)
+    return summary, tables
+
+
+def plot_truncation_analysis(run_dir: str | Path) -> list[Path]:
+    """Rates against n, event times, and per-cluster spread with NC1 (``figures/``)."""
+    run_dir = Path(run_dir)
+    summary, t = write_analysis(run_dir)
+    if "flow" not in summary:
+        return []
+    cfg = json.loads((run_dir / "config.json").read_text())
+    a = load_arrays(run_dir)
+    out = run_dir / "figures"
+    paths = []
+
+    # measured vs predicted rate, one point per inter-event interval of the flow
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    n, fit, pred = t["analysis/flow/rates/count"], t["analysis/flow/rates/fitted"], None
+    pred = t["analysis/flow/rates/predicted"]
+    ax.scatter(n, fit, s=28, c="k", label="fitted on an inter-event interval (flow)", zorder=3)
+    ax.scatter(n, pred, s=80, facecolors="none", edgecolors="tab:orange", label="predicted")
+    ax.set_xlabel("owned points n of the face")
+    ax.set_ylabel("rate  −d/ds log|c − ȳ|")
+    err = summary["flow"]["max_rel_rate_error"]
+    rule = "(1+c²) n/(N d²)" if cfg["flow"]["mode"] == "joint" else "n/(N d²)"
+    ax.set_title(
+        f"rates vs prediction {rule}; max rel. error {err:.1e}\n{_subtitle(cfg)}"
+        if err is not None
+        else _subtitle(cfg),
+        fontsize=9,
+    )
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    paths.append(out / "rates.png")
+    fig.savefig(paths[-1], dpi=120)
+    plt.close(fig)
+
+    # event times of every trajectory
+    names = [p for p in _trajectories(a) if p in summary]
+    fig, ax = plt.subplots(figsize=(6.5, 0.5 + 0.45 * len(names) + 1.5))
+    for i, name in enumerate(names):
+        ev = summary[name]["event_times"]
+        ax.eventplot([ev], lineoffsets=i, linelengths=0.7, colors=_style(name).get("color", None))
+    ax.set_yticks(range(len(names)), [_style(p)["label"] for p in names], fontsize=8)
+    ax.set_xlabel("flow time s = η·k")
+    ax.set_title(f"crossing (event) times\n{_subtitle(cfg)}", fontsize=9)
+    fig.tight_layout()
+    paths.append(out / "events.png")
+    fig.savefig(paths[-1], dpi=120)
+    plt.close(fig)
+
+    # per-cluster spread (max over coordinates) and NC1 of the flow, log axis
+    ts = a["ts"]
+    spread = t["analysis/flow/spread"].max(-1)  # (T, Q)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for j in range(spread.shape[1]):
+        y = np.where(spread[:, j] > 0, spread[:, j], np.nan)
+        ax.plot(ts, y, label=f"cluster {j}: max_k spread (0 after complete truncation)")
+    nc1 = np.where(a["flow/nc1"] > 0, a["flow/nc1"], np.nan)
+    ax.plot(ts, nc1, "k--", label="NC1 in input space")
+    ax.set_yscale("log")
+    ax.set_xlabel("flow time s")
+    ax.set_title(f"collapse of the clusters (flow)\n{_subtitle(cfg)}", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    paths.append(out / "collapse.png")
+    fig.savefig(paths[-1], dpi=120)
+    plt.close(fig)
     return paths

@@ -128,14 +128,21 @@ def cluster_counts(
 
 
 def interval_rates(
-    ts: np.ndarray, thresholds: np.ndarray, rates: RateDiagnostics, *, min_saves: int = 3
+    ts: np.ndarray,
+    thresholds: np.ndarray,
+    rates: RateDiagnostics,
+    *,
+    min_saves: int = 3,
+    min_gap: float = 1e-7,
 ) -> dict[str, np.ndarray]:
     """Rates fitted on each inter-event interval, one row per (face, interval).
 
     An interval is a maximal run of saved times over which the face's count n and ȳ do not
     change (ȳ to a relative 1e-9: it is recomputed from the state at each save). All its saves
     lie on one exponential piece, so the fitted rate is minus the least-squares slope of
-    log|c − ȳ| against s over them (at least ``min_saves``). Returns columns ``layer, coord,
+    log|c − ȳ| against s over them (at least ``min_saves``, each with |c − ȳ| above
+    ``min_gap``·max(1, |ȳ|): closer to convergence the solver's absolute tolerance, not the
+    dynamics, sets log|c − ȳ|). Returns columns ``layer, coord,
     s_start, s_end, count, fitted, predicted`` (predicted = mean of the predicted rate over the
     interval).
     """
@@ -157,7 +164,7 @@ def interval_rates(
                 if n[a, ell, k] <= 0:
                     continue
                 gap = np.abs(c[a:b, ell, k] - ybar[a:b, ell, k])
-                ok = gap > 0
+                ok = gap > min_gap * np.maximum(1.0, np.abs(ybar[a:b, ell, k]))
                 if ok.sum() < min_saves:
                     continue
                 slope = np.polyfit(ts[a:b][ok], np.log(gap[ok]), 1)[0]

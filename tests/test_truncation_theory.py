@@ -209,3 +209,24 @@ def test_weighted_padding_gives_each_problem_its_own_rate():
     np.testing.assert_allclose(
         sol.params.thresholds[:, 0, 0], solve_face(CLUSTER, 1.5, 0.05, 1.0, 10)(ts), atol=1e-6
     )
+
+
+def test_collapse_experiment_reaches_neural_collapse_and_gd_tracks_events(tmp_path):
+    """`collapse` config end to end: NC1 and cost < 1e-8, spread exactly 0, every flow rate
+    within 1e-6 of n/(N d²), and GD's event times within O(η) of the flow's (halving η)."""
+    import json
+
+    from gflow_jax.cli import main
+
+    args = ["run", "experiments/collapse.toml", "flow.n_save=401", "gd.etas=[0.1, 0.05]"]
+    assert main([*args, "output.figures=true", "--out", str(tmp_path), "--quiet"]) == 0
+    (run,) = tmp_path.iterdir()
+    analysis = json.loads((run / "analysis.json").read_text())
+    flow = analysis["flow"]
+    assert flow["final_nc1"] < 1e-8 and flow["residual_cost"] < 1e-8
+    assert flow["final_spread_max"] == 0.0
+    assert flow["max_rel_rate_error"] < 1e-6 and flow["intervals"] >= 10
+    gaps = [analysis[f"gd/eta={eta}"]["max_event_time_gap_to_flow"] for eta in (0.1, 0.05)]
+    assert gaps[0] < 1.0 * 0.1 and gaps[1] < 0.7 * gaps[0]
+    for fig in ("rates.png", "events.png", "collapse.png"):
+        assert (run / "figures" / fig).stat().st_size > 10_000
