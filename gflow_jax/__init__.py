@@ -34,6 +34,22 @@ from .flow import (
     solve_flow as solve_flow,
     vector_field as vector_field,
 )
+from .magnitude import (
+    MagnitudeDimension as MagnitudeDimension,
+    MagnitudeFunction as MagnitudeFunction,
+    MagnitudeResult as MagnitudeResult,
+    convergence_scale as convergence_scale,
+    e_alpha as e_alpha,
+    magnitude as magnitude,
+    magnitude_dimension as magnitude_dimension,
+    magnitude_dimension_profile as magnitude_dimension_profile,
+    magnitude_from_distances as magnitude_from_distances,
+    magnitude_function as magnitude_function,
+    magnitude_weights as magnitude_weights,
+    pairwise_distances as pairwise_distances,
+    positive_magnitude as positive_magnitude,
+    spread as spread,
+)
 from .network import (
     AdaptedParameters as AdaptedParameters,
     ReLUNetwork as ReLUNetwork,
