@@ -24,6 +24,7 @@ relative resolution (the dimension profile is invariant under d → c·d with t 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -215,60 +216,83 @@ class TrajectoryMeasures:
         scales: ``(S,)`` grid of the magnitude function (relative to the diameter).
         magnitude: ``(S,)`` |tX| on that grid.
         dimension_profile: ``(S,)`` instantaneous magnitude dimension d log|tX|/d log t.
-        values: scalar measures: ``mag_dim_max`` (profile maximum), ``mag_dim_slope``
-            (log-log slope over the library's window), ``mag_dim_argmax_scale``, ``pmag_sqrt_n``
-            and ``pmag_0.01`` (PMag at t = √n and t = 0.01 on raw distances), ``mag_sqrt_n``
-            (|√n·X|), ``e_alpha`` (E_α), ``diameter``, ``n_points`` and ``n_unique`` (after
-            merging duplicates at distance 0).
+        values: scalar measures: ``mag_dim_max`` (profile maximum over the grid),
+            ``mag_dim_slope`` (least-squares log-log slope over ``slope_window``),
+            ``mag_dim_argmax_scale`` (t of the maximum, raw units), ``pmag_sqrt_n`` and
+            ``pmag_0.01`` (PMag at t = √n and t = 0.01 on raw distances), ``mag_sqrt_n``
+            (|√n·X|), ``e_alpha`` (E_α), ``diameter``, ``n_points``, ``n_unique`` (after merging
+            points at distance 0) and ``max_condition`` (largest condition estimate of Z).
+        warnings: messages of the magnitude library (ill-conditioned or failed scales).
     """
 
     scales: np.ndarray
     magnitude: np.ndarray
     dimension_profile: np.ndarray
     values: dict[str, float]
+    warnings: tuple[str, ...] = ()
 
 
 def trajectory_measures(
     distances: Float[Array, "n n"],
     *,
-    n_scales: int = 40,
+    n_scales: int = 32,
     log10_range: tuple[float, float] = (-1.0, 4.0),
+    slope_window: tuple[float, float] = (0.0, 2.0),
     alpha: float = 1.0,
+    e_alpha_measure: bool = True,
 ) -> TrajectoryMeasures:
     """Magnitude function and dimension, PMag at t = √n and 0.01, and E_α of a point cloud.
 
     MATH.md Part B. ``distances`` is a precomputed ``(n, n)`` (pseudo)metric matrix (Euclidean
-    from ``magnitude.pairwise_distances`` or ρ_S from :func:`loss_pseudometric`). Scale
-    convention: see the module docstring.
+    from ``magnitude.pairwise_distances`` or ρ_S from :func:`loss_pseudometric`). The function
+    and the dimension are evaluated at t = 10^u / diam for ``n_scales`` values of u spread over
+    ``log10_range``; the slope uses the scales with u in ``slope_window``. Warnings of the
+    magnitude library are collected in the result instead of being printed.
     """
-    from . import magnitude as mag  # written beside this module; imported lazily
+    # sibling module, imported lazily (``gflow_jax.magnitude`` the attribute is the function)
+    from .magnitude import e_alpha, magnitude_function
 
     d = jnp.asarray(distances)
     if d.ndim != 2 or d.shape[0] != d.shape[1]:
         raise ValueError(f"distances must be a square matrix, got shape {d.shape}")
     n = d.shape[0]
     scales = relative_scales(d, n_scales, log10_range)
-    report = mag.magnitude_function(d, scales, metric="precomputed")
-    profile = mag.magnitude_dimension_profile(d, scales, metric="precomputed")
-    dim = mag.magnitude_dimension(d, scales, metric="precomputed")
+    diam = float(jnp.max(d))
+    unit = 1.0 / diam if diam > 0 else 1.0
+    window = (10.0 ** slope_window[0] * unit, 10.0 ** slope_window[1] * unit)
     fixed = np.array([math.sqrt(n), 0.01])
-    pmag = np.asarray(mag.positive_magnitude(d, fixed, metric="precomputed"))
-    mag_fixed = np.asarray(mag.magnitude(d, fixed, metric="precomputed"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        # one solve for the grid and the two fixed scales
+        report = magnitude_function(d, np.concatenate([scales, fixed]), metric="precomputed")
+        e_a = e_alpha(d, alpha, metric="precomputed") if e_alpha_measure else math.nan
+    S = scales.shape[0]
+    magnitude = np.asarray(report.magnitude)
+    profile = np.asarray(report.dimension)[:S]
+    k = int(np.nanargmax(profile)) if np.any(np.isfinite(profile)) else 0
+    inside = (scales >= window[0] * (1 - 1e-12)) & (scales <= window[1] * (1 + 1e-12))
+    if inside.sum() < 2:
+        raise ValueError(f"slope_window {slope_window} holds fewer than two grid scales")
+    slope = np.polyfit(np.log(scales[inside]), np.log(magnitude[:S][inside]), 1)[0]
+    cond = np.asarray(report.condition)
+    pmag = np.asarray(report.positive_magnitude)[S:]
     values = {
-        "mag_dim_max": float(dim.max),
-        "mag_dim_slope": float(dim.slope),
-        "mag_dim_argmax_scale": float(dim.argmax_scale),
+        "mag_dim_max": float(profile[k]),
+        "mag_dim_slope": float(slope),
+        "mag_dim_argmax_scale": float(scales[k]),
         "pmag_sqrt_n": float(pmag[0]),
         "pmag_0.01": float(pmag[1]),
-        "mag_sqrt_n": float(mag_fixed[0]),
-        "e_alpha": float(mag.e_alpha(d, alpha, metric="precomputed")),
-        "diameter": float(jnp.max(d)),
+        "mag_sqrt_n": float(magnitude[S]),
+        "e_alpha": float(e_a),
+        "diameter": diam,
         "n_points": int(n),
-        "n_unique": int(getattr(report, "n_unique", n)),
+        "n_unique": int(report.n_unique),
+        "max_condition": float(np.nanmax(cond)) if np.any(np.isfinite(cond)) else math.nan,
     }
     return TrajectoryMeasures(
         scales=np.asarray(scales),
-        magnitude=np.asarray(report.magnitude),
-        dimension_profile=np.asarray(profile),
+        magnitude=magnitude[:S],
+        dimension_profile=profile,
         values=values,
+        warnings=tuple(str(w.message) for w in caught),
     )

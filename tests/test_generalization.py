@@ -155,3 +155,186 @@ def test_loss_pseudometric_bad_input():
         loss_pseudometric(jnp.ones(4))
     with pytest.raises(ValueError, match="n = 0"):
         loss_pseudometric(jnp.ones((4, 0)))
+
+
+# --------------------------------------------------------------------------------------------
+# measures of one cloud against closed forms (MATH.md oracles)
+
+
+def test_trajectory_measures_on_a_simplex_match_closed_forms():
+    from gflow_jax.generalization import trajectory_measures
+
+    n = 5
+    D = 1.0 - jnp.eye(n)  # n points at mutual distance 1
+    m = trajectory_measures(D, n_scales=9, log10_range=(-1.0, 3.0), slope_window=(0.0, 1.0))
+    mag = lambda t: n / (1 + (n - 1) * np.exp(-t))  # noqa: E731
+    dim = lambda t: t * (n - 1) * np.exp(-t) / (1 + (n - 1) * np.exp(-t))  # noqa: E731
+    t = np.logspace(-1, 3, 9)  # diameter 1
+    np.testing.assert_allclose(m.scales, t, rtol=1e-14)
+    np.testing.assert_allclose(m.magnitude, mag(t), rtol=1e-10)
+    np.testing.assert_allclose(m.dimension_profile, dim(t), rtol=1e-8, atol=1e-12)
+    v = m.values
+    assert v["mag_dim_max"] == pytest.approx(dim(t).max(), rel=1e-8)
+    # weights of the simplex are equal and positive: PMag = magnitude
+    assert v["pmag_sqrt_n"] == pytest.approx(mag(math.sqrt(n)), rel=1e-10)
+    assert v["pmag_0.01"] == pytest.approx(mag(0.01), rel=1e-8)
+    assert v["mag_sqrt_n"] == pytest.approx(mag(math.sqrt(n)), rel=1e-10)
+    assert v["e_alpha"] == pytest.approx(n - 1)  # MST: n - 1 edges of length 1
+    inside = (t >= 1) & (t <= 10)
+    slope = np.polyfit(np.log(t[inside]), np.log(mag(t[inside])), 1)[0]
+    assert v["mag_dim_slope"] == pytest.approx(slope, rel=1e-8)
+    assert v["n_unique"] == n and v["diameter"] == 1.0
+
+
+# --------------------------------------------------------------------------------------------
+# the sweep: interruption, resume, failed points, config errors
+
+TINY = {
+    "kind": "magnitude_generalization",
+    "name": "tiny",
+    "data": {
+        "source": "clusters",
+        "n_classes": 3,
+        "points_per_class": 12,
+        "dim": 3,
+        "radius": 0.4,
+        "separation": 2.0,
+        "test_fraction": 0.25,
+    },
+    "model": {"hidden": [8, 8]},
+    "grid": {"learning_rates": [0.1, 0.3], "batch_sizes": [4, 9], "seeds": [0]},
+    "trajectory": {
+        "n_iterates": 12,
+        "every": 1,
+        "chunk_steps": 10,
+        "max_steps": 2000,
+        "monitor_every": 10,
+        "probe_size": 5,
+        "probe_layers": [1, 2],
+    },
+    "measures": {"n_scales": 6, "monitor_window": 5, "representation_scales": 4},
+    "output": {"figures": False, "progress": False},
+}
+
+
+def _tiny(**over):
+    from gflow_jax.kinds import load_experiment
+
+    table = {k: (dict(v) if isinstance(v, dict) else v) for k, v in TINY.items()}
+    for key, value in over.items():
+        section, name = key.split(".")
+        table[section][name] = value
+    return load_experiment(table=table)
+
+
+def _new_run_dir(tmp_path, kind, cfg, name):
+    from gflow_jax.kinds import config_snapshot
+    from gflow_jax.runs import write_json
+
+    run_dir = tmp_path / name
+    run_dir.mkdir()
+    write_json(run_dir / "config.json", config_snapshot(kind, cfg))
+    return run_dir
+
+
+def _results(run_dir):
+    import json
+
+    out = {}
+    for path in sorted((run_dir / "points").glob("*/result.json")):
+        r = json.loads(path.read_text())
+        out[r["id"]] = {
+            k: r.get(k) for k in ("status", "measures", "acc_gap", "loss_gap", "first_step")
+        }
+    return out
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    from gflow_jax.generalization_experiment import plot_magnitude_generalization, run_sweep
+
+    kind, cfg = _tiny()
+    run_dir = _new_run_dir(tmp_path_factory.mktemp("mg"), kind, cfg, "full")
+    summary = run_sweep(cfg, run_dir)
+    return run_dir, summary, plot_magnitude_generalization(run_dir)
+
+
+def test_sweep_writes_every_point_table_and_figures(uninterrupted):
+    run_dir, summary, figures = uninterrupted
+    assert summary["n_ok"] == 4, summary["failed"]
+    res = _results(run_dir)
+    assert len(res) == 4
+    names = {row["measure"] for row in summary["table"]}
+    for metric in ("euclidean", "loss"):
+        for q in ("mag_dim_max", "pmag_sqrt_n", "pmag_0.01", "e_alpha", "mag_dim_slope"):
+            assert f"traj_{metric}_{q}" in names
+    assert {"repr_L1_mag_dim_max", "repr_L2_mag_dim_max"} <= names
+    header = (run_dir / "table.csv").read_text().splitlines()[0]
+    assert header.startswith("measure,tau[acc_gap],psi_lr[acc_gap],psi_bs[acc_gap],Psi[acc_gap]")
+    assert {p.name for p in figures} == {
+        "magnitude_curves.png",
+        "measure_vs_acc_gap.png",
+        "measure_vs_loss_gap.png",
+        "monitoring.png",
+    }
+
+
+def test_interrupted_sweep_resumes_to_the_uninterrupted_result(uninterrupted, tmp_path):
+    from gflow_jax.cli import main
+    from gflow_jax.generalization_experiment import run_sweep
+
+    full_dir = uninterrupted[0]
+    kind, cfg = _tiny()
+    run_dir = _new_run_dir(tmp_path, kind, cfg, "interrupted")
+    done = []
+
+    def stop_after_three(pid):
+        done.append(pid)
+        if len(done) == 3:  # inside the second batch-size group
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(cfg, run_dir, on_point_done=stop_after_three)
+    assert len(_results(run_dir)) == 3  # finished points survived the interruption
+    # simulate a crash inside the second group's training for its last point as well
+    last = run_dir / "points" / "bs9-lr0.3-seed0"
+    (last / "training.json").unlink()
+    kept = (run_dir / "points" / "bs9-lr0.1-seed0" / "result.json").read_text()
+    assert main(["run", "--resume", str(run_dir), "--quiet"]) == 0
+    assert (run_dir / "points" / "bs9-lr0.1-seed0" / "result.json").read_text() == kept
+    assert _results(run_dir) == _results(full_dir)
+    import json
+
+    assert json.loads((run_dir / "status.json").read_text())["state"] == "complete"
+
+
+def test_failed_point_is_recorded_and_the_sweep_goes_on(tmp_path):
+    from gflow_jax.generalization_experiment import run_sweep
+
+    kind, cfg = _tiny(**{"grid.learning_rates": [0.1, 1e200]})
+    run_dir = _new_run_dir(tmp_path, kind, cfg, "failing")
+    summary = run_sweep(cfg, run_dir)
+    assert summary["n_ok"] == 2
+    assert set(summary["failed"]) == {"bs4-lr1e+200-seed0", "bs9-lr1e+200-seed0"}
+    assert all("diverged" in e for e in summary["failed"].values())
+
+
+@pytest.mark.parametrize(
+    "override, key, message",
+    [
+        ({"grid.batch_sizes": [4, 100]}, "grid.batch_sizes[1]", "must lie in [1, 27]"),
+        ({"trajectory.probe_layers": [3]}, "trajectory.probe_layers[0]", "hidden layer in 1..2"),
+        ({"trajectory.chunk_steps": 7, "trajectory.every": 2}, "trajectory.chunk_steps", "every"),
+        ({"measures.metrics": ["cosine"]}, "measures.metrics[0]", "'euclidean', 'loss'"),
+        ({"data.source": "mnist"}, "data.source", "'digits', 'clusters'"),
+        ({"grid.learning_rates": [0.1, -1.0]}, "grid.learning_rates[1]", "positive"),
+        ({"measures.slope_window": [5.0, 6.0]}, "measures.slope_window", "fewer than two"),
+        ({"model.widths": [3]}, "model.widths", "unknown key"),
+    ],
+)
+def test_config_errors_name_the_key(override, key, message):
+    from gflow_jax.config import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        _tiny(**override)
+    assert err.value.key == key and message in str(err.value)
