@@ -13,16 +13,16 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float
+from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from .config import ExperimentConfig, config_from_dict
 from .costs import pulled_back_targets
 from .data import ClusteredData, make_clusters
-from .flow import FlowProblem, SolverSettings, check_solution, solve_flow
+from .flow import FlowProblem, FlowSolution, SolverSettings, check_solution, solve_flow
 from .kinds import ExperimentKind
 from .network import AdaptedParameters
 from .runs import write_metrics
-from .training import gradient_descent
+from .training import descend, gradient_descent, steps_per_interval
 from .truncation import truncation_diagnostics
 
 __all__ = [
@@ -30,6 +30,7 @@ __all__ = [
     "ExperimentSetup",
     "random_frame",
     "run_truncation",
+    "run_truncation_batch",
     "setup_experiment",
 ]
 
@@ -155,26 +156,34 @@ def _trajectory_arrays(prefix: str, params, loss, setup: ExperimentSetup) -> dic
     }
 
 
-def run_truncation(setup: ExperimentSetup, *, progress: bool = False) -> tuple[dict, dict]:
-    """Solve the flow, run GD at every η and SGD, and diagnose all of them.
+def _descent_runs(cfg: ExperimentConfig) -> list[tuple[str, float, int | None]]:
+    """``(prefix, eta, batch_size)`` of every (S)GD run of ``cfg``: GD at each η, then SGD."""
+    runs = [(f"gd/eta={eta:g}", eta, None) for eta in cfg.gd.etas]
+    if cfg.sgd.enabled:
+        runs.append(("sgd", cfg.sgd.eta, cfg.sgd.batch_size))
+    return runs
 
-    Returns ``(arrays, summary)``: arrays keyed ``"flow/…"``, ``"gd/eta=…/…"``, ``"sgd/…"`` plus
-    the data, and a JSON-ready summary (solver statistics, timings, GD-vs-flow discrepancies).
+
+def _sgd_key(cfg: ExperimentConfig):
+    return jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 1)
+
+
+def _point_result(
+    setup: ExperimentSetup, sol: FlowSolution, flow_seconds: float, descents: list[tuple]
+) -> tuple[dict, dict]:
+    """Arrays and summary of one point from its flow solution and its (S)GD trajectories.
+
+    ``descents``: ``(prefix, eta, batch_size, params (T, …), loss (T,), seconds)`` per run.
+    Shared by :func:`run_truncation` and the batched sweep path, so both write the same keys.
     """
-    cfg = setup.config
-    summary: dict = {}
-    t0 = time.perf_counter()
-    sol = check_solution(
-        solve_flow(setup.problem, setup.params0, setup.save_ts, setup.settings, progress=progress),
-        setup.settings,
-    )
-    jax.block_until_ready(sol)
-    summary["flow"] = {
-        "seconds_including_compile": time.perf_counter() - t0,
-        "num_steps": int(sol.num_steps),
-        "num_accepted_steps": int(sol.num_accepted_steps),
-        "num_rejected_steps": int(sol.num_rejected_steps),
-        "final_loss": float(sol.loss[-1]),
+    summary: dict = {
+        "flow": {
+            "seconds_including_compile": flow_seconds,
+            "num_steps": int(sol.num_steps),
+            "num_accepted_steps": int(sol.num_accepted_steps),
+            "num_rejected_steps": int(sol.num_rejected_steps),
+            "final_loss": float(sol.loss[-1]),
+        }
     }
     arrays = {
         "ts": np.asarray(setup.save_ts),
@@ -185,12 +194,35 @@ def run_truncation(setup: ExperimentSetup, *, progress: bool = False) -> tuple[d
         "frame": np.asarray(setup.frame),
     }
     arrays.update(_trajectory_arrays("flow", sol.params, sol.loss, setup))
+    for prefix, eta, batch_size, params, loss, seconds in descents:
+        arrays.update(_trajectory_arrays(prefix, params, loss, setup))
+        gap = np.abs(arrays[f"{prefix}/thresholds"] - arrays["flow/thresholds"])
+        summary[prefix] = {
+            "eta": eta,
+            "batch_size": batch_size,
+            "seconds": seconds,
+            "final_loss": float(loss[-1]),
+            "max_threshold_gap_to_flow": float(gap.max()),
+        }
+    return arrays, summary
 
-    runs = [(f"gd/eta={eta:g}", eta, None) for eta in cfg.gd.etas]
-    if cfg.sgd.enabled:
-        runs.append(("sgd", cfg.sgd.eta, cfg.sgd.batch_size))
-    sgd_key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 1)
-    for prefix, eta, batch in runs:
+
+def run_truncation(setup: ExperimentSetup, *, progress: bool = False) -> tuple[dict, dict]:
+    """Solve the flow, run GD at every η and SGD, and diagnose all of them.
+
+    Returns ``(arrays, summary)``: arrays keyed ``"flow/…"``, ``"gd/eta=…/…"``, ``"sgd/…"`` plus
+    the data, and a JSON-ready summary (solver statistics, timings, GD-vs-flow discrepancies).
+    """
+    cfg = setup.config
+    t0 = time.perf_counter()
+    sol = check_solution(
+        solve_flow(setup.problem, setup.params0, setup.save_ts, setup.settings, progress=progress),
+        setup.settings,
+    )
+    jax.block_until_ready(sol)
+    flow_seconds = time.perf_counter() - t0
+    descents = []
+    for prefix, eta, batch in _descent_runs(cfg):
         t0 = time.perf_counter()
         traj = gradient_descent(
             setup.problem,
@@ -198,20 +230,13 @@ def run_truncation(setup: ExperimentSetup, *, progress: bool = False) -> tuple[d
             setup.save_ts,
             eta,
             batch_size=batch,
-            key=sgd_key,
+            key=_sgd_key(cfg),
             progress=progress,
         )
         jax.block_until_ready(traj)
-        arrays.update(_trajectory_arrays(prefix, traj.params, traj.loss, setup))
-        gap = np.abs(arrays[f"{prefix}/thresholds"] - arrays["flow/thresholds"])
-        summary[prefix] = {
-            "eta": eta,
-            "batch_size": traj.batch_size,
-            "seconds": time.perf_counter() - t0,
-            "final_loss": float(traj.loss[-1]),
-            "max_threshold_gap_to_flow": float(gap.max()),
-        }
-    return arrays, summary
+        seconds = time.perf_counter() - t0
+        descents.append((prefix, eta, traj.batch_size, traj.params, traj.loss, seconds))
+    return _point_result(setup, sol, flow_seconds, descents)
 
 
 _SCALAR_SERIES = ("loss", "n_truncated", "nc1")
@@ -230,10 +255,14 @@ def metrics_rows(arrays: dict) -> list[dict]:
     return rows
 
 
-def _run_into(cfg: ExperimentConfig, run_dir: Path, progress: bool) -> dict:
-    arrays, summary = run_truncation(setup_experiment(cfg), progress=progress)
+def _write_point(run_dir: Path, arrays: dict) -> None:
     np.savez_compressed(run_dir / "arrays.npz", **arrays)
     write_metrics(run_dir / "metrics.jsonl", metrics_rows(arrays))
+
+
+def _run_into(cfg: ExperimentConfig, run_dir: Path, progress: bool) -> dict:
+    arrays, summary = run_truncation(setup_experiment(cfg), progress=progress)
+    _write_point(run_dir, arrays)
     flow = summary["flow"]
     print(
         f"gflow: flow solved in {flow['num_steps']} steps ({flow['num_rejected_steps']} rejected),"
@@ -248,6 +277,206 @@ def _run_into(cfg: ExperimentConfig, run_dir: Path, progress: bool) -> dict:
     return summary
 
 
+# --------------------------------------------------------------------------------------------
+# batched sweeps (``gflow sweep``): one vmapped program per group of same-shape points
+
+
+def _batch_member(
+    problem: FlowProblem,
+    params0: AdaptedParameters,
+    save_ts: Float[Array, " T"],
+    settings: SolverSettings,
+    gd_etas: Float[Array, " E"] | None,
+    gd_steps: Int[Array, "E T-1"] | None,
+    sgd_eta: Float[Array, ""] | None,
+    sgd_steps: Int[Array, " T-1"] | None,
+    key: PRNGKeyArray,
+    sgd_batch: int | None,
+) -> dict:
+    """One truncation point as a pure function of arrays (vmapped over a group by the sweep):
+    the flow solve, full-batch GD at each of its E step sizes (η and the step counts per save
+    interval are traced: a new η does not recompile, and each member takes its own number of
+    steps) and SGD with minibatch ``sgd_batch`` (static; ``problem.n_points`` = full batch)."""
+    out = {"flow": solve_flow(problem, params0, save_ts, settings)}
+    if gd_etas is not None:
+        out["gd"] = jax.vmap(
+            lambda eta, steps: descend(problem, params0, eta, steps, key, problem.n_points, False)
+        )(gd_etas, gd_steps)
+    if sgd_batch is not None:
+        out["sgd"] = descend(problem, params0, sgd_eta, sgd_steps, key, sgd_batch, False)
+    return out
+
+
+def _group_key(setup: ExperimentSetup) -> tuple:
+    """Everything that fixes the compiled program except the number of points N (padded)."""
+    cfg, problem, settings = setup.config, setup.problem, setup.settings
+    sgd = None
+    if cfg.sgd.enabled:
+        sgd = "full" if cfg.sgd.batch_size == problem.n_points else cfg.sgd.batch_size
+    return (
+        jax.tree.structure(problem),  # mode, cost, gradient kind
+        problem.u.shape[1:],
+        problem.y.shape[1:],
+        problem.out_weight.shape,
+        setup.params0.d.shape,
+        setup.save_ts.shape,
+        settings.solver,
+        settings.max_steps,
+        float(settings.dtmin),  # a Python branch in solve_flow: static
+        len(cfg.gd.etas),
+        sgd,
+    )
+
+
+def _pad_problem(problem: FlowProblem, n_rows: int) -> FlowProblem:
+    """``problem`` with zero-weight rows appended up to ``n_rows`` (copies of its last row): the
+    same cost, gradient and minibatches (:func:`~gflow_jax.training.minibatch_indices`)."""
+    extra = n_rows - problem.n_points
+    if extra == 0:
+        return problem
+
+    def pad(a):
+        return jnp.concatenate([a, jnp.repeat(a[-1:], extra, axis=0)])
+
+    return FlowProblem(
+        pad(problem.u),
+        pad(problem.targets),
+        pad(problem.y),
+        problem.out_weight,
+        problem.out_bias,
+        mode=problem.mode,
+        cost=problem.cost,
+        gradient=problem.gradient,
+        weights=jnp.concatenate([problem.weights, jnp.zeros(extra, problem.weights.dtype)]),
+    )
+
+
+def _traced_settings(settings: SolverSettings) -> SolverSettings:
+    """Tolerances and controller coefficients as arrays (batched, never recompiled); ``dtmin``
+    stays a Python float (it selects a branch)."""
+    return SolverSettings(
+        rtol=jnp.asarray(settings.rtol, float),
+        atol=jnp.asarray(settings.atol, float),
+        pcoeff=jnp.asarray(settings.pcoeff, float),
+        icoeff=jnp.asarray(settings.icoeff, float),
+        dtmin=float(settings.dtmin),
+        dt0=jnp.asarray(settings.dt0, float),
+        solver=settings.solver,
+        max_steps=settings.max_steps,
+    )
+
+
+def _member_args(setup: ExperimentSetup, n_rows: int) -> tuple:
+    cfg = setup.config
+    save_ts = np.asarray(setup.save_ts)
+    problem = _pad_problem(setup.problem, n_rows)
+    gd_etas = gd_steps = sgd_eta = sgd_steps = sgd_batch = None
+    if cfg.gd.etas:
+        gd_etas = jnp.asarray(cfg.gd.etas, float)
+        gd_steps = jnp.asarray(np.stack([steps_per_interval(save_ts, e) for e in cfg.gd.etas]))
+    if cfg.sgd.enabled:
+        sgd_eta = jnp.asarray(cfg.sgd.eta, float)
+        sgd_steps = jnp.asarray(steps_per_interval(save_ts, cfg.sgd.eta))
+        full = cfg.sgd.batch_size == setup.problem.n_points
+        sgd_batch = n_rows if full else cfg.sgd.batch_size
+    return (
+        problem,
+        setup.params0,
+        setup.save_ts,
+        _traced_settings(setup.settings),
+        gd_etas,
+        gd_steps,
+        sgd_eta,
+        sgd_steps,
+        _sgd_key(cfg),
+        sgd_batch,
+    )
+
+
+def _unpack_point(setup: ExperimentSetup, out: dict, j: int, seconds: float, batch_info: dict):
+    """Arrays and summary of batch member ``j`` (host arrays), as :func:`run_truncation` would
+    return them for ``setup``; raises as a single run would (a failed flow solve)."""
+    member = jax.tree.map(lambda a: a[j], out)
+    sol = check_solution(member["flow"], setup.settings)
+    cfg, n_real = setup.config, setup.problem.n_points
+    descents = []
+    for e, eta in enumerate(cfg.gd.etas):
+        params, loss = jax.tree.map(lambda a, e=e: a[e], member["gd"])
+        descents.append((f"gd/eta={eta:g}", eta, n_real, params, loss, seconds))
+    if cfg.sgd.enabled:
+        params, loss = member["sgd"]
+        descents.append(("sgd", cfg.sgd.eta, cfg.sgd.batch_size, params, loss, seconds))
+    arrays, summary = _point_result(setup, sol, seconds, descents)
+    summary["sweep_batch"] = batch_info
+    return arrays, summary
+
+
+def run_truncation_batch(
+    configs: list[ExperimentConfig],
+    run_dirs: list[Path],
+    *,
+    devices: list | None = None,
+    max_batch: int = 256,
+    log=print,
+):
+    """Run many truncation configs as few vmapped programs (the kind's ``run_batch``).
+
+    Points are grouped by :func:`_group_key` (array shapes and static settings; a group may mix
+    numbers of points N, padded with zero-weight rows). Each group runs in chunks of
+    :func:`~gflow_jax.sweep_devices.padded_batch_size` points, each chunk one call of one
+    compiled program (flow solve, GD at every η and SGD, all vmapped; sharded over ``devices``).
+    Yields ``(i, summary)`` once ``run_dirs[i]`` holds ``arrays.npz`` and ``metrics.jsonl``
+    (exactly the keys of ``gflow run``), or ``(i, exception)`` for a point that failed.
+    """
+    from .sweep_devices import call_batched, pad_batch, padded_batch_size, resolve_devices, stack
+
+    devices = resolve_devices(devices)
+    groups: dict[tuple, list[tuple[int, ExperimentSetup]]] = {}
+    for i, cfg in enumerate(configs):
+        try:
+            setup = setup_experiment(cfg)
+        except Exception as err:  # recorded for this point; the sweep goes on
+            yield i, err
+            continue
+        groups.setdefault(_group_key(setup), []).append((i, setup))
+    for members in groups.values():
+        n_rows = max(setup.problem.n_points for _, setup in members)
+        n_padded_rows = sum(setup.problem.n_points < n_rows for _, setup in members)
+        if n_padded_rows:
+            log(
+                f"truncation batch: data of {n_padded_rows} of {len(members)} points padded to "
+                f"N = {n_rows} with zero-weight rows"
+            )
+        size = padded_batch_size(len(members), len(devices), max_batch)
+        for start in range(0, len(members), size):
+            chunk = members[start : start + size]
+            if len(chunk) < size:
+                log(
+                    f"truncation batch: {len(chunk)} points padded to a batch of {size} "
+                    f"({len(devices)} device(s) × {size // len(devices)})"
+                )
+            t0 = time.perf_counter()
+            args = pad_batch(stack([_member_args(setup, n_rows) for _, setup in chunk]), size)
+            out = jax.tree.map(np.asarray, call_batched(_batch_member, args, devices))
+            seconds = time.perf_counter() - t0
+            info = {
+                "points": len(chunk),
+                "batch_size": size,
+                "devices": len(devices),
+                "n_rows": n_rows,
+                "seconds_including_compile": seconds,
+            }
+            for j, (i, setup) in enumerate(chunk):
+                try:
+                    arrays, summary = _unpack_point(setup, out, j, seconds / len(chunk), info)
+                    _write_point(run_dirs[i], arrays)
+                except Exception as err:
+                    result = err
+                else:
+                    result = summary
+                yield i, result
+
+
 def _figures(run_dir: Path) -> list[Path]:
     from .plots import plot_truncation_run
 
@@ -260,4 +489,5 @@ TRUNCATION = ExperimentKind(
     from_table=config_from_dict,
     run=_run_into,
     figures=_figures,
+    run_batch=run_truncation_batch,
 )

@@ -42,6 +42,13 @@ class ExperimentKind:
     ``figures(run_dir) -> paths`` draws from the run directory only (never re-simulates).
     A ``resumable`` kind's ``run`` skips work already finished in ``run_dir`` (``gflow run
     --resume RUN_DIR``): it must write each finished piece atomically.
+
+    ``run_batch`` (optional) runs many configs of this kind at once for ``gflow sweep``
+    (:mod:`gflow_jax.sweep`): ``run_batch(configs, run_dirs, *, devices, max_batch, log)``
+    yields ``(i, summary_or_exception)`` as soon as ``run_dirs[i]`` holds the arrays and metrics
+    that ``run`` would have written for ``configs[i]``; ``devices`` is the list of local JAX
+    devices to shard the batch over, ``max_batch`` the most points per compiled call and
+    ``log(message)`` reports padding and grouping. Kinds without it run point by point.
     """
 
     name: str
@@ -50,10 +57,13 @@ class ExperimentKind:
     run: Callable[[Any, Path, bool], dict]
     figures: Callable[[Path], list[Path]]
     resumable: bool = False
+    run_batch: Callable | None = None
 
 
 _REGISTRY: dict[str, str] = {
     "truncation": "gflow_jax.experiment:TRUNCATION",
+    "rates": "gflow_jax.rates_experiment:RATES",
+    "spectral_gap": "gflow_jax.spectral:SPECTRAL_GAP",
     "sgd_vs_flow": "gflow_jax.full_network_experiment:SGD_VS_FLOW",
     "magnitude_generalization": "gflow_jax.generalization_experiment:MAGNITUDE_GENERALIZATION",
 }

@@ -21,7 +21,13 @@ from .flow import FlowProblem
 from .network import AdaptedParameters
 from .progress import scan_progress
 
-__all__ = ["DescentTrajectory", "gradient_descent", "steps_per_interval"]
+__all__ = [
+    "DescentTrajectory",
+    "descend",
+    "gradient_descent",
+    "minibatch_indices",
+    "steps_per_interval",
+]
 
 
 class DescentTrajectory(eqx.Module):
@@ -58,8 +64,21 @@ def steps_per_interval(save_ts: np.ndarray, eta: float, *, rtol: float = 1e-9) -
     return steps.astype(np.int64)
 
 
-@eqx.filter_jit
-def _descend(
+def minibatch_indices(
+    key: PRNGKeyArray, weights: Float[Array, " N"], batch_size: int
+) -> Int[Array, " B"]:
+    """``batch_size`` distinct rows drawn uniformly among the rows of positive weight.
+
+    Rows are ranked by one uniform number each (zero-weight padding rows rank last). JAX's
+    partitionable threefry makes the first ``n`` numbers of ``uniform(key, (N,))`` independent of
+    ``N``, so a problem padded with zero-weight rows at the end draws exactly the minibatches of
+    the unpadded problem (what lets a sweep batch problems of different sizes, DESIGN.md).
+    """
+    ranks = jnp.where(weights > 0, jax.random.uniform(key, weights.shape), jnp.inf)
+    return jnp.argsort(ranks)[:batch_size]
+
+
+def descend(
     problem: FlowProblem,
     params0: AdaptedParameters,
     eta: Float[Array, ""],
@@ -67,16 +86,25 @@ def _descend(
     key: PRNGKeyArray,
     batch_size: int,
     progress: bool,
-):
+) -> tuple[AdaptedParameters, Float[Array, " T"]]:
+    """Pure (S)GD on the save grid: ``(params (T, …), loss (T,))``; vmappable over problems,
+    ``params0``, ``eta``, ``n_steps`` and ``key`` (step counts may differ per batch member: each
+    interval is a ``fori_loop`` with a traced trip count). ``batch_size == problem.n_points`` is
+    full-batch GD."""
     optimizer = optax.sgd(learning_rate=eta)
     n_points = problem.n_points
+    # minibatches are drawn among rows of positive weight; rescaling by n_pos/n_rows keeps the
+    # minibatch cost an unbiased estimate of the full cost (exactly 1 without padding rows)
+    n_positive = jnp.sum(problem.weights > 0)
+    rescale = n_positive / n_points
 
     def step(state, key_k):
         params, opt_state = state
         if batch_size == n_points:
             batch = problem
         else:
-            batch = problem.subset(jax.random.permutation(key_k, n_points)[:batch_size])
+            batch = problem.subset(minibatch_indices(key_k, problem.weights, batch_size))
+            batch = eqx.tree_at(lambda p: p.weights, batch, batch.weights * rescale)
         # optax minimises: feed it the negated descent direction (= masked gradient).
         grads = jax.tree.map(jnp.negative, batch.descent_direction(params))
         updates, opt_state = optimizer.update(grads, opt_state, params)
@@ -102,6 +130,9 @@ def _descend(
     return params, jax.vmap(problem.loss)(params)
 
 
+_descend = eqx.filter_jit(descend)
+
+
 def gradient_descent(
     problem: FlowProblem,
     params0: AdaptedParameters,
@@ -114,8 +145,9 @@ def gradient_descent(
 ) -> DescentTrajectory:
     """Run full-batch GD (``batch_size=None``) or minibatch SGD with ``optax.sgd(eta)``.
 
-    Minibatches are drawn uniformly without replacement at every step; the minibatch cost is the
-    mean over the batch, an unbiased estimate of the full cost. ``eta`` is traced, so new step
+    Minibatches are drawn uniformly without replacement at every step
+    (:func:`minibatch_indices`); the minibatch cost is the mean over the batch, an unbiased
+    estimate of the full cost. ``eta`` is traced, so new step
     sizes reuse the compiled program; the step counts per save interval are arrays too.
 
     Args:
