@@ -34,6 +34,14 @@ from .flow import (
     solve_flow as solve_flow,
     vector_field as vector_field,
 )
+from .generalization import (
+    GranulatedKendall as GranulatedKendall,
+    TrajectoryMeasures as TrajectoryMeasures,
+    granulated_kendall as granulated_kendall,
+    kendall_tau as kendall_tau,
+    loss_pseudometric as loss_pseudometric,
+    trajectory_measures as trajectory_measures,
+)
 from .magnitude import (
     MagnitudeDimension as MagnitudeDimension,
     MagnitudeFunction as MagnitudeFunction,
