@@ -230,3 +230,25 @@ def test_collapse_experiment_reaches_neural_collapse_and_gd_tracks_events(tmp_pa
     assert gaps[0] < 1.0 * 0.1 and gaps[1] < 0.7 * gaps[0]
     for fig in ("rates.png", "events.png", "collapse.png"):
         assert (run / "figures" / fig).stat().st_size > 10_000
+
+
+def test_rates_experiment_twenty_configurations_in_one_compiled_solve(tmp_path):
+    """`rates`: 4 N × 5 d padded to one shape, one vmapped solve, one compilation; fitted rates
+    equal n/(N d²) to 1e-6, jump by 1/(N d²) per crossing, and c(s) matches the exact solver."""
+    from gflow_jax import rates_experiment
+    from gflow_jax.kinds import load_experiment
+
+    kind, cfg = load_experiment("experiments/rates.toml", ["n_save=600"])
+    before = rates_experiment._solve_all._cached._cache_size()
+    arrays, summary = rates_experiment.run_rates(cfg)
+    assert rates_experiment._solve_all._cached._cache_size() == before + 1
+    assert summary["configurations"] == 20
+    assert summary["max_rel_rate_error"] < 1e-6
+    assert summary["max_abs_error_vs_event_driven"] < 1e-6
+    cfg_id, count = arrays["intervals/config"], arrays["intervals/count"]
+    fitted, N, d = arrays["intervals/fitted"], arrays["intervals/N"], arrays["intervals/d"]
+    np.testing.assert_allclose(fitted, count / (N * d**2), rtol=1e-6)
+    step = (cfg_id[1:] == cfg_id[:-1]) & (np.diff(count) == 1)
+    assert step.sum() > 100
+    np.testing.assert_allclose(np.diff(fitted)[step], 1 / (N[1:] * d[1:] ** 2)[step], rtol=1e-5)
+    assert sorted(set(N.tolist())) == [10, 20, 40, 80]
