@@ -30,6 +30,7 @@ from .network import (
 __all__ = [
     "adapted_input_cost",
     "adapted_input_cost_gradient",
+    "adapted_output_cost",
     "adapted_standard_cost",
     "general_input_cost_gradient",
     "network_input_cost",
@@ -64,6 +65,22 @@ def adapted_input_cost(
     """C_in for adapted parameters, data ``u`` and targets in the rotated frame u = O x."""
     x_tilde, _ = adapted_truncate(params, u)
     return 0.5 * _weighted_mean(jnp.sum((x_tilde - targets) ** 2, axis=-1), weights)
+
+
+def adapted_output_cost(
+    params: AdaptedParameters,
+    u: Float[Array, "N M"],
+    targets: Float[Array, "N M"],
+    out_weight_cum: Float[Array, "Q M"],
+    weights: Float[Array, " N"] | None = None,
+) -> Float[Array, ""]:
+    """Standard cost in input-space form, C = (1/2N) Σ |W⁽ᴸ⁺¹⁾(x̃ − ỹ)|², with the cumulative
+    output map W⁽ᴸ⁺¹⁾ (``(Q, M)``, in the rotated frame) frozen: the metric A = W⁽ᴸ⁺¹⁾ᵀW⁽ᴸ⁺¹⁾
+    couples the coordinates (MATH.md effective flow 4, spectral gap). Equals C exactly when ỹ
+    are exact preimages of the reference outputs."""
+    x_tilde, _ = adapted_truncate(params, u)
+    out = (x_tilde - targets) @ out_weight_cum.T
+    return 0.5 * _weighted_mean(jnp.sum(out**2, axis=-1), weights)
 
 
 def adapted_standard_cost(

@@ -25,7 +25,12 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
 
-from .costs import adapted_input_cost, adapted_input_cost_gradient, adapted_standard_cost
+from .costs import (
+    adapted_input_cost,
+    adapted_input_cost_gradient,
+    adapted_output_cost,
+    adapted_standard_cost,
+)
 from .network import AdaptedParameters
 from .sorted_field import SortedData, sort_data, threshold_gradient
 
@@ -39,7 +44,7 @@ __all__ = [
 ]
 
 FlowMode = Literal["bias", "joint"]
-CostKind = Literal["input", "standard"]
+CostKind = Literal["input", "standard", "output"]
 GradientKind = Literal["sorted", "autodiff"]
 
 
@@ -58,7 +63,10 @@ class FlowProblem(eqx.Module):
         sorted: per-coordinate sorted data for the O(L·M·log N) input-cost gradient
             (:mod:`gflow_jax.sorted_field`); ``None`` when ``gradient="autodiff"``.
         mode: which parameters flow, ``"bias"`` or ``"joint"``.
-        cost: ``"input"`` (C_in) or ``"standard"`` (C).
+        cost: ``"input"`` (C_in), ``"standard"`` (C through the last layer, with W_{L+1} and
+            b_{L+1} frozen) or ``"output"`` (C in input-space form with the *cumulative* output
+            map frozen: (1/2N) Σ |W⁽ᴸ⁺¹⁾(x̃ − ỹ)|², ``out_weight`` = W⁽ᴸ⁺¹⁾ in the common frame;
+            MATH.md effective flow 4 and the spectral gap).
         gradient: ``"sorted"`` (exact, from sorted data; input cost only) or ``"autodiff"``
             (``jax.grad`` of the cost). Both give the same field; tests check it.
     """
@@ -114,8 +122,8 @@ class FlowProblem(eqx.Module):
     def __check_init__(self):
         if self.mode not in ("bias", "joint"):
             raise ValueError(f"flow mode must be 'bias' or 'joint', got {self.mode!r}")
-        if self.cost not in ("input", "standard"):
-            raise ValueError(f"cost must be 'input' or 'standard', got {self.cost!r}")
+        if self.cost not in ("input", "standard", "output"):
+            raise ValueError(f"cost must be 'input', 'standard' or 'output', got {self.cost!r}")
         if self.gradient not in ("sorted", "autodiff"):
             raise ValueError(f"gradient must be 'sorted' or 'autodiff', got {self.gradient!r}")
         if self.gradient == "sorted" and self.cost != "input":
@@ -155,6 +163,8 @@ class FlowProblem(eqx.Module):
         """The cost being minimised (C_in or C), a (weighted) mean over the problem's points."""
         if self.cost == "input":
             return adapted_input_cost(params, self.u, self.targets, self.weights)
+        if self.cost == "output":
+            return adapted_output_cost(params, self.u, self.targets, self.out_weight, self.weights)
         return adapted_standard_cost(
             params, self.u, self.y, self.out_weight, self.out_bias, self.weights
         )

@@ -252,3 +252,32 @@ def test_rates_experiment_twenty_configurations_in_one_compiled_solve(tmp_path):
     assert step.sum() > 100
     np.testing.assert_allclose(np.diff(fitted)[step], 1 / (N[1:] * d[1:] ** 2)[step], rtol=1e-5)
     assert sorted(set(N.tolist())) == [10, 20, 40, 80]
+
+
+def test_spectral_gap_bound_holds_and_kernel_component_persists():
+    """Standard cost with the cumulative output map frozen: e(s) equals expm(−(N_j/N)K s)e(0)
+    (eigendecomposition, independent of diffrax), |e(s)| ≤ e^{−(N_j/N)μs}|e(0)| along the
+    flow, μ > 0 for an injective W⁽ᴸ⁺¹⁾, and for Q < M the ker-K component of e stays put."""
+    from gflow_jax.kinds import load_experiment
+    from gflow_jax.spectral import run_spectral_gap
+
+    _, cfg = load_experiment("experiments/spectral_gap.toml", ["n_save=121"])
+    arrays, summary = run_spectral_gap(cfg)
+    for case in ("injective", "not_injective"):
+        entry = summary[case]
+        assert entry["cluster_stayed_truncated"]
+        assert entry["max_abs_error_vs_exact"] < 1e-8
+        assert np.all(arrays[f"{case}/e_norm"] <= arrays[f"{case}/bound"] * (1 + 1e-9) + 1e-12)
+    assert summary["injective"]["mu"] > 1e-3
+    assert summary["injective"]["final_e_norm"] < 0.5 * arrays["injective/e_norm"][0]
+    assert abs(summary["not_injective"]["mu"]) < 1e-12
+    lam = arrays["not_injective/eigenvalues"]
+    e = arrays["not_injective/e"]
+    assert lam[0] < 1e-12 < lam[1]
+    null = arrays["not_injective/eigenvectors"][:, 0]
+    along = e @ null
+    np.testing.assert_allclose(along, along[0], atol=1e-9)  # the kernel component is frozen
+    assert abs(along[0]) > 0.05
+    norms = arrays["not_injective/e_norm"]
+    assert norms[-1] > 0.2 * norms[0]  # does not decay to 0
+    assert np.all(np.diff(norms) <= 1e-12)  # but never grows
