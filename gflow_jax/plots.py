@@ -33,7 +33,9 @@ def _subtitle(cfg: dict) -> str:
     d, n, f = cfg["data"], cfg["network"], cfg["flow"]
     return (
         f"N={d['n_classes'] * d['points_per_class']}, M={d['dim']}, Q={d['n_classes']}, "
-        f"L={n['layers']}, |d|={n['weight_scale']}, mode={f['mode']}, cost={f['cost']}"
+        f"L={n['layers']}, "
+        + (f"d={n['d']}" if n.get("d") else f"|d|={n['weight_scale']}")
+        + f", mode={f['mode']}, cost={f['cost']}"
     )
 
 
@@ -211,4 +213,40 @@ def plot_truncation_analysis(run_dir: str | Path) -> list[Path]:
     paths.append(out / "collapse.png")
     fig.savefig(paths[-1], dpi=120)
     plt.close(fig)
+
+    # two-sided clamps: a face from below and a later one from above on the same coordinate
+    d, c = a["flow/d"][0], a["flow/thresholds"]  # (L, M), (T, L, M)
+    pairs = [
+        (k, int(np.flatnonzero(d[:, k] > 0)[0]), int(np.flatnonzero(d[:, k] < 0)[-1]))
+        for k in range(d.shape[1])
+        if (d[:, k] > 0).any()
+        and (d[:, k] < 0).any()
+        and np.flatnonzero(d[:, k] > 0)[0] < np.flatnonzero(d[:, k] < 0)[-1]
+    ]
+    if pairs:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for k, lo, hi in pairs:
+            width = c[:, hi, k] - c[:, lo, k]
+            ax.plot(ts, np.where(width > 0, width, np.nan), label=f"coordinate {k}: c₂ − c₁")
+            n = t["analysis/flow/cluster_counts"][-1].sum(-1)  # (L, M) owned at the end
+            lam1 = n[lo, k] / (len(a["data/x"]) * d[lo, k] ** 2)
+            lam2 = n[hi, k] / (len(a["data/x"]) * d[hi, k] ** 2)
+            late = ts >= ts[-1] / 2
+            basis = np.stack([np.exp(-lam1 * ts[late]), np.exp(-lam2 * ts[late])], axis=1)
+            coef, *_ = np.linalg.lstsq(basis, width[late], rcond=None)
+            ax.plot(
+                ts[late],
+                basis @ coef,
+                "k:",
+                label=f"fit A e^(−λ₁s) + B e^(−λ₂s), λ₁={lam1:.3g}, λ₂={lam2:.3g}",
+            )
+        ax.set_yscale("log")
+        ax.set_xlabel("flow time s")
+        ax.set_ylabel("width of the two-sided clamp")
+        ax.set_title(f"two-sided clamps (flow)\n{_subtitle(cfg)}", fontsize=9)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        paths.append(out / "two_sided_width.png")
+        fig.savefig(paths[-1], dpi=120)
+        plt.close(fig)
     return paths
