@@ -4,6 +4,10 @@ Importing the package enables JAX float64 (see :mod:`gflow_jax._precision`).
 """
 
 from ._precision import enable_x64 as enable_x64, x64_enabled as x64_enabled
+from .analysis import (
+    analyse_trajectory as analyse_trajectory,
+    analyse_truncation_arrays as analyse_truncation_arrays,
+)
 from .collapse import class_means as class_means, nc1_input as nc1_input
 from .config import (
     ConfigError as ConfigError,
@@ -13,6 +17,7 @@ from .config import (
 from .costs import (
     adapted_input_cost as adapted_input_cost,
     adapted_input_cost_gradient as adapted_input_cost_gradient,
+    adapted_output_cost as adapted_output_cost,
     adapted_standard_cost as adapted_standard_cost,
     general_input_cost_gradient as general_input_cost_gradient,
     network_input_cost as network_input_cost,
@@ -20,6 +25,11 @@ from .costs import (
     pulled_back_targets as pulled_back_targets,
 )
 from .data import ClusteredData as ClusteredData, make_clusters as make_clusters
+from .events import (
+    FaceSolution as FaceSolution,
+    solve_face as solve_face,
+    two_sided_width as two_sided_width,
+)
 from .experiment import (
     ExperimentSetup as ExperimentSetup,
     run_truncation as run_truncation,
@@ -69,14 +79,27 @@ from .network import (
     truncation_map as truncation_map,
     truncation_projector as truncation_projector,
 )
+from .rates_experiment import RatesConfig as RatesConfig, run_rates as run_rates
 from .sorted_field import (
     SortedData as SortedData,
     sort_data as sort_data,
     threshold_gradient as threshold_gradient,
 )
+from .spectral import (
+    SpectralGapConfig as SpectralGapConfig,
+    cluster_error as cluster_error,
+    gap_matrix as gap_matrix,
+    run_spectral_gap as run_spectral_gap,
+)
 from .training import DescentTrajectory as DescentTrajectory, gradient_descent as gradient_descent
 from .truncation import (
+    RateDiagnostics as RateDiagnostics,
     TruncationDiagnostics as TruncationDiagnostics,
+    cluster_counts as cluster_counts,
+    cluster_spread as cluster_spread,
+    event_times as event_times,
+    interval_rates as interval_rates,
+    rate_diagnostics as rate_diagnostics,
     truncation_diagnostics as truncation_diagnostics,
 )
 
