@@ -36,6 +36,7 @@ from jaxtyping import Array, Float
 
 __all__ = [
     "GranulatedKendall",
+    "cloud_measures",
     "TrajectoryMeasures",
     "granulated_kendall",
     "kendall_tau",
@@ -296,3 +297,88 @@ def trajectory_measures(
         values=values,
         warnings=tuple(str(w.message) for w in caught),
     )
+
+
+# --------------------------------------------------------------------------------------------
+# many small clouds at once (probe representations, monitoring windows)
+
+
+def _euclidean_padded(X: Float[Array, "n p"]) -> Float[Array, "n n"]:
+    """Euclidean distances from differences (exact zeros for equal rows: duplicates merge)."""
+    diff = X[:, None, :] - X[None, :, :]
+    return jnp.sqrt(jnp.sum(diff * diff, axis=-1))
+
+
+@partial(jax.jit, static_argnames=("n_scales", "log10_range"))
+def _batched_cloud_core(X, valid, n_scales, log10_range):
+    from .magnitude_core import magnitude_from_distances
+
+    u = jnp.linspace(log10_range[0], log10_range[1], n_scales)
+
+    def one(x, ok):
+        D = _euclidean_padded(x)
+        D = jnp.where(ok[:, None] & ok[None, :], D, 0.0)
+        diam = jnp.max(D)
+        unit = jnp.where(diam > 0, 1.0 / jnp.where(diam > 0, diam, 1.0), 1.0)
+        n = jnp.sum(ok).astype(D.dtype)
+        scales = jnp.concatenate([10.0**u * unit, jnp.stack([jnp.sqrt(n), 0.01])])
+        r = magnitude_from_distances(D, scales, valid=ok, fallback=False)
+        return r.magnitude, r.dimension, r.positive_magnitude, diam
+
+    return jax.vmap(one)(X, valid)
+
+
+def cloud_measures(
+    clouds: Sequence[np.ndarray],
+    *,
+    n_scales: int = 12,
+    log10_range: tuple[float, float] = (-1.0, 3.0),
+    batch: int = 8,
+    pad_to: int | None = None,
+) -> list[dict[str, float]]:
+    """Magnitude measures of many small Euclidean clouds in one compiled, vmapped program.
+
+    Each cloud ``(n_i, p)`` (same ``p`` for all) is padded to ``pad_to`` (default: the largest
+    n_i) points with the padding masked out, and processed ``batch`` clouds at a time, so a new
+    set of clouds of the same sizes reuses the compilation. Per cloud: ``mag_dim_max`` (maximum
+    of the exact dimension profile on t = 10^u/diam, u ∈ ``log10_range``), ``pmag_sqrt_n`` and
+    ``mag_sqrt_n`` (t = √n_i, raw distances), ``pmag_0.01`` and ``diameter``. A cloud of
+    identical points has magnitude 1 and dimension 0. Solves whose Cholesky factorisation
+    fails give NaN (no LU fallback in the batched path).
+    """
+    if not clouds:
+        return []
+    p = clouds[0].shape[1]
+    n_max = max(c.shape[0] for c in clouds) if pad_to is None else int(pad_to)
+    out: list[dict[str, float]] = []
+    for start in range(0, len(clouds), batch):
+        part = list(clouds[start : start + batch])
+        real = len(part)
+        part += [part[-1]] * (batch - real)
+        X = np.zeros((batch, n_max, p))
+        valid = np.zeros((batch, n_max), bool)
+        for i, c in enumerate(part):
+            if c.shape[0] > n_max or c.shape[1] != p:
+                raise ValueError(f"cloud of shape {c.shape} does not fit ({n_max}, {p})")
+            X[i, : c.shape[0]] = c
+            valid[i, : c.shape[0]] = True
+        mag, dim, pmag, diam = (
+            np.asarray(a)
+            for a in _batched_cloud_core(
+                jnp.asarray(X), jnp.asarray(valid), int(n_scales), tuple(map(float, log10_range))
+            )
+        )
+        for i in range(real):
+            prof = dim[i, :n_scales]
+            out.append(
+                {
+                    "mag_dim_max": float(np.nanmax(prof))
+                    if np.any(np.isfinite(prof))
+                    else math.nan,
+                    "pmag_sqrt_n": float(pmag[i, n_scales]),
+                    "mag_sqrt_n": float(mag[i, n_scales]),
+                    "pmag_0.01": float(pmag[i, n_scales + 1]),
+                    "diameter": float(diam[i]),
+                }
+            )
+    return out

@@ -390,24 +390,9 @@ def _train_group(cfg, data, bs: int, points: list[dict], pending: set[str], root
     return seconds
 
 
-def _window_measures(X: np.ndarray, n_scales: int) -> dict[str, float]:
-    from .generalization import trajectory_measures
-    from .magnitude import pairwise_distances
-
-    D = pairwise_distances(jnp.asarray(X, dtype=jnp.float64))
-    m = trajectory_measures(
-        D,
-        n_scales=n_scales,
-        log10_range=(-1.0, 3.0),
-        slope_window=(0.0, 2.0),
-        e_alpha_measure=False,
-    )
-    return m.values
-
-
 def _measure_point(cfg, data, p: dict, pdir: Path) -> dict:
     """Measures and gaps of one trained point; writes curves.npz, returns the result."""
-    from .generalization import loss_pseudometric, trajectory_measures
+    from .generalization import cloud_measures, loss_pseudometric, trajectory_measures
     from .magnitude import pairwise_distances
     from .mlp_training import evaluate, flatten_params, init_mlp, loss_matrix, unflatten_params
     from .trajectory_io import read_stream
@@ -468,25 +453,12 @@ def _measure_point(cfg, data, p: dict, pdir: Path) -> dict:
     for k in ("train_loss", "train_acc", "test_loss", "test_acc"):
         curves[f"monitor/{k}"] = mon[k]
     for layer in tj.probe_layers:
-        reps = mon[f"representations/layer{layer}"]
-        dims, pmags = [], []
-        for R in reps:
-            D = pairwise_distances(jnp.asarray(R, dtype=jnp.float64))
-            if float(jnp.max(D)) == 0.0:  # all probes mapped to one point (dead layer)
-                dims.append(0.0)
-                pmags.append(1.0)
-                continue
-            v = trajectory_measures(
-                D,
-                n_scales=ms.representation_scales,
-                log10_range=(-1.0, 3.0),
-                slope_window=(0.0, 2.0),
-                e_alpha_measure=False,
-            ).values
-            dims.append(v["mag_dim_max"])
-            pmags.append(v["pmag_sqrt_n"])
-        curves[f"representations/layer{layer}/mag_dim_max"] = np.asarray(dims)
-        curves[f"representations/layer{layer}/pmag_sqrt_n"] = np.asarray(pmags)
+        reps = mon[f"representations/layer{layer}"].astype(np.float64)
+        values = cloud_measures(list(reps), n_scales=ms.representation_scales)
+        dims = np.array([v["mag_dim_max"] for v in values])
+        pmags = np.array([v["pmag_sqrt_n"] for v in values])
+        curves[f"representations/layer{layer}/mag_dim_max"] = dims
+        curves[f"representations/layer{layer}/pmag_sqrt_n"] = pmags
         measures[f"repr_L{layer}_mag_dim_max"] = float(dims[-1])
         measures[f"repr_L{layer}_pmag_sqrt_n"] = float(pmags[-1])
 
@@ -494,19 +466,16 @@ def _measure_point(cfg, data, p: dict, pdir: Path) -> dict:
     stream = pdir / ("checkpoints" if tj.mode == "after_interpolation" else "trajectory")
     ck, ck_steps, _ = read_stream(stream)
     W = ms.monitor_window
-    mon_dims, mon_pmag, mon_at = [], [], []
+    windows, mon_at = [], []
     for s in mon["steps"]:
         upto = np.flatnonzero(ck_steps <= s)
-        if upto.size < 3:
-            continue
-        window = ck[upto[-W:]]
-        v = _window_measures(window, ms.representation_scales)
-        mon_at.append(int(s))
-        mon_dims.append(v["mag_dim_max"])
-        mon_pmag.append(v["pmag_sqrt_n"])
+        if upto.size >= 3:
+            windows.append(ck[upto[-W:]].astype(np.float64))
+            mon_at.append(int(s))
+    values = cloud_measures(windows, n_scales=ms.representation_scales, pad_to=W)
     curves["window/steps"] = np.asarray(mon_at, dtype=np.int64)
-    curves["window/mag_dim_max"] = np.asarray(mon_dims)
-    curves["window/pmag_sqrt_n"] = np.asarray(mon_pmag)
+    curves["window/mag_dim_max"] = np.array([v["mag_dim_max"] for v in values])
+    curves["window/pmag_sqrt_n"] = np.array([v["pmag_sqrt_n"] for v in values])
     result["representation_seconds"] = time.perf_counter() - t1
 
     tmp = pdir / "curves.npz.tmp"

@@ -584,8 +584,9 @@ def train_and_record(
     step = 0
     C = plan.chunk_steps
     while any(p in ("train", "record") for p in phase):
-        recording = plan.mode == "after_interpolation" and "record" in phase
-        r = 1 if recording else plan.every
+        # after_interpolation: every iterate leaves the chunk (one compiled program for both
+        # phases; the host keeps what it needs); every: only every k-th iterate
+        r = 1 if plan.mode == "after_interpolation" else plan.every
         out = _train_chunk(
             models, opt_state, lrs, keys, jnp.asarray(step), data, probe_x, C, r, spec, layers
         )

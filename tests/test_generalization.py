@@ -338,3 +338,21 @@ def test_config_errors_name_the_key(override, key, message):
     with pytest.raises(ConfigError) as err:
         _tiny(**override)
     assert err.value.key == key and message in str(err.value)
+
+
+def test_batched_cloud_measures_match_the_library_path():
+    from gflow_jax.generalization import cloud_measures, trajectory_measures
+    from gflow_jax.magnitude import pairwise_distances
+
+    rng = np.random.default_rng(0)
+    clouds = [rng.normal(size=(k, 3)) for k in (7, 12, 12)]
+    clouds.append(np.zeros((5, 3)))  # one point, five times (a dead layer)
+    clouds[1][4] = clouds[1][2]  # a duplicate
+    got = cloud_measures(clouds, n_scales=6, batch=3, pad_to=12)
+    for c, g in zip(clouds[:3], got, strict=False):
+        ref = trajectory_measures(
+            pairwise_distances(c), n_scales=6, log10_range=(-1.0, 3.0), e_alpha_measure=False
+        ).values
+        for k in ("mag_dim_max", "pmag_sqrt_n", "mag_sqrt_n", "pmag_0.01", "diameter"):
+            assert g[k] == pytest.approx(ref[k], rel=1e-9), k
+    assert got[3]["mag_sqrt_n"] == pytest.approx(1.0) and got[3]["mag_dim_max"] == 0.0
