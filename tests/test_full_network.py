@@ -1,0 +1,294 @@
+"""Full-network gradient flow vs GD/SGD: Euler = GD, first order, balance laws, input-space map."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from gflow_jax.costs import network_standard_cost
+from gflow_jax.data import make_clusters
+from gflow_jax.flow import SolverSettings
+from gflow_jax.full_network import (
+    NetworkProblem,
+    _batch_weights,
+    balance_quantities,
+    check_network_solution,
+    network_descent,
+    network_diagnostics,
+    offdiagonality,
+    parameter_distance,
+    solve_network_flow,
+)
+from gflow_jax.network import AdaptedParameters, ReLUNetwork, adapted_truncate
+
+from .helpers import random_orthogonal
+
+M, L, Q, PER_CLASS = 3, 2, 3, 20  # one set of shapes for every test: one compilation each
+
+
+def _problem(seed=0):
+    data = make_clusters(
+        jax.random.PRNGKey(seed),
+        n_classes=Q,
+        n_per_class=PER_CLASS,
+        dim=M,
+        radius=0.3,
+        separation=1.5,
+        distribution="gaussian",
+        layout="random",
+    )
+    x = data.x - jnp.mean(data.x, axis=0, keepdims=True)
+    return NetworkProblem(x, jnp.eye(Q)[data.labels]), data.labels
+
+
+def _net(seed=1, bias=0.1):
+    k = jax.random.split(jax.random.PRNGKey(seed), 4)
+    return ReLUNetwork(
+        weights=jax.random.normal(k[0], (L, M, M)) * np.sqrt(2.0 / M),
+        biases=bias * jax.random.normal(k[1], (L, M)),
+        out_weight=0.5 * jax.random.normal(k[2], (Q, M)) / np.sqrt(M),
+        out_bias=jnp.zeros(Q),
+    )
+
+
+def _at(tree, i):
+    return jax.tree.map(lambda v: v[i], tree)
+
+
+def _np_forward(net, x):
+    """Layer form with NumPy: hidden activations (N, L, M) and output (N, Q)."""
+    W, b = np.asarray(net.weights), np.asarray(net.biases)
+    h, hidden = np.asarray(x), []
+    for ell in range(W.shape[0]):
+        h = np.maximum(h @ W[ell].T + b[ell], 0.0)
+        hidden.append(h)
+    return np.stack(hidden, 1), h @ np.asarray(net.out_weight).T + np.asarray(net.out_bias)
+
+
+# ------------------------------------------------------------------------------------------
+# dynamics
+
+
+def test_euler_flow_equals_optax_gd_to_rounding():
+    problem, _ = _problem()
+    net = _net()
+    eta = 0.05
+    ts = jnp.linspace(0.0, 2.0, 5)
+    settings = SolverSettings(solver="euler", dt0=eta, max_steps=1000)
+    sol = check_network_solution(solve_network_flow(problem, net, ts, settings), settings)
+    gd = network_descent(problem, net, ts, eta)
+    assert float(parameter_distance(_at(gd.net, -1), net)) > 0.1  # it moved
+    for a, b in zip(jax.tree.leaves(gd.net), jax.tree.leaves(sol.net), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-11, atol=1e-13)
+    np.testing.assert_allclose(gd.loss, sol.loss, rtol=1e-11)
+
+
+def test_flow_loss_is_the_standard_cost_and_decreases():
+    problem, _ = _problem()
+    sol = check_network_solution(
+        solve_network_flow(problem, _net(), jnp.linspace(0.0, 10.0, 5)), SolverSettings()
+    )
+    expected = [network_standard_cost(_at(sol.net, i), problem.x, problem.y) for i in range(5)]
+    np.testing.assert_allclose(sol.loss, expected, rtol=1e-12)
+    assert np.all(np.diff(np.asarray(sol.loss)) <= 1e-12)
+    assert float(sol.loss[-1]) < 0.2 * float(sol.loss[0])
+
+
+def test_gd_converges_to_flow_first_order():
+    """max_s ‖θ_GD(s) − θ_flow(s)‖ = O(η): halving η roughly halves it; log-log order ≈ 1."""
+    problem, _ = _problem()
+    net = _net()
+    ts = jnp.linspace(0.0, 2.4, 5)
+    settings = SolverSettings(rtol=1e-11, atol=1e-13)
+    ref = check_network_solution(solve_network_flow(problem, net, ts, settings), settings)
+    etas = np.array([0.04, 0.02, 0.01, 0.005, 0.0025])
+    errors = np.array(
+        [
+            float(jnp.max(parameter_distance(network_descent(problem, net, ts, e).net, ref.net)))
+            for e in etas
+        ]
+    )
+    assert errors[-1] > 1e-6  # not trivially zero
+    ratios = errors[:-1] / errors[1:]
+    assert np.all((ratios > 1.6) & (ratios < 2.5)), (errors, ratios)
+    order = np.polyfit(np.log(etas), np.log(errors), 1)[0]
+    assert 0.8 <= order <= 1.3, (errors, order)
+
+
+def _balance_drift(nets):
+    bal = np.asarray(jax.vmap(balance_quantities)(nets))
+    return np.max(np.abs(bal - bal[0])), np.max(np.abs(bal[0]))
+
+
+def test_balance_conserved_by_flow_not_by_large_step_gd():
+    """Δ_{ℓ,k} = |W_ℓ[k,:]|² + b_{ℓ,k}² − |W_{ℓ+1}[:,k]|² is constant along the flow (to solver
+    tolerance, tightening with it); GD with a large step drifts, by O(η)."""
+    problem, _ = _problem()
+    net = _net()
+    ts = jnp.linspace(0.0, 4.0, 5)
+    drifts = {}
+    for rtol in (1e-7, 1e-10):
+        settings = SolverSettings(rtol=rtol, atol=1e-2 * rtol)
+        sol = check_network_solution(solve_network_flow(problem, net, ts, settings), settings)
+        drifts[rtol], scale = _balance_drift(sol.net)
+    assert float(parameter_distance(_at(sol.net, -1), net)) > 0.5  # parameters really moved
+    assert drifts[1e-10] < 1e-8 * scale, drifts
+    assert drifts[1e-10] < drifts[1e-7]  # the residual drift is solver error
+    # the off-diagonal of W_ℓW_ℓᵀ + b_ℓb_ℓᵀ − W_{ℓ+1}ᵀW_{ℓ+1} is *not* conserved (ReLU ≠ linear)
+    full = jax.vmap(
+        lambda n: (
+            n.weights[0] @ n.weights[0].T
+            + jnp.outer(n.biases[0], n.biases[0])
+            - n.weights[1].T @ n.weights[1]
+        )
+    )(sol.net)
+    off = full - jax.vmap(jnp.diag)(jax.vmap(jnp.diag)(full))
+    assert float(jnp.max(jnp.abs(off[-1] - off[0]))) > 1e-2
+    gd_drift = [
+        _balance_drift(network_descent(problem, net, ts, eta).net)[0] for eta in (0.2, 0.1, 0.05)
+    ]
+    assert gd_drift[0] > 1e-2 * scale, gd_drift
+    assert 1.5 < gd_drift[1] / gd_drift[2] < 2.7, gd_drift  # O(η) once η is small
+
+
+def test_one_gd_step_changes_balance_by_eta_squared():
+    """Δ(θ − ηg) − Δ(θ) = η²(|g_in|² + g_b² − |g_out|²) exactly, with g from jax.grad."""
+    problem, _ = _problem()
+    net = _net(bias=0.5)
+    eta = 0.1
+    g = jax.grad(network_standard_cost)(net, problem.x, problem.y)
+    one = network_descent(problem, net, eta * jnp.arange(5.0), eta)  # shapes as elsewhere
+    predicted = eta**2 * np.asarray(balance_quantities(g))
+    np.testing.assert_allclose(
+        balance_quantities(_at(one.net, 1)) - balance_quantities(net), predicted, atol=1e-13
+    )
+    assert np.max(np.abs(predicted)) > 1e-4
+
+
+def test_minibatch_is_a_uniform_subset_and_its_mean_gradient():
+    problem, _ = _problem()
+    n, B = problem.n_points, 5
+    keys = jax.random.split(jax.random.PRNGKey(0), 4000)
+    w = np.asarray(jax.vmap(lambda k: _batch_weights(k, n, jnp.asarray(B)))(keys))
+    assert np.all(np.count_nonzero(w, axis=1) == B)
+    np.testing.assert_allclose(w.sum(1), 1.0, rtol=1e-14)
+    freq = (w > 0).mean(0)  # each point chosen with probability B/n
+    assert np.max(np.abs(freq - B / n)) < 4 * np.sqrt(B / n * (1 - B / n) / 4000)
+    # one SGD step = one step along the mean gradient of the chosen subset
+    net = _net()
+    key = jax.random.PRNGKey(7)
+    eta = 0.1
+    sgd = network_descent(problem, net, eta * jnp.arange(5.0), eta, batch_size=B, key=key)
+    chosen = _batch_weights(jax.random.fold_in(jax.random.split(key, 1)[0], 0), n, jnp.asarray(B))
+    idx = np.flatnonzero(np.asarray(chosen))
+    g = jax.grad(network_standard_cost)(net, problem.x[idx], problem.y[idx])
+    expected = jax.tree.map(lambda p, gp: p - eta * gp, net, g)
+    for a, b in zip(jax.tree.leaves(_at(sgd.net, 1)), jax.tree.leaves(expected), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+
+
+def test_sgd_noisy_reproducible_and_full_batch_is_gd():
+    problem, _ = _problem()
+    net = _net()
+    ts = jnp.linspace(0.0, 2.0, 5)
+    key = jax.random.PRNGKey(3)
+    sgd = network_descent(problem, net, ts, 0.05, batch_size=4, key=key)
+    again = network_descent(problem, net, ts, 0.05, batch_size=4, key=key)
+    gd = network_descent(problem, net, ts, 0.05)
+    full = network_descent(problem, net, ts, 0.05, batch_size=problem.n_points, key=key)
+    np.testing.assert_array_equal(sgd.net.weights, again.net.weights)
+    assert float(jnp.max(parameter_distance(sgd.net, gd.net))) > 1e-3
+    np.testing.assert_allclose(full.net.weights, gd.net.weights, rtol=1e-13, atol=1e-15)
+    with pytest.raises(ValueError, match="PRNG key"):
+        network_descent(problem, net, ts, 0.05, batch_size=4)
+    with pytest.raises(ValueError, match="batch_size"):
+        network_descent(problem, net, ts, 0.05, batch_size=problem.n_points + 1)
+    with pytest.raises(ValueError, match="whole number"):
+        network_descent(problem, net, ts, 0.03)
+
+
+def test_new_step_size_or_batch_size_does_not_recompile():
+    from gflow_jax import full_network
+
+    problem, _ = _problem()
+    net = _net()
+    ts = jnp.linspace(0.0, 0.8, 5)
+    key = jax.random.PRNGKey(0)
+    network_descent(problem, net, ts, 0.1, batch_size=4, key=key)
+    before = full_network._descend._cached._cache_size()
+    network_descent(problem, net, ts, 0.05, batch_size=4, key=key)
+    network_descent(problem, net, ts, 0.025, batch_size=7, key=key)
+    network_descent(problem, net, ts, 0.1)
+    assert full_network._descend._cached._cache_size() == before
+
+
+def test_failed_solve_is_reported():
+    problem, _ = _problem()
+    settings = SolverSettings(solver="euler", dt0=0.05, max_steps=1000)  # 2000 steps needed
+    sol = solve_network_flow(problem, _net(), jnp.linspace(0.0, 100.0, 5), settings)
+    assert not bool(sol.success)
+    with pytest.raises(RuntimeError, match="max_steps"):
+        check_network_solution(sol, settings)
+
+
+# ------------------------------------------------------------------------------------------
+# input-space diagnostics
+
+
+def test_cumulative_mapping_of_trained_parameters_reproduces_the_network():
+    """At every saved time of (S)GD: x⁽ℓ⁾ = W⁽ℓ⁾z⁽ℓ⁾ + b⁽ℓ⁾ with W⁽ℓ⁾, b⁽ℓ⁾, z⁽ℓ⁾ rebuilt in NumPy,
+    the output is W_{L+1}x⁽ᴸ⁾ + b_{L+1}, and the diagnostics' x̃ and counts match."""
+    problem, labels = _problem()
+    ts = jnp.linspace(0.0, 4.0, 5)
+    traj = network_descent(problem, _net(), ts, 0.05, batch_size=5, key=jax.random.PRNGKey(1))
+    diag = network_diagnostics(traj.net, problem.x, labels, Q)
+    x = np.asarray(problem.x)
+    for t in range(len(ts)):
+        net = _at(traj.net, t)
+        W, b = np.asarray(net.weights), np.asarray(net.biases)
+        hidden, out = _np_forward(net, x)
+        W_cum, b_cum = np.eye(M), np.zeros(M)
+        z = x.copy()
+        inactive = []
+        for ell in range(L):
+            W_cum, b_cum = W[ell] @ W_cum, W[ell] @ b_cum + b[ell]
+            pre = z @ W_cum.T + b_cum
+            inactive.append(pre < 0)
+            z = np.linalg.solve(W_cum, (np.maximum(pre, 0.0) - b_cum).T).T
+            np.testing.assert_allclose(z @ W_cum.T + b_cum, hidden[:, ell], atol=1e-10)
+        np.testing.assert_allclose(
+            (z @ W_cum.T + b_cum) @ np.asarray(net.out_weight).T + np.asarray(net.out_bias),
+            out,
+            atol=1e-10,
+        )
+        np.testing.assert_allclose(diag.x_tilde[t], z, atol=1e-10)
+        np.testing.assert_array_equal(diag.truncated[t], np.stack(inactive, 1))
+        np.testing.assert_array_equal(diag.counts[t], np.stack(inactive, 1).sum(0))
+        assert float(diag.identity_error[t]) < 1e-10
+        acc = np.mean(np.argmax(out, 1) == np.asarray(labels))
+        np.testing.assert_allclose(diag.accuracy[t], acc)
+    assert 0 < int(diag.counts.sum()) < diag.truncated.size  # some, not all, units off
+
+
+def test_adapted_network_diagnostics():
+    """Adapted W⁽ℓ⁾ = D_ℓO: off-diagonality 0, x̃ equals the coordinatewise clamp, the rate is
+    n/(N d²), and rank counts the coordinates not clamped; generic weights are not adapted."""
+    problem, labels = _problem()
+    frame = random_orthogonal(jax.random.PRNGKey(4), M)
+    d = jnp.array([[1.5, 0.8, 1.1], [-0.6, -1.3, -0.9]])
+    u = problem.x @ frame.T
+    c = jnp.stack([jnp.quantile(u, 0.4, axis=0), jnp.quantile(u, 0.7, axis=0)])
+    params = AdaptedParameters.from_thresholds(d, c)
+    net = params.to_network(frame, jnp.ones((Q, M)), jnp.zeros(Q))
+    diag = network_diagnostics(jax.tree.map(lambda v: v[None], net), problem.x, labels, Q)
+    np.testing.assert_allclose(diag.offdiag[0], 0.0, atol=1e-12)
+    clamp, hits = adapted_truncate(params, u)
+    np.testing.assert_allclose(diag.x_tilde[0], clamp @ frame, atol=1e-12)
+    np.testing.assert_array_equal(diag.truncated[0], hits)
+    n = np.asarray(hits).sum(0)
+    np.testing.assert_allclose(diag.rates[0], n / (problem.n_points * np.asarray(d) ** 2))
+    clamped_coords = np.asarray(hits).any(axis=1).sum(-1)  # coordinates moved onto a face
+    np.testing.assert_array_equal(diag.rank[0], M - clamped_coords)
+    assert 0 < int(clamped_coords.sum()) < problem.n_points * M
+    generic = float(offdiagonality(_net().weights[0]))
+    assert 0.1 < generic <= 1.0
