@@ -461,12 +461,13 @@ def convergence_scale(
     metric: str = "euclidean",
     fraction: float = 0.95,
     rtol: float = 1e-10,
-    **kwargs,
+    method: Method = "auto",
 ) -> float:
     """The scale t_conv with |t_conv X| = fraction · (number of distinct points).
 
     A coarse log grid brackets the crossing; safeguarded Newton steps in log t with the exact
-    derivative d|tX|/dt then converge to relative accuracy ``rtol`` in t.
+    derivative d|tX|/dt then converge to relative accuracy ``rtol`` in t. ``method`` picks the
+    engine as in :func:`magnitude_function`.
     """
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"fraction must lie in (0, 1), got {fraction}")
@@ -481,9 +482,17 @@ def convergence_scale(
     off = Du[~np.eye(index.size, dtype=bool)]
     lo, hi = 1e-3 / off.max(), 60.0 / off.min()
 
+    engine = _engine(_check_method(method), index.size)
+    Du_dev = jnp.asarray(Du)
+
     def mag(ts):
-        r = magnitude_function(Du, np.atleast_1d(ts), metric="precomputed", **kwargs)
-        return np.asarray(r.magnitude), np.asarray(r.derivative)
+        # the distinct points, no padding: every Newton step reuses one compilation (S = 1)
+        ts = np.atleast_1d(np.asarray(ts, dtype=np.float64))
+        if engine == "cholesky":
+            r = _core(Du_dev, jnp.asarray(ts))
+            return np.asarray(r.magnitude), np.asarray(r.derivative)
+        out = solve_adaptive(Du_dev, ts, AdaptiveSettings())
+        return out["magnitude"], out["derivative"]
 
     grid = np.geomspace(lo, hi, 16)
     values, _ = mag(grid)
