@@ -149,7 +149,6 @@ _SOLVERS = {
 }
 
 
-@eqx.filter_jit
 def solve_network_flow(
     problem: NetworkProblem,
     net0: ReLUNetwork,
@@ -162,10 +161,24 @@ def solve_network_flow(
 
     Same conventions as :func:`gflow_jax.flow.solve_flow`: adaptive steps with a PIDController
     (``settings.solver="euler"`` takes fixed steps ``dt0``: explicit Euler = full-batch GD with
-    η = dt0), failures reported in ``success`` (see :func:`check_network_solution`), pure and
-    vmappable.
+    η = dt0), failures reported in ``success`` (see :func:`check_network_solution`). The
+    tolerances, controller coefficients, ``dtmin`` and ``dt0`` are passed as arrays, so new values
+    reuse the compiled solve; ``solver`` and ``max_steps`` are static. ``dtmin = 0`` means no
+    lower bound; with ``dtmin > 0`` steps are forced to at least ``dtmin`` (sliding modes, where
+    the field points into a ReLU face from both sides, otherwise make the solver chatter).
     """
     settings = SolverSettings() if settings is None else settings
+    floats = ("rtol", "atol", "pcoeff", "icoeff", "dtmin", "dt0")
+    traced = eqx.tree_at(
+        lambda st: [getattr(st, f) for f in floats],
+        settings,
+        [jnp.asarray(getattr(settings, f), dtype=jnp.result_type(float)) for f in floats],
+    )
+    return _solve(problem, net0, jnp.asarray(save_ts), traced, progress)
+
+
+@eqx.filter_jit
+def _solve(problem, net0, save_ts, settings: SolverSettings, progress: bool):
     if settings.solver == "euler":
         controller = diffrax.ConstantStepSize()
     else:
@@ -174,7 +187,7 @@ def solve_network_flow(
             atol=settings.atol,
             pcoeff=settings.pcoeff,
             icoeff=settings.icoeff,
-            dtmin=None if settings.dtmin == 0.0 else settings.dtmin,
+            dtmin=settings.dtmin,
         )
     sol = diffrax.diffeqsolve(
         diffrax.ODETerm(_vector_field),

@@ -222,6 +222,17 @@ def test_new_step_size_or_batch_size_does_not_recompile():
     assert full_network._descend._cached._cache_size() == before
 
 
+def test_new_tolerances_do_not_recompile_the_flow():
+    from gflow_jax import full_network
+
+    problem, _ = _problem()
+    ts = jnp.linspace(0.0, 0.4, 5)
+    solve_network_flow(problem, _net(), ts, SolverSettings(rtol=1e-6, atol=1e-8))
+    before = full_network._solve._cached._cache_size()
+    solve_network_flow(problem, _net(), ts, SolverSettings(rtol=1e-9, atol=1e-11, dtmin=1e-4))
+    assert full_network._solve._cached._cache_size() == before
+
+
 def test_failed_solve_is_reported():
     problem, _ = _problem()
     settings = SolverSettings(solver="euler", dt0=0.05, max_steps=1000)  # 2000 steps needed
@@ -292,3 +303,92 @@ def test_adapted_network_diagnostics():
     assert 0 < int(clamped_coords.sum()) < problem.n_points * M
     generic = float(offdiagonality(_net().weights[0]))
     assert 0.1 < generic <= 1.0
+
+
+# ------------------------------------------------------------------------------------------
+# the sgd_vs_flow experiment
+
+_SMALL = [
+    "flow.t_final=0.8",  # the shapes of the tests above (N = 60, T = 5): cached compilations
+    "flow.n_save=5",
+    "flow.max_steps=100000",
+    "gd.etas=[0.1, 0.05]",
+    "sgd.etas=[0.1]",
+    "sgd.batch_sizes=[4]",
+    "output.progress=false",
+]
+
+
+@pytest.mark.parametrize(
+    ("override", "key", "message"),
+    [
+        ("flow.rtoll=1e-3", "flow.rtoll", "unknown key"),
+        ("flow.t_final=0", "flow.t_final", "positive"),
+        ("gd.etas=[0.03]", "gd.etas[0]", "whole number"),
+        ("sgd.etas=[-0.1]", "sgd.etas[0]", "positive"),
+        ("sgd.batch_sizes=[0]", "sgd.batch_sizes[0]", "must lie in"),
+        ("network.init='xavier'", "network.init", "one of"),
+        ("data.n_classes=1", "data.n_classes", "at least 2"),
+        ("network.bias_scale=-1.0", "network.bias_scale", "non-negative"),
+        ("flow.dtmin=-1.0", "flow.dtmin", "non-negative"),
+        ("targets.scale='big'", "targets.scale", "expected a number"),
+    ],
+)
+def test_bad_config_names_the_key(override, key, message):
+    from gflow_jax.config import ConfigError
+    from gflow_jax.kinds import load_experiment
+
+    with pytest.raises(ConfigError, match=message) as info:
+        load_experiment("experiments/sgd_vs_flow.toml", [override])
+    assert info.value.key == key
+
+
+def test_default_config_loads_and_adapted_init_is_adapted():
+    from gflow_jax.full_network_experiment import SgdVsFlowConfig, initial_network
+    from gflow_jax.kinds import load_experiment
+
+    kind, cfg = load_experiment("experiments/sgd_vs_flow.toml")
+    assert kind.name == "sgd_vs_flow" and isinstance(cfg, SgdVsFlowConfig)
+    _, cfg = load_experiment("experiments/sgd_vs_flow.toml", ["network.init='adapted'"])
+    problem, _ = _problem()
+    net = initial_network(cfg, problem.x, jax.random.PRNGKey(0))
+    W_cum = jnp.einsum("ij,jk->ik", net.weights[1], net.weights[0])
+    assert float(offdiagonality(W_cum)) < 1e-12
+    assert float(offdiagonality(net.weights[0])) < 1e-12
+
+
+def test_gflow_run_writes_arrays_metrics_and_figures(tmp_path):
+    import json
+
+    from gflow_jax.cli import main
+
+    args = ["run", "experiments/sgd_vs_flow.toml", *_SMALL, "--out", str(tmp_path), "--quiet"]
+    assert main(args) == 0
+    (run,) = tmp_path.iterdir()
+    for name in ("config.json", "env.json", "metrics.jsonl", "arrays.npz", "summary.json"):
+        assert (run / name).is_file(), name
+    assert json.loads((run / "status.json").read_text())["state"] == "complete"
+    assert json.loads((run / "config.json").read_text())["kind"] == "sgd_vs_flow"
+    figures = ("loss", "collapse", "truncation", "discrepancy", "input_space")
+    for fig in figures:
+        assert (run / "figures" / f"{fig}.png").stat().st_size > 10_000, fig
+    trajectories = ["flow", "gd/eta=0.1", "gd/eta=0.05", "sgd/eta=0.1,B=4"]
+    with np.load(run / "arrays.npz") as z:
+        assert z["ts"].shape == (5,)
+        for p in trajectories:
+            assert z[f"{p}/x_tilde"].shape == (5, 3 * 20, M)
+            assert z[f"{p}/counts"].shape == (5, L, M)
+            assert z[f"{p}/offdiag"].shape == (5, L)
+            assert float(z[f"{p}/identity_error"].max()) < 1e-9
+        assert float(z["flow/balance_drift"].max()) < 1e-5
+        assert float(z["flow/gap_to_flow"].max()) == 0.0
+        assert float(z["gd/eta=0.1/gap_to_flow"].max()) > float(z["gd/eta=0.05/gap_to_flow"].max())
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["s"] for r in rows] == pytest.approx([0.0, 0.2, 0.4, 0.6, 0.8])
+    assert rows[-1]["flow/loss"] < rows[0]["flow/loss"]
+    assert {f"{p}/nc1" for p in trajectories} <= set(rows[0])
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["flow"]["num_steps"] > 0 and "gd_discrepancy_order" in summary
+    (run / "figures" / "collapse.png").unlink()
+    assert main(["figures", str(run)]) == 0  # redrawn from the run directory alone
+    assert (run / "figures" / "collapse.png").is_file()
