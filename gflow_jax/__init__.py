@@ -44,6 +44,21 @@ from .flow import (
     solve_flow as solve_flow,
     vector_field as vector_field,
 )
+from .full_network import (
+    NetworkDiagnostics as NetworkDiagnostics,
+    NetworkFlowSolution as NetworkFlowSolution,
+    NetworkProblem as NetworkProblem,
+    NetworkTrajectory as NetworkTrajectory,
+    balance_quantities as balance_quantities,
+    check_network_solution as check_network_solution,
+    network_descent as network_descent,
+    network_diagnostics as network_diagnostics,
+    network_gradient as network_gradient,
+    network_loss as network_loss,
+    offdiagonality as offdiagonality,
+    parameter_distance as parameter_distance,
+    solve_network_flow as solve_network_flow,
+)
 from .generalization import (
     GranulatedKendall as GranulatedKendall,
     TrajectoryMeasures as TrajectoryMeasures,
