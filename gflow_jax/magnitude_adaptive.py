@@ -25,8 +25,8 @@ from the Rayleigh quotients of one inverse iteration (direct solves, as in
 (λ_min(Z) ≈ θ_min(P⁻¹Z)·λ_min(P)), an estimate, not a bound.
 
 This engine uses NumPy/SciPy LAPACK (dpotrf/dpotrs) on the host: JAX's CPU triangular solves
-copy the factor on every call, which would dominate preconditioned CG. Z itself is built by a
-jitted JAX kernel (multi-threaded exp).
+copy the factor on every call, which would dominate preconditioned CG. Z is built in one reused
+buffer (NumPy exp), so at most one Z, one factor and D are held at a time.
 """
 
 from __future__ import annotations
@@ -34,8 +34,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import scipy.linalg as sla
 
@@ -54,6 +52,9 @@ class AdaptiveSettings:
         budget: an iterative solve may cost at most this fraction of one factorisation.
         allow_cg: try plain CG at the large scales.
         allow_pcg: reuse neighbouring factorisations as preconditioners.
+        mixed_precision: factorise in float32 (LAPACK spotrf, about twice as fast) and use the
+            factor only as a preconditioner of float64 CG, which must reach ``rtol``; float64
+            Cholesky when it does not.
         progress: show a tqdm bar over the scales.
     """
 
@@ -61,6 +62,7 @@ class AdaptiveSettings:
     budget: float = 0.8
     allow_cg: bool = True
     allow_pcg: bool = True
+    mixed_precision: bool = False
     progress: bool = False
 
 
@@ -81,11 +83,6 @@ class _Clock:
 
     def t_pcg(self) -> float:
         return float(np.median(self.pcg_iter)) if self.pcg_iter else 4 * 8 * self.m**2 / 1e10
-
-
-@jax.jit
-def _similarity(D, t):
-    return jnp.exp(-t * D)
 
 
 def _probe(m: int) -> np.ndarray:
@@ -143,6 +140,21 @@ def _factor(Z):
     return c
 
 
+def _factor32(Z):
+    """Lower Cholesky factor of Z rounded to float32 (LAPACK spotrf), or None."""
+    c, info = sla.lapack.spotrf(Z.T.astype(np.float32, order="F"), lower=1, clean=0, overwrite_a=1)
+    if info != 0:
+        return None
+    return c
+
+
+def _cho_solve32(c, r):
+    x, info = sla.lapack.spotrs(c, r.astype(np.float32), lower=1)
+    if info != 0:  # pragma: no cover - only on invalid arguments
+        raise np.linalg.LinAlgError(f"spotrs failed with info={info}")
+    return x.astype(np.float64)
+
+
 def _cho_solve(c, B):
     x, info = sla.lapack.dpotrs(c, B, lower=1)
     if info != 0:  # pragma: no cover - only on invalid arguments
@@ -166,10 +178,10 @@ def solve_adaptive(D, scales, settings: AdaptiveSettings = AdaptiveSettings()) -
     ``derivative``, ``positive_magnitude``, ``spread``, ``max_eigenvalue``, ``min_eigenvalue``,
     ``condition``, ``residual``, ``iterations``, and ``solver`` (a list of names: ``"cg"``,
     ``"pcg"`` — preconditioned by the factorisation of the scale named in ``preconditioner`` —,
+    ``"cholesky32"`` — float64 CG preconditioned by this scale's own float32 factor —,
     ``"cholesky"``, ``"lu"``).
     """
-    D_dev = jnp.asarray(D, dtype=jnp.float64)
-    D_host = np.asarray(D_dev)  # zero-copy view on CPU
+    D_host = np.asarray(D, dtype=np.float64)
     scales = np.asarray(scales, dtype=np.float64)
     m, S = D_host.shape[0], scales.shape[0]
     b = np.ones(m)
@@ -193,13 +205,15 @@ def solve_adaptive(D, scales, settings: AdaptiveSettings = AdaptiveSettings()) -
     solver = [""] * S
     clock = _Clock(m)
     order = np.argsort(-scales, kind="stable")  # largest scale first
-    similarity = {}  # one Z at a time: at m = 20000 each is 3.2 GB
+    buffer = np.empty((m, m))  # one Z at a time: at m = 20000 each is 3.2 GB
+    current = [-1]
 
     def Z_of(i):
-        if i not in similarity:
-            similarity.clear()
-            similarity[i] = np.asarray(_similarity(D_dev, scales[i]))
-        return similarity[i]
+        if current[0] != i:
+            np.multiply(D_host, -scales[i], out=buffer)
+            np.exp(buffer, out=buffer)
+            current[0] = i
+        return buffer
 
     factor = None  # (position in order, cholesky factor, λ_min estimate of that Z)
     last_pcg_iters = 0
@@ -229,9 +243,21 @@ def solve_adaptive(D, scales, settings: AdaptiveSettings = AdaptiveSettings()) -
             bar.update(1)
 
     def direct(pos):
-        """Factorise the scale at ``pos`` in ``order``, solve it, and return the factor entry."""
+        """Factorise the scale at ``pos`` in ``order``, solve it, and return the factor entry
+        ``(pos, preconditioner, λ_min estimate)``: a float32 factor used as preconditioner of
+        float64 CG when that converges (``"cholesky32"``), else float64 Cholesky or LU."""
         i = order[pos]
         Z = Z_of(i)
+        if settings.mixed_precision:
+            c32 = _factor32(Z)
+            if c32 is not None:
+                solve32 = lambda r: _cho_solve32(c32, r)  # noqa: E731
+                w, k, ok, residual, _ = _cg(Z, b, solve32(b), solve32, settings.rtol, 50)
+                if ok:
+                    y = solve32(probe)
+                    lam_min = min(w.sum() / (w @ w), (y @ (Z @ y)) / (y @ y))
+                    finish(i, w, Z, "cholesky32", k, lam_min, residual)
+                    return (pos, solve32, lam_min), w
         start = time.perf_counter()
         c = _factor(Z)
         if c is None:  # not positive definite (or numerically singular): LU, reported
@@ -246,16 +272,15 @@ def solve_adaptive(D, scales, settings: AdaptiveSettings = AdaptiveSettings()) -
         residual = np.linalg.norm(Z @ w - b) / np.sqrt(m)
         lam_min = min(w.sum() / (w @ w), (y @ probe) / (y @ y))
         finish(i, w, Z, name, 0, lam_min, residual)
-        return (pos, c, lam_min) if c is not None else None, w
+        entry = (pos, lambda r: _cho_solve(c, r), lam_min)
+        return (entry if c is not None else None), w
 
     def try_pcg(pos, fac, x0, max_iter):
         i = order[pos]
         Z = Z_of(i)
-        fpos, c, lam_p = fac
+        fpos, precondition, lam_p = fac
         start = time.perf_counter()
-        w, k, ok, residual, (theta_min, _) = _cg(
-            Z, b, x0, lambda r: _cho_solve(c, r), settings.rtol, max_iter
-        )
+        w, k, ok, residual, (theta_min, _) = _cg(Z, b, x0, precondition, settings.rtol, max_iter)
         if k:
             clock.pcg_iter.append((time.perf_counter() - start) / k)
         if ok:
