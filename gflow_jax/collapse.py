@@ -23,6 +23,9 @@ measure                definition                                           coll
 
 "Collapsed" means: features equal to their class means, the centred means a simplex
 equiangular tight frame (equal norms, pairwise cosine −1/(Q−1)), and W ∝ M̄.
+
+When all class means coincide (Σ_B = 0, e.g. a dead network mapping every input to one point)
+the measures are undefined and come out NaN — never a misleading 0 from Σ_B⁺ = 0.
 """
 
 from __future__ import annotations
@@ -97,6 +100,7 @@ def papyan_collapse(
     sigma_w = within.T @ within / features.shape[0]
     sigma_b = centred.T @ centred / Q
     nc1 = jnp.trace(sigma_w @ jnp.linalg.pinv(sigma_b, hermitian=True)) / Q
+    nc1 = jnp.where(jnp.trace(sigma_b) > 0, nc1, jnp.nan)  # Σ_B = 0: undefined, not 0
 
     norms = jnp.linalg.norm(centred, axis=-1)
     unit = centred / norms[:, None]

@@ -183,13 +183,12 @@ def plot_sgd_vs_flow_run(run_dir: str | Path) -> list[Path]:
     # truncated data in input space at s = 0 and s = t_final
     x, labels = a["data/x"], a["data/labels"]
     shown = ["flow"] + [n for n in names if n.startswith("sgd/")][:1]
-    fig, axes = plt.subplots(
-        len(shown), 2, figsize=(8.2, 3.9 * len(shown)), squeeze=False, sharex=True, sharey=True
-    )
-    final = np.concatenate([x] + [a[f"{n}/x_tilde"][-1] for n in shown])
-    lo, hi = final.min(0), final.max(0)
-    pad = 0.1 * (hi - lo).max()
+    fig, axes = plt.subplots(len(shown), 2, figsize=(8.2, 3.9 * len(shown)), squeeze=False)
     for row, name in zip(axes, shown, strict=True):
+        # limits: the data and this trajectory's final x̃ (early x̃ may lie outside)
+        final = np.concatenate([x, a[f"{name}/x_tilde"][-1]])
+        lo, hi = final.min(0), final.max(0)
+        pad = 0.1 * (hi - lo).max()
         for ax, i in zip(row, (0, len(ts) - 1), strict=True):
             xt = a[f"{name}/x_tilde"][i]
             ax.scatter(x[:, 0], x[:, 1], c="0.85", s=10, label="data x")
@@ -199,7 +198,7 @@ def plot_sgd_vs_flow_run(run_dir: str | Path) -> list[Path]:
                 f"mean rank {a[f'{name}/mean_rank'][i]:.2f}",
                 fontsize=8,
             )
-            ax.set_xlim(lo[0] - pad, hi[0] + pad)  # data and final x̃ (early x̃ may lie outside)
+            ax.set_xlim(lo[0] - pad, hi[0] + pad)
             ax.set_ylim(lo[1] - pad, hi[1] + pad)
     axes[0, 0].legend(fontsize=7)
     note = "" if x.shape[1] == 2 else " (first two input coordinates)"

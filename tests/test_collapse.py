@@ -150,6 +150,14 @@ def test_input_space_nc1_and_class_means_unchanged():
     np.testing.assert_allclose(float(nc1_input(x, labels, 2)), 1.0)
 
 
+def test_coinciding_class_means_give_nan_not_zero():
+    """A dead network maps every point to one feature: Σ_W = Σ_B = 0 and NC1 is undefined."""
+    Q, M = 3, 4
+    h, labels, W, b = _collapsed(Q, M)
+    nc = papyan_collapse(jnp.zeros_like(h), labels, Q, W, b)
+    assert np.isnan(float(nc.nc1)) and np.isnan(float(nc.nc2_maxangle))
+
+
 def test_one_class_is_rejected():
     with pytest.raises(ValueError, match="at least 2 classes"):
         papyan_collapse(jnp.zeros((3, 2)), jnp.zeros(3, int), 1, jnp.ones((1, 2)), jnp.zeros(1))
