@@ -356,3 +356,44 @@ def test_batched_cloud_measures_match_the_library_path():
         for k in ("mag_dim_max", "pmag_sqrt_n", "mag_sqrt_n", "pmag_0.01", "diameter"):
             assert g[k] == pytest.approx(ref[k], rel=1e-9), k
     assert got[3]["mag_sqrt_n"] == pytest.approx(1.0) and got[3]["mag_dim_max"] == 0.0
+
+
+@pytest.mark.parametrize(
+    "path", ["magnitude_generalization.toml", "magnitude_generalization_small.toml"]
+)
+def test_shipped_configs_validate(path):
+    from pathlib import Path
+
+    from gflow_jax.kinds import load_experiment
+
+    root = Path(__file__).resolve().parents[1] / "experiments"
+    kind, cfg = load_experiment(root / path)
+    assert kind.name == "magnitude_generalization" and kind.resumable
+    g = cfg.grid
+    assert len(g.learning_rates) * len(g.batch_sizes) * len(g.seeds) >= 12
+
+
+@pytest.mark.slow
+def test_sweep_float32_adam_every_mode(tmp_path):
+    """The other code paths of the kind: float32 training, Adam, recording every k-th step."""
+    from gflow_jax.generalization_experiment import run_sweep
+
+    kind, cfg = _tiny(
+        **{
+            "training.dtype": "float32",
+            "training.optimizer": "adam",
+            "trajectory.mode": "every",
+            "trajectory.every": 2,
+            "trajectory.max_steps": 40,
+            "grid.learning_rates": [0.01, 0.03],
+        }
+    )
+    run_dir = _new_run_dir(tmp_path, kind, cfg, "f32")
+    summary = run_sweep(cfg, run_dir)
+    assert summary["n_ok"] == 4, summary["failed"]
+    r = _results(run_dir)["bs4-lr0.01-seed0"]
+    assert r["first_step"] == 0
+    from gflow_jax.trajectory_io import read_stream
+
+    X, steps, _ = read_stream(run_dir / "points" / "bs4-lr0.01-seed0" / "trajectory")
+    assert X.dtype == np.float32 and steps.tolist() == list(range(0, 41, 2))
