@@ -273,6 +273,12 @@ def test_adaptive_iterative_paths_against_scipy():
             np.testing.assert_allclose(out["weights"][:, k], w, rtol=1e-9, atol=1e-11)
             assert np.linalg.norm(Z @ out["weights"][:, k] - 1) / np.sqrt(300) <= 1e-13
             assert out["residual"][k] <= 1e-13
+    # float32 factors as preconditioners of float64 CG: same accuracy, reported as such
+    out = solve_adaptive(D, ts, AdaptiveSettings(rtol=1e-13, allow_cg=False, mixed_precision=True))
+    assert "cholesky32" in out["solver"]
+    for k, t in enumerate(ts):
+        np.testing.assert_allclose(out["weights"][:, k], dense_weights(D, t), rtol=1e-9, atol=1e-11)
+        assert out["residual"][k] <= 1e-13
     # with a tiny budget CG gives up and every scale is solved directly
     out = solve_adaptive(D, ts, AdaptiveSettings(budget=1e-9, allow_pcg=False))
     assert all(s in ("cholesky", "cg") for s in out["solver"])
