@@ -223,7 +223,7 @@ def _tiny(**over):
     table = {k: (dict(v) if isinstance(v, dict) else v) for k, v in TINY.items()}
     for key, value in over.items():
         section, name = key.split(".")
-        table[section][name] = value
+        table.setdefault(section, {})[name] = value
     return load_experiment(table=table)
 
 
