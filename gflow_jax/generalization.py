@@ -11,7 +11,9 @@ MATH.md Part B (trajectory protocol). Three pieces:
 * :func:`loss_pseudometric` — the data-dependent pseudometric
   ρ_S(w, w') = (1/n) Σ_i |ℓ(w, z_i) − ℓ(w', z_i)| from a per-example loss matrix, chunked, and
   :func:`trajectory_measures` — magnitude function, magnitude dimension, PMag, E_α of one point
-  cloud (through :mod:`gflow_jax.magnitude`, with ``metric="precomputed"``).
+  cloud (through :mod:`gflow_jax.magnitude`, with ``metric="precomputed"``), and
+  :func:`cloud_measures` — the same scalars for many small Euclidean clouds (probe
+  representations, monitoring windows) in one vmapped program.
 
 Scale convention (every output states it): the similarity matrix is Z(t)_ij = exp(−t·d_ij) with
 d the *raw* distance — Euclidean distance between flattened weight vectors, or ρ_S in nats. PMag
