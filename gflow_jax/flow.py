@@ -214,12 +214,12 @@ class SolverSettings(eqx.Module):
     ``solver="euler"`` takes fixed steps ``dt0`` (explicit Euler = full-batch GD with η = dt0).
     """
 
-    rtol: float = 1e-8
-    atol: float = 1e-10
-    pcoeff: float = 0.3
-    icoeff: float = 0.3
-    dtmin: float = 0.0
-    dt0: float = 1e-3
+    rtol: Float[Array, ""] = eqx.field(default=1e-8, converter=jnp.asarray)
+    atol: Float[Array, ""] = eqx.field(default=1e-10, converter=jnp.asarray)
+    pcoeff: Float[Array, ""] = eqx.field(default=0.3, converter=jnp.asarray)
+    icoeff: Float[Array, ""] = eqx.field(default=0.3, converter=jnp.asarray)
+    dtmin: Float[Array, ""] = eqx.field(default=0.0, converter=jnp.asarray)
+    dt0: Float[Array, ""] = eqx.field(default=1e-3, converter=jnp.asarray)
     solver: Literal["tsit5", "dopri5", "dopri8", "euler"] = eqx.field(static=True, default="tsit5")
     max_steps: int = eqx.field(static=True, default=100_000)
 
@@ -287,7 +287,7 @@ def solve_flow(
             atol=settings.atol,
             pcoeff=settings.pcoeff,
             icoeff=settings.icoeff,
-            dtmin=None if settings.dtmin == 0.0 else settings.dtmin,
+            dtmin=settings.dtmin,  # 0 by default: never binds
         )
     sol = diffrax.diffeqsolve(
         term,

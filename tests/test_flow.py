@@ -302,3 +302,14 @@ def test_weighted_padding_equals_the_unpadded_problem(mode):
     np.testing.assert_allclose(g_sorted.b, g_auto.b, rtol=1e-11, atol=1e-14)
     with pytest.raises(ValueError, match="weights"):
         FlowProblem(problem.u, problem.targets, weights=-w)
+
+
+def test_new_solver_tolerance_does_not_recompile():
+    """SolverSettings' float fields are arrays: a new rtol/atol/dt0 reuses the compiled solve."""
+    problem, params = sweep_problem()
+    ts = jnp.linspace(0.0, 2.0, 5)
+    solve_flow(problem, params, ts, SolverSettings(rtol=1e-6))
+    before = solve_flow._cached._cache_size()
+    for rtol in (1e-7, 1e-9):
+        solve_flow(problem, params, ts, SolverSettings(rtol=rtol, atol=rtol * 1e-2, dt0=0.01))
+    assert solve_flow._cached._cache_size() == before
