@@ -8,7 +8,12 @@ from .analysis import (
     analyse_trajectory as analyse_trajectory,
     analyse_truncation_arrays as analyse_truncation_arrays,
 )
-from .collapse import class_means as class_means, nc1_input as nc1_input
+from .collapse import (
+    CollapseMeasures as CollapseMeasures,
+    class_means as class_means,
+    nc1_input as nc1_input,
+    papyan_collapse as papyan_collapse,
+)
 from .config import (
     ConfigError as ConfigError,
     ExperimentConfig as ExperimentConfig,
