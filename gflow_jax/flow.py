@@ -39,6 +39,7 @@ __all__ = [
     "FlowSolution",
     "SolverSettings",
     "closed_form_vector_field",
+    "integrate_gradient_flow",
     "solve_flow",
     "vector_field",
 ]
@@ -261,6 +262,42 @@ def _solver(name: str) -> diffrax.AbstractSolver:
     }[name]()
 
 
+def integrate_gradient_flow(
+    field, y0, args, save_ts: Float[Array, " T"], settings: SolverSettings, progress: bool
+) -> diffrax.Solution:
+    """The toolkit's one diffrax call for a gradient flow ∂_s y = field(s, y, args).
+
+    Adaptive steps (PIDController with the settings' tolerances and coefficients; ``dtmin`` 0
+    never binds, > 0 forces steps of at least ``dtmin`` through sliding modes) or, with
+    ``solver="euler"``, fixed steps ``dt0``; states saved at ``save_ts``; ``throw=False`` so a
+    failed solve is reported in ``result`` instead of raised (batches survive).
+    """
+    if settings.solver == "euler":
+        controller = diffrax.ConstantStepSize()
+    else:
+        controller = diffrax.PIDController(
+            rtol=settings.rtol,
+            atol=settings.atol,
+            pcoeff=settings.pcoeff,
+            icoeff=settings.icoeff,
+            dtmin=settings.dtmin,
+        )
+    return diffrax.diffeqsolve(
+        diffrax.ODETerm(field),
+        _solver(settings.solver),
+        t0=save_ts[0],
+        t1=save_ts[-1],
+        dt0=settings.dt0,
+        y0=y0,
+        args=args,
+        saveat=diffrax.SaveAt(ts=save_ts),
+        stepsize_controller=controller,
+        max_steps=settings.max_steps,
+        throw=False,
+        progress_meter=diffrax.TqdmProgressMeter() if progress else diffrax.NoProgressMeter(),
+    )
+
+
 @eqx.filter_jit
 def solve_flow(
     problem: FlowProblem,
@@ -278,31 +315,7 @@ def solve_flow(
     :func:`check_solution` raises for a single solve.
     """
     settings = SolverSettings() if settings is None else settings
-    term = diffrax.ODETerm(vector_field)
-    if settings.solver == "euler":
-        controller = diffrax.ConstantStepSize()
-    else:
-        controller = diffrax.PIDController(
-            rtol=settings.rtol,
-            atol=settings.atol,
-            pcoeff=settings.pcoeff,
-            icoeff=settings.icoeff,
-            dtmin=settings.dtmin,  # 0 by default: never binds
-        )
-    sol = diffrax.diffeqsolve(
-        term,
-        _solver(settings.solver),
-        t0=save_ts[0],
-        t1=save_ts[-1],
-        dt0=settings.dt0,
-        y0=params0,
-        args=problem,
-        saveat=diffrax.SaveAt(ts=save_ts),
-        stepsize_controller=controller,
-        max_steps=settings.max_steps,
-        throw=False,
-        progress_meter=diffrax.TqdmProgressMeter() if progress else diffrax.NoProgressMeter(),
-    )
+    sol = integrate_gradient_flow(vector_field, params0, problem, save_ts, settings, progress)
     loss = jax.vmap(problem.loss)(sol.ys)
     finite = jnp.all(jnp.isfinite(loss))
     return FlowSolution(

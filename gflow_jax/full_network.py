@@ -44,7 +44,7 @@ import optax
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
 from .collapse import CollapseMeasures, nc1_input, papyan_collapse
-from .flow import SolverSettings
+from .flow import SolverSettings, integrate_gradient_flow
 from .network import ReLUNetwork, cumulative_parameters, relu_forward, truncation_map
 from .progress import scan_progress
 from .training import steps_per_interval
@@ -141,14 +141,6 @@ class NetworkFlowSolution(eqx.Module):
     success: Bool[Array, ""]
 
 
-_SOLVERS = {
-    "tsit5": diffrax.Tsit5,
-    "dopri5": diffrax.Dopri5,
-    "dopri8": diffrax.Dopri8,
-    "euler": diffrax.Euler,
-}
-
-
 def solve_network_flow(
     problem: NetworkProblem,
     net0: ReLUNetwork,
@@ -168,41 +160,12 @@ def solve_network_flow(
     the field points into a ReLU face from both sides, otherwise make the solver chatter).
     """
     settings = SolverSettings() if settings is None else settings
-    floats = ("rtol", "atol", "pcoeff", "icoeff", "dtmin", "dt0")
-    traced = eqx.tree_at(
-        lambda st: [getattr(st, f) for f in floats],
-        settings,
-        [jnp.asarray(getattr(settings, f), dtype=jnp.result_type(float)) for f in floats],
-    )
-    return _solve(problem, net0, jnp.asarray(save_ts), traced, progress)
+    return _solve(problem, net0, jnp.asarray(save_ts), settings, progress)
 
 
 @eqx.filter_jit
 def _solve(problem, net0, save_ts, settings: SolverSettings, progress: bool):
-    if settings.solver == "euler":
-        controller = diffrax.ConstantStepSize()
-    else:
-        controller = diffrax.PIDController(
-            rtol=settings.rtol,
-            atol=settings.atol,
-            pcoeff=settings.pcoeff,
-            icoeff=settings.icoeff,
-            dtmin=settings.dtmin,
-        )
-    sol = diffrax.diffeqsolve(
-        diffrax.ODETerm(_vector_field),
-        _SOLVERS[settings.solver](),
-        t0=save_ts[0],
-        t1=save_ts[-1],
-        dt0=settings.dt0,
-        y0=net0,
-        args=problem,
-        saveat=diffrax.SaveAt(ts=save_ts),
-        stepsize_controller=controller,
-        max_steps=settings.max_steps,
-        throw=False,
-        progress_meter=diffrax.TqdmProgressMeter() if progress else diffrax.NoProgressMeter(),
-    )
+    sol = integrate_gradient_flow(_vector_field, net0, problem, save_ts, settings, progress)
     loss = jax.vmap(lambda n: network_loss(n, problem))(sol.ys)
     return NetworkFlowSolution(
         ts=save_ts,
