@@ -111,6 +111,13 @@ from .spectral import (
     gap_matrix as gap_matrix,
     run_spectral_gap as run_spectral_gap,
 )
+from .sweep import (
+    SweepPlan as SweepPlan,
+    SweepSpec as SweepSpec,
+    create_sweep as create_sweep,
+    plan_sweep as plan_sweep,
+    run_sweep as run_sweep,
+)
 from .training import DescentTrajectory as DescentTrajectory, gradient_descent as gradient_descent
 from .truncation import (
     RateDiagnostics as RateDiagnostics,

@@ -62,14 +62,22 @@ def batch_mesh(devices: Sequence[jax.Device]) -> Mesh | None:
 
 
 def padded_batch_size(n: int, n_devices: int, max_batch: int) -> int:
-    """Size of the compiled batch for ``n`` points: ``n_devices × 2^k`` (the smallest such size
-    ≥ ``n``), capped at ``max_batch`` rounded up to a multiple of ``n_devices``."""
+    """Size of the compiled batch for ``n`` points: ``n_devices × b`` with ``b`` the smallest of
+    1, 2, 3, 4, 6, 8, 12, 16, 24, … (powers of two and 1.5 × them) with ``n_devices × b ≥ n``,
+    capped at ``max_batch`` rounded up to a multiple of ``n_devices``. Few distinct sizes (so a
+    resumed or chunked sweep reuses compiled programs) and at most a third of a batch wasted."""
     if n < 1 or n_devices < 1 or max_batch < 1:
         raise ValueError(f"need positive sizes, got n={n}, devices={n_devices}, max={max_batch}")
     cap = -(-max_batch // n_devices) * n_devices
+    need = -(-n // n_devices)
     per_device = 1
-    while per_device * n_devices < n:
-        per_device *= 2
+    while per_device < need:
+        if per_device == 1:
+            per_device = 2
+        elif per_device & (per_device - 1) == 0:  # 2^k → 3·2^(k-1)
+            per_device = per_device * 3 // 2
+        else:  # 3·2^(k-1) → 2^(k+1)
+            per_device = per_device * 4 // 3
     return min(per_device * n_devices, cap)
 
 

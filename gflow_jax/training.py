@@ -67,15 +67,30 @@ def steps_per_interval(save_ts: np.ndarray, eta: float, *, rtol: float = 1e-9) -
 def minibatch_indices(
     key: PRNGKeyArray, weights: Float[Array, " N"], batch_size: int
 ) -> Int[Array, " B"]:
-    """``batch_size`` distinct rows drawn uniformly among the rows of positive weight.
+    """``batch_size`` distinct rows, a uniformly random subset of the rows of positive weight.
 
-    Rows are ranked by one uniform number each (zero-weight padding rows rank last). JAX's
-    partitionable threefry makes the first ``n`` numbers of ``uniform(key, (N,))`` independent of
-    ``N``, so a problem padded with zero-weight rows at the end draws exactly the minibatches of
-    the unpadded problem (what lets a sweep batch problems of different sizes, DESIGN.md).
+    Robert Floyd's algorithm draws a uniform ``B``-subset of the ranks ``0 … n−1`` (n positive
+    rows) from ``B`` uniform numbers, with no sort: for ``j = n−B … n−1`` draw ``t`` uniform in
+    ``0 … j`` and take ``t``, or ``j`` if ``t`` is taken already. Rank ``r`` is then mapped to the
+    row holding the (r+1)-th positive weight. Sorting N random keys per step (``argsort``) made
+    vmapped SGD sort-bound on CPU (benchmarks/sweep_throughput.py). ``n`` is a count, so a
+    problem padded with zero-weight rows draws exactly the minibatches of the unpadded one (what
+    lets a sweep batch problems of different sizes in one program).
     """
-    ranks = jnp.where(weights > 0, jax.random.uniform(key, weights.shape), jnp.inf)
-    return jnp.argsort(ranks)[:batch_size]
+    positive = weights > 0
+    n_positive = jnp.sum(positive).astype(jnp.int32)
+    u = jax.random.uniform(key, (batch_size,))
+    ranks: list = []
+    for t in range(batch_size):
+        j = n_positive - batch_size + t  # draw among 0 … j
+        r = jnp.minimum(jnp.floor(u[t] * (j + 1)).astype(jnp.int32), j)
+        if ranks:
+            r = jnp.where(jnp.any(jnp.stack(ranks) == r), j, r)
+        ranks.append(r)
+    rank = jnp.stack(ranks)
+    # row of rank r = #rows whose inclusive count of positive rows is ≤ r (no gather)
+    count = jnp.cumsum(positive.astype(jnp.int32))
+    return jnp.sum(count[None, :] <= rank[:, None], axis=1).astype(jnp.int32)
 
 
 def descend(

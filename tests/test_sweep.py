@@ -185,15 +185,9 @@ def test_overriding_an_axis_and_bad_cli_sweep_run_nothing(tmp_path, capsys):
 
 
 def test_padded_batch_sizes():
-    assert [padded_batch_size(n, 1, 256) for n in (1, 2, 3, 5, 200, 300)] == [
-        1,
-        2,
-        4,
-        8,
-        256,
-        256,
-    ]
-    assert [padded_batch_size(n, 4, 256) for n in (1, 5, 6, 9)] == [4, 8, 8, 16]
+    sizes = [padded_batch_size(n, 1, 256) for n in (1, 2, 3, 5, 7, 9, 24, 25, 200, 300)]
+    assert sizes == [1, 2, 3, 6, 8, 12, 24, 32, 256, 256]
+    assert [padded_batch_size(n, 4, 256) for n in (1, 5, 6, 9, 13)] == [4, 8, 8, 12, 16]
     assert padded_batch_size(7, 3, 4) == 6  # max_batch rounded up to a multiple of 3 devices
 
 
@@ -449,3 +443,28 @@ def test_truncation_sweep_example_is_valid():
     assert plan.kind.name == "truncation"
     assert set(plan.spec.axes) == {"seed", "gd.etas", "data.radius"}
     assert len(plan.points) == len(plan.configs) >= 8
+
+
+def test_minibatches_are_uniform_and_ignore_padding():
+    """Floyd's sampler: distinct rows, every subset equally likely, zero-weight rows (anywhere)
+    never drawn, and padding rows at the end leave the draws unchanged."""
+    import jax
+    import jax.numpy as jnp
+
+    from gflow_jax.training import minibatch_indices
+
+    key = jax.random.PRNGKey(0)
+    ones = jnp.ones(12)
+    padded = jnp.concatenate([ones, jnp.zeros(5)])
+    np.testing.assert_array_equal(
+        minibatch_indices(key, ones, 4), minibatch_indices(key, padded, 4)
+    )
+    weights = jnp.array([1.0, 0.0, 1.0, 2.0, 0.0, 1.0, 0.5, 0.0])  # positive rows 0 2 3 5 6
+    keys = jax.random.split(key, 20_000)
+    draws = np.asarray(jax.vmap(lambda k: minibatch_indices(k, weights, 2))(keys))
+    assert all(len(set(row)) == 2 for row in draws)
+    pairs = np.unique(np.sort(draws, axis=1), axis=0, return_counts=True)
+    assert {tuple(p) for p in pairs[0]} == {
+        (a, b) for a in (0, 2, 3, 5, 6) for b in (0, 2, 3, 5, 6) if a < b
+    }
+    assert np.all(np.abs(pairs[1] / len(draws) - 0.1) < 0.01)  # 10 subsets, 1/10 each
