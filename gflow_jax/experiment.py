@@ -322,7 +322,6 @@ def _group_key(setup: ExperimentSetup) -> tuple:
         setup.save_ts.shape,
         settings.solver,
         settings.max_steps,
-        float(settings.dtmin),  # a Python branch in solve_flow: static
         len(cfg.gd.etas),
         sgd,
     )
@@ -352,14 +351,14 @@ def _pad_problem(problem: FlowProblem, n_rows: int) -> FlowProblem:
 
 
 def _traced_settings(settings: SolverSettings) -> SolverSettings:
-    """Tolerances and controller coefficients as arrays (batched, never recompiled); ``dtmin``
-    stays a Python float (it selects a branch)."""
+    """Tolerances, controller coefficients, ``dtmin`` and ``dt0`` as arrays (batched, never
+    recompiled)."""
     return SolverSettings(
         rtol=jnp.asarray(settings.rtol, float),
         atol=jnp.asarray(settings.atol, float),
         pcoeff=jnp.asarray(settings.pcoeff, float),
         icoeff=jnp.asarray(settings.icoeff, float),
-        dtmin=float(settings.dtmin),
+        dtmin=jnp.asarray(settings.dtmin, float),
         dt0=jnp.asarray(settings.dt0, float),
         solver=settings.solver,
         max_steps=settings.max_steps,
