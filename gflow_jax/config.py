@@ -21,6 +21,7 @@ __all__ = [
     "ExperimentConfig",
     "FlowConfig",
     "GDConfig",
+    "MagnitudeConfig",
     "NetworkConfig",
     "OutputConfig",
     "SGDConfig",
@@ -125,6 +126,22 @@ class SGDConfig:
 
 
 @dataclass(frozen=True)
+class MagnitudeConfig:
+    """Magnitude of the truncated data |tX̃(s)| (:mod:`gflow_jax.truncated_magnitude`).
+
+    Scales: the explicit list ``scales`` if given, else ``n_scales`` log-spaced values in
+    [``t_min``, ``t_max``] (inverse units of the input coordinates).
+    """
+
+    enabled: bool = False
+    t_min: float = 0.1
+    t_max: float = 100.0
+    n_scales: int = 32
+    scales: tuple[float, ...] = ()
+    per_cluster: bool = True
+
+
+@dataclass(frozen=True)
 class OutputConfig:
     root: str = "runs"
     figures: bool = True
@@ -143,6 +160,7 @@ class ExperimentConfig:
     gd: GDConfig = field(default_factory=GDConfig)
     sgd: SGDConfig = field(default_factory=SGDConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    magnitude: MagnitudeConfig = field(default_factory=MagnitudeConfig)
 
     def __post_init__(self):
         _validate(self)
@@ -366,5 +384,13 @@ def _validate(cfg: ExperimentConfig) -> None:
                 f"steps {eta:g}; the common clock s = eta*k needs one",
             )
     require_positive("output.snapshots", cfg.output.snapshots)
+    mag = cfg.magnitude
+    require_positive("magnitude.t_min", mag.t_min)
+    require_positive("magnitude.t_max", mag.t_max)
+    require_positive("magnitude.n_scales", mag.n_scales)
+    if not mag.t_min < mag.t_max:
+        raise ConfigError("magnitude.t_max", f"must exceed magnitude.t_min = {mag.t_min}")
+    for i, t in enumerate(mag.scales):
+        require_positive(f"magnitude.scales[{i}]", t)
     if not cfg.name or "/" in cfg.name:
         raise ConfigError("name", f"must be a non-empty name without '/', got {cfg.name!r}")

@@ -130,6 +130,10 @@ def plot_truncation_run(run_dir: str | Path) -> list[Path]:
         fig.savefig(paths[-1], dpi=120)
         plt.close(fig)
     paths.extend(plot_truncation_analysis(run_dir))
+    if cfg.get("magnitude", {}).get("enabled", False):
+        from .truncated_magnitude import plot_truncated_magnitude
+
+        paths.extend(plot_truncated_magnitude(run_dir))
     return paths
 
 
