@@ -119,6 +119,15 @@ from .sweep import (
     run_sweep as run_sweep,
 )
 from .training import DescentTrajectory as DescentTrajectory, gradient_descent as gradient_descent
+from .truncated_magnitude import (
+    CloudMagnitudes as CloudMagnitudes,
+    TruncatedMagnitude as TruncatedMagnitude,
+    cloud_magnitudes as cloud_magnitudes,
+    magnitude_increases as magnitude_increases,
+    representation_magnitude as representation_magnitude,
+    truncated_magnitude as truncated_magnitude,
+    write_truncated_magnitude as write_truncated_magnitude,
+)
 from .truncation import (
     RateDiagnostics as RateDiagnostics,
     TruncationDiagnostics as TruncationDiagnostics,
