@@ -322,6 +322,7 @@ def _group_key(setup: ExperimentSetup) -> tuple:
         setup.save_ts.shape,
         settings.solver,
         settings.max_steps,
+        settings.dtmin,
         len(cfg.gd.etas),
         sgd,
     )
@@ -350,21 +351,6 @@ def _pad_problem(problem: FlowProblem, n_rows: int) -> FlowProblem:
     )
 
 
-def _traced_settings(settings: SolverSettings) -> SolverSettings:
-    """Tolerances, controller coefficients, ``dtmin`` and ``dt0`` as arrays (batched, never
-    recompiled)."""
-    return SolverSettings(
-        rtol=jnp.asarray(settings.rtol, float),
-        atol=jnp.asarray(settings.atol, float),
-        pcoeff=jnp.asarray(settings.pcoeff, float),
-        icoeff=jnp.asarray(settings.icoeff, float),
-        dtmin=jnp.asarray(settings.dtmin, float),
-        dt0=jnp.asarray(settings.dt0, float),
-        solver=settings.solver,
-        max_steps=settings.max_steps,
-    )
-
-
 def _member_args(setup: ExperimentSetup, n_rows: int) -> tuple:
     cfg = setup.config
     save_ts = np.asarray(setup.save_ts)
@@ -382,7 +368,7 @@ def _member_args(setup: ExperimentSetup, n_rows: int) -> tuple:
         problem,
         setup.params0,
         setup.save_ts,
-        _traced_settings(setup.settings),
+        setup.settings,  # float fields are arrays: batched, never recompiled
         gd_etas,
         gd_steps,
         sgd_eta,

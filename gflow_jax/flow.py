@@ -210,8 +210,9 @@ def closed_form_vector_field(
 class SolverSettings(eqx.Module):
     """Adaptive-step settings for a piecewise-smooth field (DESIGN.md numerical practice).
 
-    ``rtol``/``atol``/``pcoeff``/``icoeff``/``dtmin``/``dt0`` are arrays, so changing them does not
-    recompile; ``solver`` and ``max_steps`` (buffer sizes; counts rejected steps too) are static.
+    ``rtol``/``atol``/``pcoeff``/``icoeff``/``dt0`` are arrays, so changing them does not
+    recompile; ``solver``, ``max_steps`` (buffer sizes; counts rejected steps too) and ``dtmin``
+    (0 = no lower bound; diffrax's controller behaves differently with any dtmin) are static.
     ``solver="euler"`` takes fixed steps ``dt0`` (explicit Euler = full-batch GD with η = dt0).
     """
 
@@ -219,7 +220,7 @@ class SolverSettings(eqx.Module):
     atol: Float[Array, ""] = eqx.field(default=1e-10, converter=jnp.asarray)
     pcoeff: Float[Array, ""] = eqx.field(default=0.3, converter=jnp.asarray)
     icoeff: Float[Array, ""] = eqx.field(default=0.3, converter=jnp.asarray)
-    dtmin: Float[Array, ""] = eqx.field(default=0.0, converter=jnp.asarray)
+    dtmin: float = eqx.field(static=True, default=0.0)
     dt0: Float[Array, ""] = eqx.field(default=1e-3, converter=jnp.asarray)
     solver: Literal["tsit5", "dopri5", "dopri8", "euler"] = eqx.field(static=True, default="tsit5")
     max_steps: int = eqx.field(static=True, default=100_000)
@@ -280,7 +281,8 @@ def integrate_gradient_flow(
             atol=settings.atol,
             pcoeff=settings.pcoeff,
             icoeff=settings.icoeff,
-            dtmin=settings.dtmin,
+            # diffrax's controller takes more steps with any dtmin, even 0: pass None for 0
+            dtmin=None if settings.dtmin == 0.0 else settings.dtmin,
         )
     return diffrax.diffeqsolve(
         diffrax.ODETerm(field),

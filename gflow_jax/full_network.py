@@ -154,8 +154,8 @@ def solve_network_flow(
     Same conventions as :func:`gflow_jax.flow.solve_flow`: adaptive steps with a PIDController
     (``settings.solver="euler"`` takes fixed steps ``dt0``: explicit Euler = full-batch GD with
     η = dt0), failures reported in ``success`` (see :func:`check_network_solution`). The
-    tolerances, controller coefficients, ``dtmin`` and ``dt0`` are passed as arrays, so new values
-    reuse the compiled solve; ``solver`` and ``max_steps`` are static. ``dtmin = 0`` means no
+    tolerances, controller coefficients and ``dt0`` are arrays, so new values reuse the compiled
+    solve; ``solver``, ``max_steps`` and ``dtmin`` are static. ``dtmin = 0`` means no
     lower bound; with ``dtmin > 0`` steps are forced to at least ``dtmin`` (sliding modes, where
     the field points into a ReLU face from both sides, otherwise make the solver chatter).
     """
