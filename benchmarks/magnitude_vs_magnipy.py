@@ -38,11 +38,15 @@ This script (run with the project's .venv) calls ``.venv-bench/bin/python`` on i
 worker imports only numpy and magnipy. Without it the script prints
 "magnipy not installed: skipping the magnipy comparison".
 
-Measured on this 2-core machine while other jobs held it (load average 8; OPENBLAS_NUM_THREADS=1):
-n = 2000: ours 5.8 s, magnipy 10.4 s (1.78×), floor 4.2 s (ours/floor 1.38);
-n = 4000: ours 26.8 s, magnipy 65.9 s (2.46×), floor 26.9 s (ours/floor 1.00);
-magnitude functions agree to 3e-13 relative. Preconditioned-CG iterations are dominated by
-OpenBLAS's single-vector triangular solves (dpotrs ≈ 10 ms at n = 2000).
+Measured on this 2-core machine while other jobs held it (load average 4.6; OPENBLAS_NUM_THREADS=1):
+n = 2000: ours 2.49 s, magnipy 8.97 s (3.60×), floor 3.51 s (ours/floor 0.71);
+n = 4000: ours 12.2 s, magnipy 42.8 s (3.52×), floor 23.5 s (ours/floor 0.52);
+magnitude functions agree to 2.4e-13 relative. The engine builds only the lower triangle of Z,
+multiplies by it with ``dsymv`` and applies a neighbouring factor with two ``dtrsv`` calls
+(OpenBLAS's single-column ``dpotrs`` was 3–4× slower). Before these changes, under the load
+average 8 of the previous measurement: n = 2000 ours 5.8 s (1.78×), n = 4000 ours 26.8 s (2.46×);
+old and new engines interleaved in one process: n = 2000 4.4–6.1 s → 2.5–3.0 s, n = 4000
+19.9–21.9 s → 9.4–11.3 s.
 
 ``--n-large 20000`` adds one large cloud (20000² float64 = 3.2 GB per matrix): the adaptive
 engine processes scales one at a time (peak ≈ 4 such matrices) with a progress bar; its floor
@@ -241,7 +245,9 @@ def bench_large(n: int, args) -> None:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--sizes", type=int, nargs="+", default=[2000, 4000])
+    p.add_argument(
+        "--sizes", type=int, nargs="*", default=[2000, 4000], help="(none: only --n-large)"
+    )
     p.add_argument("--n-scales", type=int, default=32)
     p.add_argument("--dim", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)

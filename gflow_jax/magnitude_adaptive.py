@@ -9,12 +9,13 @@ fewer (MATH.md Part B, numerics):
    preconditioner (typically 5–15 CG iterations for neighbours on a 32-point log grid).
 
 Scales are processed from the largest to the smallest, warm-starting each solve from the
-previous scale's weights. Plain CG is used while it converges within an iteration budget; then
-a factorisation is made at the *next* scale down and reused as preconditioner on both sides of
-it (so each factorisation serves the scales just above and below it at distance one); a new one
-is made as soon as the predicted preconditioned cost exceeds that of a factorisation. Budgets
-come from the timings measured during the run (a factorisation vs one iteration), so the choice
-adapts to the machine and to m.
+previous scale's weights. Plain CG is used while its predicted cost at the next scale (the
+last iteration count extrapolated linearly) stays below a fraction of a factorisation; then a
+factorisation is made ``lead`` (2) scales further down and reused as preconditioner on both sides
+of it: for the scales between (warm-started from their upper neighbours) and for those below it,
+until the predicted preconditioned cost exceeds a fraction of a factorisation, when a new one is
+made the same way. Budgets come from the timings measured during the run (a factorisation vs one
+iteration), so the choice adapts to the machine and to m.
 
 Nothing is approximated silently: every iterative solve ends with an explicit float64 residual
 ‖Zw − 1‖₂/‖1‖₂ ≤ ``rtol``; if it does not get there within its budget, the scale is solved
@@ -24,9 +25,13 @@ from the Rayleigh quotients of one inverse iteration (direct solves, as in
 :mod:`gflow_jax.magnitude_core`) or from the Lanczos tridiagonal of the (preconditioned) CG run
 (λ_min(Z) ≈ θ_min(P⁻¹Z)·λ_min(P)), an estimate, not a bound.
 
-This engine uses NumPy/SciPy LAPACK (dpotrf/dpotrs) on the host: JAX's CPU triangular solves
-copy the factor on every call, which would dominate preconditioned CG. Z is built in one reused
-buffer (NumPy exp), so at most one Z, one factor and D are held at a time.
+This engine uses NumPy/SciPy BLAS/LAPACK on the host: JAX's CPU triangular solves copy the
+factor on every call, which would dominate preconditioned CG. Only the lower triangle of the
+symmetric Z is built (row blocks, NumPy exp, into one reused buffer: at most one Z, one factor and
+D are held at a time), which halves the cost of building Z; products with Z use BLAS ``dsymv``
+(which reads one triangle: about half the memory traffic of ``dgemv``) and the preconditioner
+applies the factor by two BLAS-2 ``dtrsv`` calls (several times faster than OpenBLAS's
+single-column ``dpotrs``, which goes through ``dtrsm``).
 """
 
 from __future__ import annotations
@@ -36,11 +41,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.linalg as sla
+from scipy.linalg import blas
 
 __all__ = ["AdaptiveSettings", "solve_adaptive"]
 
-# rows per block for the elementwise passes over Z (derivative)
-_ROW_BLOCK = 1024
+# rows per block for the elementwise passes over Z (building its lower triangle, derivative)
+_ROW_BLOCK = 64
 
 
 @dataclass(frozen=True)
@@ -50,6 +56,12 @@ class AdaptiveSettings:
     Attributes:
         rtol: required relative residual ‖Zw − 1‖₂/‖1‖₂ of every iterative solve.
         budget: an iterative solve may cost at most this fraction of one factorisation.
+        cg_switch: plain CG continues while its predicted cost at the next scale is at most
+            this fraction of ``budget`` (then factorisations and preconditioned CG).
+        pcg_switch: a factor keeps serving the scales below it while the predicted cost of the
+            next preconditioned solve is at most this fraction of ``budget``.
+        lead: a new factorisation is made this many scales below the first scale that needs
+            it, and preconditions the scales above it as well as those below.
         allow_cg: try plain CG at the large scales.
         allow_pcg: reuse neighbouring factorisations as preconditioners.
         mixed_precision: factorise in float32 (LAPACK spotrf, about twice as fast) and use the
@@ -60,6 +72,9 @@ class AdaptiveSettings:
 
     rtol: float = 1e-12
     budget: float = 0.8
+    cg_switch: float = 0.5
+    pcg_switch: float = 0.5
+    lead: int = 2
     allow_cg: bool = True
     allow_pcg: bool = True
     mixed_precision: bool = False
@@ -82,7 +97,10 @@ class _Clock:
         return float(np.median(self.cg_iter)) if self.cg_iter else 2 * 8 * self.m**2 / 1e10
 
     def t_pcg(self) -> float:
-        return float(np.median(self.pcg_iter)) if self.pcg_iter else 4 * 8 * self.m**2 / 1e10
+        if self.pcg_iter:
+            return float(np.median(self.pcg_iter))
+        # a product with Z (one triangle) plus two triangular solves (one triangle each)
+        return 3 * self.t_cg()
 
 
 def _probe(m: int) -> np.ndarray:
@@ -103,11 +121,12 @@ def _tridiagonal_extremes(alphas, betas):
     return float(theta.min()), float(theta.max())
 
 
-def _cg(Z, b, x0, precondition, rtol, max_iter):
-    """(Preconditioned) CG on Z x = b from x0; returns x, iterations, converged, Ritz extremes.
-    Convergence is checked on the explicitly recomputed residual."""
+def _cg(matvec, b, x0, precondition, rtol, max_iter):
+    """(Preconditioned) CG on Z x = b from x0 (``matvec(v)`` = Z v); returns x, iterations,
+    converged, residual, Ritz extremes. Convergence is checked on the explicitly recomputed
+    float64 residual."""
     x = x0.copy()
-    r = b - Z @ x
+    r = b - matvec(x)
     bnorm = np.linalg.norm(b)
     z = precondition(r)
     p = z.copy()
@@ -115,7 +134,7 @@ def _cg(Z, b, x0, precondition, rtol, max_iter):
     alphas, betas = [], []
     k = 0
     while k < max_iter and np.linalg.norm(r) > rtol * bnorm:
-        Ap = Z @ p
+        Ap = matvec(p)
         alpha = rz / (p @ Ap)
         x += alpha * p
         r -= alpha * Ap
@@ -127,48 +146,99 @@ def _cg(Z, b, x0, precondition, rtol, max_iter):
         alphas.append(alpha)
         betas.append(beta)
         k += 1
-    residual = np.linalg.norm(b - Z @ x) / bnorm
+    residual = np.linalg.norm(b - matvec(x)) / bnorm
     return x, k, residual <= rtol, residual, _tridiagonal_extremes(alphas, betas)
 
 
+# Z is held as the lower triangle of a C-ordered buffer, i.e. the *upper* triangle of its
+# Fortran-ordered transpose (no copy): BLAS/LAPACK are called on ``Z.T`` with ``lower=0``; the
+# strictly upper part of the C buffer is never read.
+
+
+def _build_lower(D, t, out):
+    """Lower triangle (with diagonal) of exp(−t·D) into ``out``, in row blocks."""
+    m = D.shape[0]
+    for s in range(0, m, _ROW_BLOCK):
+        e = min(m, s + _ROW_BLOCK)
+        o = out[s:e, :e]
+        np.multiply(D[s:e, :e], -t, out=o)
+        np.exp(o, out=o)
+    return out
+
+
+def _symv(Z, v):
+    """Z v from the lower triangle of ``Z`` (BLAS dsymv)."""
+    return blas.dsymv(1.0, Z.T, v, lower=0)
+
+
+def _full(Z):
+    """The full symmetric matrix from the lower triangle of ``Z`` (a new array)."""
+    L = np.tril(Z)
+    return L + np.tril(L, -1).T
+
+
 def _factor(Z):
-    """Lower Cholesky factor of Z (LAPACK dpotrf on a Fortran-ordered copy), or None."""
-    F = np.array(Z.T, order="F", copy=True)  # Z symmetric: the transpose is Z itself
-    c, info = sla.lapack.dpotrf(F, lower=1, clean=0, overwrite_a=1)
+    """Cholesky factor U (Z = UᵀU, upper, Fortran order) from the lower triangle of Z, or None."""
+    F = np.array(Z.T, order="F", copy=True)
+    c, info = sla.lapack.dpotrf(F, lower=0, clean=0, overwrite_a=1)
     if info != 0:
         return None
     return c
+
+
+def _precondition(c):
+    """r ↦ (UᵀU)⁻¹ r by two BLAS-2 triangular solves."""
+
+    def apply(r):
+        return blas.dtrsv(c, blas.dtrsv(c, r, lower=0, trans=1), lower=0, trans=0)
+
+    return apply
 
 
 def _factor32(Z):
-    """Lower Cholesky factor of Z rounded to float32 (LAPACK spotrf), or None."""
-    c, info = sla.lapack.spotrf(Z.T.astype(np.float32, order="F"), lower=1, clean=0, overwrite_a=1)
+    """Cholesky factor of Z rounded to float32 (LAPACK spotrf, upper), or None."""
+    c, info = sla.lapack.spotrf(Z.T.astype(np.float32, order="F"), lower=0, clean=0, overwrite_a=1)
     if info != 0:
         return None
     return c
 
 
+def _precondition32(c):
+    """r ↦ (UᵀU)⁻¹ r for a float32 factor U by two BLAS-2 single-precision triangular solves,
+    returned in float64."""
+
+    def apply(r):
+        y = blas.strsv(c, r.astype(np.float32), lower=0, trans=1)
+        return blas.strsv(c, y, lower=0, trans=0, overwrite_x=1).astype(np.float64)
+
+    return apply
+
+
 def _cho_solve32(c, r):
-    x, info = sla.lapack.spotrs(c, r.astype(np.float32), lower=1)
+    x, info = sla.lapack.spotrs(c, r.astype(np.float32), lower=0)
     if info != 0:  # pragma: no cover - only on invalid arguments
         raise np.linalg.LinAlgError(f"spotrs failed with info={info}")
     return x.astype(np.float64)
 
 
 def _cho_solve(c, B):
-    x, info = sla.lapack.dpotrs(c, B, lower=1)
+    x, info = sla.lapack.dpotrs(c, B, lower=0)
     if info != 0:  # pragma: no cover - only on invalid arguments
         raise np.linalg.LinAlgError(f"dpotrs failed with info={info}")
     return x
 
 
 def _derivative(D, Z, w):
-    """wᵀ(D∘Z)w in row blocks (no m×m temporary)."""
+    """wᵀ(D∘Z)w from the lower triangles (D symmetric), in row blocks (no m×m temporary)."""
     total = 0.0
+    diagonal = 0.0
     for s in range(0, D.shape[0], _ROW_BLOCK):
         e = min(D.shape[0], s + _ROW_BLOCK)
-        total += w[s:e] @ ((D[s:e] * Z[s:e]) @ w)
-    return float(total)
+        total += w[s:e] @ ((D[s:e, :s] * Z[s:e, :s]) @ w[:s])
+        block = D[s:e, s:e] * Z[s:e, s:e]
+        diagonal += w[s:e] @ (np.tril(block, -1) @ w[s:e])
+        diagonal += 0.5 * (w[s:e] ** 2) @ np.diag(block)
+    return float(2.0 * (total + diagonal))
 
 
 def solve_adaptive(D, scales, settings: AdaptiveSettings = AdaptiveSettings()) -> dict:
@@ -205,18 +275,18 @@ def solve_adaptive(D, scales, settings: AdaptiveSettings = AdaptiveSettings()) -
     solver = [""] * S
     clock = _Clock(m)
     order = np.argsort(-scales, kind="stable")  # largest scale first
-    buffer = np.empty((m, m))  # one Z at a time: at m = 20000 each is 3.2 GB
+    # one Z at a time (at m = 20000 each is 3.2 GB); zeros: its strict upper triangle is never
+    # written, and the float32 rounding of the whole buffer must see finite numbers
+    buffer = np.zeros((m, m))
     current = [-1]
 
     def Z_of(i):
         if current[0] != i:
-            np.multiply(D_host, -scales[i], out=buffer)
-            np.exp(buffer, out=buffer)
+            _build_lower(D_host, scales[i], buffer)
             current[0] = i
         return buffer
 
     factor = None  # (position in order, cholesky factor, λ_min estimate of that Z)
-    last_pcg_iters = 0
     cg_phase = settings.allow_cg
     w_prev = None
     bar = None
@@ -226,7 +296,7 @@ def solve_adaptive(D, scales, settings: AdaptiveSettings = AdaptiveSettings()) -
         bar = tqdm(total=S, desc=f"magnitude m={m}", leave=False)
 
     def finish(i, w, Z, name, iters, lam_min, residual, precond_scale=np.nan):
-        row_sums = Z @ b
+        row_sums = _symv(Z, b)
         out["weights"][:, i] = w
         out["magnitude"][i] = w.sum()
         out["derivative"][i] = _derivative(D_host, Z, w)
@@ -251,17 +321,18 @@ def solve_adaptive(D, scales, settings: AdaptiveSettings = AdaptiveSettings()) -
         if settings.mixed_precision:
             c32 = _factor32(Z)
             if c32 is not None:
-                solve32 = lambda r: _cho_solve32(c32, r)  # noqa: E731
-                w, k, ok, residual, _ = _cg(Z, b, solve32(b), solve32, settings.rtol, 50)
+                solve32 = _precondition32(c32)
+                matvec = lambda v: _symv(Z, v)  # noqa: E731
+                w, k, ok, residual, _ = _cg(matvec, b, solve32(b), solve32, settings.rtol, 50)
                 if ok:
                     y = solve32(probe)
-                    lam_min = min(w.sum() / (w @ w), (y @ (Z @ y)) / (y @ y))
+                    lam_min = min(w.sum() / (w @ w), (y @ matvec(y)) / (y @ y))
                     finish(i, w, Z, "cholesky32", k, lam_min, residual)
                     return (pos, solve32, lam_min), w
         start = time.perf_counter()
         c = _factor(Z)
         if c is None:  # not positive definite (or numerically singular): LU, reported
-            lu = sla.lu_factor(Z, check_finite=False)
+            lu = sla.lu_factor(_full(Z), check_finite=False)
             W = sla.lu_solve(lu, np.stack([b, probe], axis=1), check_finite=False)
             name = "lu"
         else:
@@ -269,63 +340,93 @@ def solve_adaptive(D, scales, settings: AdaptiveSettings = AdaptiveSettings()) -
             W = _cho_solve(c, np.stack([b, probe], axis=1))
             name = "cholesky"
         w, y = W[:, 0], W[:, 1]
-        residual = np.linalg.norm(Z @ w - b) / np.sqrt(m)
+        residual = np.linalg.norm(_symv(Z, w) - b) / np.sqrt(m)
         lam_min = min(w.sum() / (w @ w), (y @ probe) / (y @ y))
         finish(i, w, Z, name, 0, lam_min, residual)
-        entry = (pos, lambda r: _cho_solve(c, r), lam_min)
-        return (entry if c is not None else None), w
+        entry = (pos, _precondition(c), lam_min) if c is not None else None
+        return entry, w
 
     def try_pcg(pos, fac, x0, max_iter):
         i = order[pos]
         Z = Z_of(i)
         fpos, precondition, lam_p = fac
         start = time.perf_counter()
-        w, k, ok, residual, (theta_min, _) = _cg(Z, b, x0, precondition, settings.rtol, max_iter)
+        matvec = lambda v: _symv(Z, v)  # noqa: E731
+        w, k, ok, residual, (theta_min, _) = _cg(
+            matvec, b, x0, precondition, settings.rtol, max_iter
+        )
         if k:
             clock.pcg_iter.append((time.perf_counter() - start) / k)
         if ok:
             finish(i, w, Z, "pcg", k, theta_min * lam_p, residual, scales[order[fpos]])
         return ok, w, k
 
+    def predict(counts):
+        """Iterations expected at the next scale from the last counts (growth never negative)."""
+        if not counts:
+            return 0.0
+        if len(counts) == 1:
+            return 1.25 * counts[-1]
+        return counts[-1] + max(counts[-1] - counts[-2], 0)
+
+    cg_counts: list = []
+    pcg_counts: list = []  # iterations of the current factor's scales below it
     pos = 0
     while pos < S:
         i = order[pos]
         x0 = b if w_prev is None else w_prev
         if cg_phase:
-            max_iter = max(2, int(settings.budget * clock.t_chol() / clock.t_cg()))
-            Z = Z_of(i)
-            start = time.perf_counter()
-            w, k, ok, residual, (theta_min, _) = _cg(Z, b, x0, lambda r: r, settings.rtol, max_iter)
-            if k:
-                clock.cg_iter.append((time.perf_counter() - start) / k)
-            if ok:
-                finish(i, w, Z, "cg", k, theta_min, residual)
-                w_prev, pos = w, pos + 1
-                continue
+            if (
+                predict(cg_counts) * clock.t_cg()
+                <= settings.cg_switch * settings.budget * clock.t_chol()
+            ):
+                max_iter = max(2, int(settings.budget * clock.t_chol() / clock.t_cg()))
+                Z = Z_of(i)
+                matvec = lambda v, Z=Z: _symv(Z, v)  # noqa: E731
+                start = time.perf_counter()
+                w, k, ok, residual, (theta_min, _) = _cg(
+                    matvec, b, x0, lambda r: r, settings.rtol, max_iter
+                )
+                if k:
+                    clock.cg_iter.append((time.perf_counter() - start) / k)
+                if ok:
+                    finish(i, w, Z, "cg", k, theta_min, residual)
+                    cg_counts.append(k)
+                    w_prev, pos = w, pos + 1
+                    continue
             cg_phase = False
         budget = max(2, int(settings.budget * clock.t_chol() / clock.t_pcg()))
         if factor is not None and settings.allow_pcg:
-            # predicted iterations one scale further from the factor: 1.5× the last count
-            distance = pos - factor[0]
-            if distance == 1 or 1.5 * last_pcg_iters <= budget:
+            if (
+                predict(pcg_counts) * clock.t_pcg()
+                <= settings.pcg_switch * settings.budget * clock.t_chol()
+            ):
                 ok, w, k = try_pcg(pos, factor, x0, budget)
                 if ok:
-                    last_pcg_iters, w_prev, pos = k, w, pos + 1
+                    pcg_counts.append(k)
+                    w_prev, pos = w, pos + 1
                     continue
-        # need a new factorisation: make it at the next scale down and use it here too
         if settings.allow_pcg and pos + 1 < S:
-            factor, w_next = direct(pos + 1)
-            if factor is not None:
-                ok, w, k = try_pcg(pos, factor, x0 if w_prev is not None else w_next, budget)
+            # a new factorisation `lead` scales further down; it also preconditions the
+            # scales between (warm-started from their upper neighbours), then those below it
+            fpos = min(pos + max(settings.lead, 1), S - 1)
+            entry, w_f = direct(fpos)
+            factor = entry or factor
+            pcg_counts = []
+            for q in range(pos, fpos):
+                ok = False
+                if entry is not None:
+                    ok, w, k = try_pcg(q, entry, w_f if w_prev is None else w_prev, budget)
                 if ok:
-                    last_pcg_iters, w_prev, pos = k, w_next, pos + 2
-                    continue
-            factor_here, w = direct(pos)
-            factor = factor or factor_here
-            last_pcg_iters, w_prev, pos = 0, w_next, pos + 2
+                    pcg_counts = [k]
+                else:
+                    _, w = direct(q)
+                w_prev = w
+            w_prev, pos = w_f, fpos + 1
             continue
         factor, w = direct(pos)
-        last_pcg_iters, w_prev, pos = 0, w, pos + 1
+        pcg_counts = []
+        w_prev, pos = w, pos + 1
     if bar is not None:
         bar.close()
     out["solver"] = solver

@@ -284,6 +284,37 @@ def test_adaptive_iterative_paths_against_scipy():
     assert all(s in ("cholesky", "cg") for s in out["solver"])
 
 
+def test_adaptive_lower_triangle_paths():
+    """The engine builds only the lower triangle of Z (row blocks of 64: m = 257 leaves a
+    ragged last block). One factor three scales down preconditions the scales above it and all
+    those below it; weights, derivative wᵀ(D∘Z)w and spread match dense scipy. An indefinite Z
+    (K_{3,2} at t = 0.2) falls back to LU on the full matrix rebuilt from the triangle."""
+    X = cloud(257, 5, 3)
+    D = cdist(X, X)
+    ts = np.geomspace(0.05, 2, 9)[::-1]
+    settings = AdaptiveSettings(rtol=1e-13, budget=1e6, allow_cg=False, lead=3)
+    out = solve_adaptive(D, ts, settings)
+    assert out["solver"] == ["pcg"] * 3 + ["cholesky"] + ["pcg"] * 5
+    pcg = [k for k, s in enumerate(out["solver"]) if s == "pcg"]
+    np.testing.assert_array_equal(out["preconditioner"][pcg], ts[3])
+    for k, t in enumerate(ts):
+        Z = np.exp(-t * D)
+        w = dense_weights(D, t)
+        np.testing.assert_allclose(out["weights"][:, k], w, rtol=1e-9, atol=1e-11)
+        np.testing.assert_allclose(out["derivative"][k], w @ ((D * Z) @ w), rtol=1e-10)
+        np.testing.assert_allclose(out["spread"][k], (1 / Z.sum(1)).sum(), rtol=1e-13)
+        assert np.linalg.norm(Z @ out["weights"][:, k] - 1) / np.sqrt(257) <= 1e-13
+    D5 = np.full((5, 5), 2.0)
+    D5[:3, 3:] = D5[3:, :3] = 1.0
+    np.fill_diagonal(D5, 0.0)
+    out = solve_adaptive(D5, np.array([0.2]), AdaptiveSettings(allow_cg=False))
+    q = np.exp(-0.2)
+    assert out["solver"] == ["lu"]
+    np.testing.assert_allclose(
+        out["magnitude"][0], (5 - 7 * q) / ((1 + q) * (1 - 2 * q**2)), rtol=1e-12
+    )
+
+
 def test_non_negative_type_falls_back_to_lu():
     """K_{3,2} (graph metric) is not of negative type: Z is indefinite for t < log √2. Leinster's
     closed form |tK_{3,2}| = (5 − 7q)/((1 + q)(1 − 2q²)), q = e^{−t}."""
