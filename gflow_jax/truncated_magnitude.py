@@ -54,11 +54,14 @@ __all__ = [
     "TruncatedMagnitude",
     "bucket_size",
     "cloud_magnitudes",
+    "hidden_representations",
     "magnitude_increases",
     "magnitude_scales",
+    "plot_network_magnitude",
     "plot_truncated_magnitude",
     "representation_magnitude",
     "truncated_magnitude",
+    "write_network_magnitude",
     "write_truncated_magnitude",
 ]
 
@@ -148,18 +151,23 @@ def _distances(x: Float[Array, "n M"]) -> Float[Array, "n n"]:
 
 
 def _one_cloud(x, valid, scales, duplicate_tol, fallback):
+    """|tX| and diagnostics of one padded cloud ``x`` (B, M) at every scale: the core
+    :func:`~gflow_jax.magnitude_core.magnitude_from_distances` on its Euclidean distances."""
     r = magnitude_from_distances(
         _distances(x), scales, duplicate_tol=duplicate_tol, valid=valid, fallback=fallback
     )
-    return {
-        "magnitude": r.magnitude,
-        "dimension": r.dimension,
-        "positive_magnitude": r.positive_magnitude,
-        "n_unique": r.n_unique,
-        "condition": r.condition,
-        "residual": r.residual,
-        "solver": r.solver,
-    }
+    return {k: getattr(r, k) for k in _FIELDS}
+
+
+_FIELDS = (
+    "magnitude",
+    "dimension",
+    "positive_magnitude",
+    "n_unique",
+    "condition",
+    "residual",
+    "solver",
+)
 
 
 @functools.partial(jax.jit, static_argnames=("fallback",))
@@ -587,3 +595,132 @@ def plot_truncated_magnitude(run_dir: str | Path, n_lines: int = 5) -> list[Path
         fig.savefig(paths[-1], dpi=120)
         plt.close(fig)
     return paths
+
+
+# --------------------------------------------------------------------------------------------
+# full networks (sgd_vs_flow): input space and hidden layers side by side
+
+
+@jax.jit
+def hidden_representations(
+    weights: Float[Array, "T L M M"], biases: Float[Array, "T L M"], x: Float[Array, "N M"]
+) -> Float[Array, "T L N M"]:
+    """Hidden activations x⁽ℓ⁾ = σ(W_ℓ x⁽ℓ⁻¹⁾ + b_ℓ) of every saved network (MATH.md Part A,
+    layer form :func:`gflow_jax.network.relu_forward`), ``(T, L, N, M)``."""
+
+    def one(W, b):
+        def layer(h, wb):
+            h = jax.nn.relu(h @ wb[0].T + wb[1][None, :])
+            return h, h
+
+        return jax.lax.scan(layer, x, (W, b))[1]
+
+    return jax.vmap(one)(weights, biases)
+
+
+def write_network_magnitude(
+    run_dir: str | Path, scales: Float[ArrayLike, " S"] | None = None
+) -> tuple[dict, dict]:
+    """Magnitude of the truncated data x̃(s) (input space) and of every hidden layer's
+    representation x⁽ℓ⁾(s) (feature space) for every trajectory of an ``sgd_vs_flow`` run,
+    whole and per class; stored once as ``representation_magnitude.{npz,json}``.
+
+    Keys ``<traj>/<space>/magnitude`` (T, S) and ``…/cluster_magnitude`` (T, Q, S),
+    ``…/n_unique`` (T,), with ``<space>`` = ``input`` or ``layer1`` … ``layerL``. Default
+    scales: 16 log-spaced in [0.1, 100]. Note x⁽ᴸ⁾ = W⁽ᴸ⁾x̃ + b⁽ᴸ⁾ (MATH.md): the last hidden
+    layer is an affine image of the truncated data, with the same duplicates.
+    """
+    from .runs import load_arrays, write_json
+
+    run_dir = Path(run_dir)
+    jpath, npath = (
+        run_dir / "representation_magnitude.json",
+        run_dir / "representation_magnitude.npz",
+    )
+    if jpath.is_file() and npath.is_file():
+        with np.load(npath) as z:
+            return json.loads(jpath.read_text()), dict(z)
+    s = magnitude_scales(0.1, 100.0, 16) if scales is None else magnitude_scales(scales=scales)
+    a = load_arrays(run_dir)
+    ts, x, labels = a["ts"], a["data/x"], a["data/labels"]
+    Q = int(labels.max()) + 1
+    prefixes = _trajectory_prefixes(a)
+    tables: dict[str, np.ndarray] = {"scales": s, "ts": ts}
+    summary: dict = {"scale_convention": SCALE_CONVENTION, "scales": s.tolist()}
+    for prefix in prefixes:
+        hidden = np.asarray(
+            hidden_representations(
+                jnp.asarray(a[f"{prefix}/weights"]), jnp.asarray(a[f"{prefix}/biases"]), x
+            )
+        )
+        spaces = {"input": a[f"{prefix}/x_tilde"]}
+        spaces.update({f"layer{ell + 1}": hidden[:, ell] for ell in range(hidden.shape[1])})
+        entry = {}
+        for space, cloud in spaces.items():
+            r = truncated_magnitude(cloud, s, labels=labels, n_classes=Q)
+            key = f"{prefix}/{space}"
+            tables[f"{key}/magnitude"] = np.asarray(r.whole.magnitude)
+            tables[f"{key}/n_unique"] = np.asarray(r.whole.n_unique)
+            tables[f"{key}/cluster_magnitude"] = r.cluster_field("magnitude")
+            entry[space] = {
+                "n_unique_first_last": [int(r.whole.n_unique[0]), int(r.whole.n_unique[-1])],
+                "magnitude_first_last": [
+                    tables[f"{key}/magnitude"][0].tolist(),
+                    tables[f"{key}/magnitude"][-1].tolist(),
+                ],
+                "monotonicity": magnitude_increases(ts, tables[f"{key}/magnitude"]),
+                "failed_solves": int((np.asarray(r.whole.solver) == FAILED).sum()),
+            }
+        summary[prefix] = entry
+    np.savez_compressed(npath, **tables)
+    write_json(jpath, summary)
+    return summary, tables
+
+
+def plot_network_magnitude(run_dir: str | Path) -> list[Path]:
+    """One figure (``figures/representation_magnitude.png``): |tX(s)| at the middle scale of
+    the grid in input space (truncated data x̃) and in each hidden layer x⁽ℓ⁾, every
+    trajectory of an ``sgd_vs_flow`` run (flow thick black)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    run_dir = Path(run_dir)
+    summary, t = write_network_magnitude(run_dir)
+    ts, s = t["ts"], t["scales"]
+    i = s.size // 2
+    prefixes = [p for p in summary if isinstance(summary[p], dict)]
+    spaces = list(summary[prefixes[0]])
+    fig, axes = plt.subplots(1, len(spaces), figsize=(4.6 * len(spaces), 4.0), squeeze=False)
+    for ax, space in zip(axes[0], spaces, strict=True):
+        for prefix in prefixes:
+            flow = prefix == "flow"
+            ax.plot(
+                ts,
+                t[f"{prefix}/{space}/magnitude"][:, i],
+                color="k" if flow else None,
+                lw=2.2 if flow else 1.0,
+                ls="-" if flow or prefix.startswith("sgd") else "--",
+                label=prefix,
+            )
+        ax.set_xlabel("flow time s = η·k")
+        ax.set_title(
+            "input space: truncated data x̃(s)"
+            if space == "input"
+            else f"feature space: hidden {space} activations",
+            fontsize=9,
+        )
+        _time_axis(ax, ts)
+    axes[0, 0].set_ylabel(f"|tX(s)| at t = {s[i]:.3g} (distinct points)")
+    axes[0, 0].legend(fontsize=6)
+    fig.suptitle(
+        f"{run_dir.name}: magnitude in input and feature space; "
+        "Z_ij = exp(-t |x_i - x_j|_2) in each space"
+    )
+    fig.tight_layout()
+    path = run_dir / "figures" / "representation_magnitude.png"
+    path.parent.mkdir(exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return [path]

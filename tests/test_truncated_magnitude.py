@@ -1,13 +1,14 @@
 """Magnitude of the truncated data (MATH.md Part A truncation × Part B magnitude): closed forms
 on a line, exact collapse values, compaction of duplicates, honest failure reports, configs."""
 
+import importlib
 import json
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gflow_jax import truncated_magnitude as tm
 from gflow_jax.config import ConfigError, load_config
 from gflow_jax.flow import SolverSettings, check_solution, solve_flow
 from gflow_jax.magnitude import magnitude_function
@@ -19,7 +20,10 @@ from gflow_jax.truncated_magnitude import (
 )
 from gflow_jax.truncation import truncation_diagnostics
 
-from .helpers import sweep_problem
+from .helpers import random_network, sweep_problem
+
+# the package re-exports the function truncated_magnitude under the module's name
+tm = importlib.import_module("gflow_jax.truncated_magnitude")
 
 TIGHT = SolverSettings(rtol=1e-10, atol=1e-12)
 SCALES = np.array([0.3, 1.0, 3.0, 10.0, 30.0])
@@ -138,6 +142,64 @@ def test_a_failed_solve_is_reported_not_hidden():
         cloud_magnitudes(np.array([[[np.nan], [1.0]]]), [1.0])
     with pytest.raises(ValueError, match="positive"):
         cloud_magnitudes(np.zeros((1, 2, 1)), [0.0])
+
+
+def test_release_is_not_a_sweep_and_the_magnitude_grows():
+    """The 1-D theorem needs a sweep: when ỹ lies below the threshold (release), c moves down,
+    truncated points return to their data values, gaps grow and so does |tX̃(s)| — still equal
+    to the closed form 1 + Σ tanh(t g_i/2)."""
+    problem, _ = sweep_problem(target=0.3)
+    from gflow_jax.network import AdaptedParameters
+
+    params = AdaptedParameters.from_thresholds(jnp.array([[1.0]]), jnp.array([[0.8]]))
+    ts = jnp.linspace(0.0, 30.0, 31)
+    sol = check_solution(solve_flow(problem, params, ts, TIGHT), TIGHT)
+    xt = np.asarray(truncation_diagnostics(sol.params, problem.u, jnp.zeros(25, int), 1).x_tilde)
+    m = np.asarray(cloud_magnitudes(xt, SCALES).magnitude)
+    exact = np.array([[_line_magnitude(x[:, 0], t) for t in SCALES] for x in xt])
+    np.testing.assert_allclose(m, exact, rtol=1e-11)
+    assert np.all(m[-1] > m[0] + 0.01) and not magnitude_increases(ts, m)["non_increasing"]
+
+
+def test_one_face_truncation_can_increase_the_magnitude_in_the_plane():
+    """Counterexample (docs/truncated_magnitude.md): in R² one face x₂ ↦ max(x₂, c) moves one of
+    five points; every pairwise distance shrinks, yet |tX| grows at small t (and falls at
+    large t). Values checked with 50-digit mpmath arithmetic; κ(Z) < 1e5 here."""
+    X = np.array(
+        [
+            [-1.47132807, -0.4912756],
+            [0.25293303, 0.47230486],
+            [-0.2568569, -0.11361613],
+            [-3.26048083, -0.11245526],
+            [-1.81125459, 1.79278861],
+        ]
+    )
+    Y = X.copy()
+    Y[:, 1] = np.maximum(Y[:, 1], -0.157577683)
+    assert (X[:, 1] < -0.157577683).sum() == 1
+    dx = np.linalg.norm(X[:, None] - X[None], axis=-1)
+    dy = np.linalg.norm(Y[:, None] - Y[None], axis=-1)
+    assert np.all(dy <= dx) and np.any(dy < dx)
+    t = np.array([0.02, 0.05, 1.0])
+    r = cloud_magnitudes(np.stack([X, Y]), t)
+    mpmath = {0.02: (1.0387668463611582, 1.038900068923412), 1.0: (3.2254927205571794, None)}
+    np.testing.assert_allclose(r.magnitude[:, 0], mpmath[0.02], rtol=1e-11)
+    np.testing.assert_allclose(r.magnitude[0, 2], mpmath[1.0][0], rtol=1e-12)
+    increase = np.asarray(r.magnitude[1] - r.magnitude[0])
+    assert increase[0] > 1.3e-4 and increase[1] > 1.1e-4 and increase[2] < -0.06
+
+
+def test_hidden_representations_are_the_layer_form_of_the_network():
+    from gflow_jax.network import relu_forward
+
+    nets = [random_network(jax.random.PRNGKey(k), L=3, M=4) for k in range(2)]
+    x = jax.random.normal(jax.random.PRNGKey(5), (7, 4))
+    W = jnp.stack([n.weights for n in nets])
+    b = jnp.stack([n.biases for n in nets])
+    h = np.asarray(tm.hidden_representations(W, b, x))  # (T, L, N, M)
+    for k, net in enumerate(nets):
+        ref = np.asarray(jax.vmap(lambda xi, net=net: relu_forward(net, xi)[0])(x))  # (N, L, M)
+        np.testing.assert_allclose(h[k], ref.transpose(1, 0, 2), rtol=1e-13, atol=1e-14)
 
 
 def test_magnitude_increases_finds_the_largest_step():
