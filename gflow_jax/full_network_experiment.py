@@ -460,8 +460,10 @@ def _run_into(cfg: SgdVsFlowConfig, run_dir: Path, progress: bool) -> dict:
 
 def _figures(run_dir: Path) -> list[Path]:
     from .full_network_plots import plot_sgd_vs_flow_run
+    from .truncated_magnitude import plot_network_magnitude
 
-    return plot_sgd_vs_flow_run(run_dir)
+    # magnitude of x̃(s) (input space) and of each hidden layer x⁽ℓ⁾(s) (feature space)
+    return plot_sgd_vs_flow_run(run_dir) + plot_network_magnitude(run_dir)
 
 
 SGD_VS_FLOW = ExperimentKind(
