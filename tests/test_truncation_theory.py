@@ -219,6 +219,7 @@ def test_collapse_experiment_reaches_neural_collapse_and_gd_tracks_events(tmp_pa
     from gflow_jax.cli import main
 
     args = ["run", "experiments/collapse.toml", "flow.n_save=401", "gd.etas=[0.1, 0.05]"]
+    args.append("magnitude.enabled=false")  # tested in test_truncated_magnitude.py
     assert main([*args, "output.figures=true", "--out", str(tmp_path), "--quiet"]) == 0
     (run,) = tmp_path.iterdir()
     analysis = json.loads((run / "analysis.json").read_text())
