@@ -242,14 +242,15 @@ def run_truncation(setup: ExperimentSetup, *, progress: bool = False) -> tuple[d
 _SCALAR_SERIES = ("loss", "n_truncated", "nc1")
 
 
-def metrics_rows(arrays: dict) -> list[dict]:
-    """One ``metrics.jsonl`` row per saved time: ``s`` and every trajectory's scalar series."""
+def metrics_rows(arrays: dict, series: tuple[str, ...] = _SCALAR_SERIES) -> list[dict]:
+    """One ``metrics.jsonl`` row per saved time: ``s`` and, for every trajectory (a prefix with
+    a ``…/loss`` array), its scalar ``series``."""
     prefixes = sorted({k.rsplit("/", 1)[0] for k in arrays if k.endswith("/loss")})
     rows = []
     for i, s in enumerate(arrays["ts"]):
         row = {"s": float(s)}
         for p in prefixes:
-            for q in _SCALAR_SERIES:
+            for q in series:
                 row[f"{p}/{q}"] = arrays[f"{p}/{q}"][i].item()
         rows.append(row)
     return rows

@@ -31,6 +31,7 @@ import numpy as np
 
 from .config import ConfigError, OutputConfig, build_dataclass, require_choice, require_positive
 from .data import make_clusters
+from .experiment import metrics_rows
 from .flow import SolverSettings
 from .full_network import (
     NetworkProblem,
@@ -420,23 +421,10 @@ _SCALARS = (
 )
 
 
-def metrics_rows(arrays: dict) -> list[dict]:
-    """One ``metrics.jsonl`` row per saved time with every trajectory's scalar series."""
-    prefixes = sorted({k.rsplit("/", 1)[0] for k in arrays if k.endswith("/loss")})
-    rows = []
-    for i, s in enumerate(arrays["ts"]):
-        row = {"s": float(s)}
-        for p in prefixes:
-            for q in _SCALARS:
-                row[f"{p}/{q}"] = arrays[f"{p}/{q}"][i].item()
-        rows.append(row)
-    return rows
-
-
 def _run_into(cfg: SgdVsFlowConfig, run_dir: Path, progress: bool) -> dict:
     arrays, summary = run_sgd_vs_flow(cfg, progress=progress)
     np.savez_compressed(run_dir / "arrays.npz", **arrays)
-    write_metrics(run_dir / "metrics.jsonl", metrics_rows(arrays))
+    write_metrics(run_dir / "metrics.jsonl", metrics_rows(arrays, _SCALARS))
     flow = summary["flow"]
     print(
         f"gflow: full-network flow solved in {flow['num_steps']} steps "
