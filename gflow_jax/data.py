@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
-__all__ = ["ClusteredData", "make_clusters"]
+__all__ = ["ClusteredData", "clusters_from_config", "make_clusters"]
 
 
 class ClusteredData(eqx.Module):
@@ -100,3 +100,19 @@ def make_clusters(
     x = (centers[:, None, :] + offsets).reshape(n_classes * n_per_class, dim)
     labels = jnp.repeat(jnp.arange(n_classes), n_per_class)
     return ClusteredData(x=x, labels=labels, centers=centers)
+
+
+def clusters_from_config(key: PRNGKeyArray, dc) -> ClusteredData:
+    """:func:`make_clusters` from a data config section (any object with the fields of
+    :class:`gflow_jax.config.DataConfig`: n_classes, points_per_class, dim, radius, separation,
+    distribution, layout) — the one place configs become data."""
+    return make_clusters(
+        key,
+        n_classes=dc.n_classes,
+        n_per_class=dc.points_per_class,
+        dim=dc.dim,
+        radius=dc.radius,
+        separation=dc.separation,
+        distribution=dc.distribution,
+        layout=dc.layout,
+    )

@@ -17,7 +17,7 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from .config import ExperimentConfig, config_from_dict
 from .costs import pulled_back_targets
-from .data import ClusteredData, make_clusters
+from .data import ClusteredData, clusters_from_config
 from .flow import FlowProblem, FlowSolution, SolverSettings, check_solution, solve_flow
 from .kinds import ExperimentKind
 from .network import AdaptedParameters
@@ -78,16 +78,7 @@ def setup_experiment(cfg: ExperimentConfig) -> ExperimentSetup:
     """Data, frame, initial adapted parameters, targets and the flow problem of ``cfg``."""
     k_data, k_frame, k_out = jax.random.split(jax.random.PRNGKey(cfg.seed), 3)
     dc = cfg.data
-    data = make_clusters(
-        k_data,
-        n_classes=dc.n_classes,
-        n_per_class=dc.points_per_class,
-        dim=dc.dim,
-        radius=dc.radius,
-        separation=dc.separation,
-        distribution=dc.distribution,
-        layout=dc.layout,
-    )
+    data = clusters_from_config(k_data, dc)
     M, Q = dc.dim, dc.n_classes
     frame = jnp.eye(M) if cfg.network.frame == "identity" else random_frame(k_frame, M)
     u = data.x @ frame.T

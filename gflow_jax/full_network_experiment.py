@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .config import ConfigError, OutputConfig, build_dataclass, require_choice, require_positive
-from .data import make_clusters
+from .data import clusters_from_config
 from .experiment import metrics_rows
 from .flow import SolverSettings
 from .full_network import (
@@ -319,16 +319,7 @@ def run_sgd_vs_flow(cfg: SgdVsFlowConfig, *, progress: bool = False) -> tuple[di
     key = jax.random.PRNGKey(cfg.seed)
     k_data, k_net, k_sgd = jax.random.split(key, 3)
     dc = cfg.data
-    data = make_clusters(
-        k_data,
-        n_classes=dc.n_classes,
-        n_per_class=dc.points_per_class,
-        dim=dc.dim,
-        radius=dc.radius,
-        separation=dc.separation,
-        distribution=dc.distribution,
-        layout=dc.layout,
-    )
+    data = clusters_from_config(k_data, dc)
     x = data.x - jnp.mean(data.x, axis=0, keepdims=True) if dc.center else data.x
     Q = dc.n_classes
     problem = NetworkProblem(x, cfg.targets.scale * jnp.eye(Q)[data.labels])
