@@ -24,8 +24,10 @@ from .progress import scan_progress
 __all__ = [
     "DescentTrajectory",
     "descend",
+    "floyd_ranks",
     "gradient_descent",
     "minibatch_indices",
+    "positive_rows",
     "steps_per_interval",
 ]
 
@@ -64,33 +66,50 @@ def steps_per_interval(save_ts: np.ndarray, eta: float, *, rtol: float = 1e-9) -
     return steps.astype(np.int64)
 
 
+def positive_rows(weights: Float[Array, " N"]) -> Int[Array, " N"]:
+    """Indices of the rows of positive weight, in order, then padded with the last row.
+
+    Entry r is the row holding the (r+1)-th positive weight; computed once per run, so that a
+    minibatch's ranks map to rows by one gather per step (:func:`minibatch_indices`)."""
+    n_rows = weights.shape[0]
+    return jnp.nonzero(weights > 0, size=n_rows, fill_value=n_rows - 1)[0].astype(jnp.int32)
+
+
+def floyd_ranks(key: PRNGKeyArray, n: Int[Array, ""], batch_size: int) -> Int[Array, " B"]:
+    """A uniformly random ``batch_size``-subset of ``0 … n−1`` (``n`` may be traced).
+
+    Robert Floyd's algorithm, from ``B`` uniform numbers and no sort: for ``j = n−B … n−1`` draw
+    ``t`` uniform in ``0 … j`` and take ``t``, or ``j`` if ``t`` is taken already. Sorting N
+    random keys per step (``argsort``) made vmapped SGD sort-bound on CPU
+    (benchmarks/sweep_throughput.py).
+    """
+    u = jax.random.uniform(key, (batch_size,))
+    j = n.astype(jnp.int32) - batch_size + jnp.arange(batch_size, dtype=jnp.int32)
+    draws = jnp.minimum(jnp.floor(u * (j + 1)).astype(jnp.int32), j)  # all B draws at once
+    ranks: list = []
+    for t in range(batch_size):
+        r = draws[t]
+        if ranks:
+            r = jnp.where(jnp.any(jnp.stack(ranks) == r), j[t], r)
+        ranks.append(r)
+    return jnp.stack(ranks)
+
+
 def minibatch_indices(
-    key: PRNGKeyArray, weights: Float[Array, " N"], batch_size: int
+    key: PRNGKeyArray,
+    weights: Float[Array, " N"],
+    batch_size: int,
+    rows: Int[Array, " N"] | None = None,
 ) -> Int[Array, " B"]:
     """``batch_size`` distinct rows, a uniformly random subset of the rows of positive weight.
 
-    Robert Floyd's algorithm draws a uniform ``B``-subset of the ranks ``0 … n−1`` (n positive
-    rows) from ``B`` uniform numbers, with no sort: for ``j = n−B … n−1`` draw ``t`` uniform in
-    ``0 … j`` and take ``t``, or ``j`` if ``t`` is taken already. Rank ``r`` is then mapped to the
-    row holding the (r+1)-th positive weight. Sorting N random keys per step (``argsort``) made
-    vmapped SGD sort-bound on CPU (benchmarks/sweep_throughput.py). ``n`` is a count, so a
-    problem padded with zero-weight rows draws exactly the minibatches of the unpadded one (what
-    lets a sweep batch problems of different sizes in one program).
+    :func:`floyd_ranks` draws ranks among the ``n`` positive rows; rank r maps to
+    ``rows[r]`` (:func:`positive_rows`, pass it to skip recomputing it at every step). ``n`` is a
+    count, so a problem padded with zero-weight rows draws exactly the minibatches of the
+    unpadded one (what lets a sweep batch problems of different sizes in one program).
     """
-    positive = weights > 0
-    n_positive = jnp.sum(positive).astype(jnp.int32)
-    u = jax.random.uniform(key, (batch_size,))
-    ranks: list = []
-    for t in range(batch_size):
-        j = n_positive - batch_size + t  # draw among 0 … j
-        r = jnp.minimum(jnp.floor(u[t] * (j + 1)).astype(jnp.int32), j)
-        if ranks:
-            r = jnp.where(jnp.any(jnp.stack(ranks) == r), j, r)
-        ranks.append(r)
-    rank = jnp.stack(ranks)
-    # row of rank r = #rows whose inclusive count of positive rows is ≤ r (no gather)
-    count = jnp.cumsum(positive.astype(jnp.int32))
-    return jnp.sum(count[None, :] <= rank[:, None], axis=1).astype(jnp.int32)
+    rows = positive_rows(weights) if rows is None else rows
+    return rows[floyd_ranks(key, jnp.sum(weights > 0), batch_size)]
 
 
 def descend(
@@ -112,13 +131,14 @@ def descend(
     # minibatch cost an unbiased estimate of the full cost (exactly 1 without padding rows)
     n_positive = jnp.sum(problem.weights > 0)
     rescale = n_positive / n_points
+    rows = positive_rows(problem.weights)
 
     def step(state, key_k):
         params, opt_state = state
         if batch_size == n_points:
             batch = problem
         else:
-            batch = problem.subset(minibatch_indices(key_k, problem.weights, batch_size))
+            batch = problem.subset(minibatch_indices(key_k, problem.weights, batch_size, rows))
             batch = eqx.tree_at(lambda p: p.weights, batch, batch.weights * rescale)
         # optax minimises: feed it the negated descent direction (= masked gradient).
         grads = jax.tree.map(jnp.negative, batch.descent_direction(params))

@@ -451,7 +451,7 @@ def test_minibatches_are_uniform_and_ignore_padding():
     import jax
     import jax.numpy as jnp
 
-    from gflow_jax.training import minibatch_indices
+    from gflow_jax.training import minibatch_indices, positive_rows
 
     key = jax.random.PRNGKey(0)
     ones = jnp.ones(12)
@@ -460,6 +460,11 @@ def test_minibatches_are_uniform_and_ignore_padding():
         minibatch_indices(key, ones, 4), minibatch_indices(key, padded, 4)
     )
     weights = jnp.array([1.0, 0.0, 1.0, 2.0, 0.0, 1.0, 0.5, 0.0])  # positive rows 0 2 3 5 6
+    rows = positive_rows(weights)
+    np.testing.assert_array_equal(rows[:5], [0, 2, 3, 5, 6])
+    np.testing.assert_array_equal(  # precomputed rows (as SGD passes them) draw the same rows
+        minibatch_indices(key, weights, 3, rows), minibatch_indices(key, weights, 3)
+    )
     keys = jax.random.split(key, 20_000)
     draws = np.asarray(jax.vmap(lambda k: minibatch_indices(k, weights, 2))(keys))
     assert all(len(set(row)) == 2 for row in draws)
