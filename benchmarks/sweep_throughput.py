@@ -1,14 +1,17 @@
 """Sweep throughput: one vmapped program over 256 configurations vs a loop of the same compiled
 solver, for the effective flow (diffrax) and for SGD training (optax).
 
-Run:  .venv/bin/python benchmarks/sweep_throughput.py [--n-configs 256] [--repeat 3] [--profile]
+Run:  JAX_NUM_CPU_DEVICES=2 .venv/bin/python benchmarks/sweep_throughput.py [--n-configs 256]
+          [--repeat 3] [--profile] [--parts flow,sgd]
 
 The configurations are the truncation experiment (:mod:`gflow_jax.experiment`) at N = 100
 points (2 clusters × 50), M = 4, L = 2, differing in seed (data, minibatches) and cluster radius;
 flow on [0, 20] saved at 21 times (Tsit5, PID(0.3, 0.3), rtol 1e-8, atol 1e-10); SGD with
 η = 0.05 and minibatches of 10 (400 steps). The batched side is exactly what ``gflow sweep``
 runs (:func:`gflow_jax.sweep_devices.batched`): every configuration's arrays stacked, one
-``eqx.filter_jit`` of a ``vmap``; the sequential side calls the toolkit's compiled
+``eqx.filter_jit`` of a ``vmap``, timed on one device and, when the process has several
+(``JAX_NUM_CPU_DEVICES=2`` makes one CPU device per core), sharded across all of them as
+``gflow sweep --devices`` does; the sequential side calls the toolkit's compiled
 ``solve_flow`` / ``gradient_descent`` once per configuration (one compilation, shapes agree).
 Compile (first call) times are reported separately; progress meters are off.
 
@@ -36,7 +39,7 @@ from gflow_jax import sorted_field
 from gflow_jax.config import load_config
 from gflow_jax.experiment import setup_experiment
 from gflow_jax.flow import AdaptedParameters, FlowProblem, SolverSettings, solve_flow
-from gflow_jax.sweep_devices import batched, stack
+from gflow_jax.sweep_devices import call_batched, resolve_devices, stack
 from gflow_jax.training import descend, gradient_descent, steps_per_interval
 
 OVERRIDES = [
@@ -100,14 +103,32 @@ def traced(settings: SolverSettings) -> SolverSettings:
     )
 
 
-def report(name: str, n: int, seq: tuple, vm: tuple, extra: str = "") -> float:
+def report(name: str, n: int, seq: tuple, vm: tuple, extra: str = "", where: str = "") -> float:
     ratio = seq[1] / vm[1]
     print(
         f"{name}: compile single {seq[0] - seq[1]:6.2f} s, batched {vm[0] - vm[1]:6.2f} s | "
-        f"{n} sequential calls {seq[1]:7.3f} s ({n / seq[1]:7.1f}/s), one vmapped call "
+        f"{n} sequential calls {seq[1]:7.3f} s ({n / seq[1]:7.1f}/s), one vmapped call{where} "
         f"{vm[1]:7.3f} s ({n / vm[1]:7.1f}/s) | throughput ratio {ratio:5.1f}x {extra}"
     )
     return ratio
+
+
+def device_sets() -> list[list]:
+    """One device, and every local device when there are several (JAX_NUM_CPU_DEVICES=2 gives
+    a CPU process one device per core: the batch axis is then sharded, one slice per core)."""
+    every = resolve_devices(None)
+    return [every[:1]] + ([every] if len(every) > 1 else [])
+
+
+def batched_side(name, n, member, args, seq, repeat, extra_of):
+    """Time the vmapped ``member`` on each device set; report each against ``seq``."""
+    ratios = []
+    for devices in device_sets():
+        vm = timed(lambda devices=devices: call_batched(member, args, devices), repeat)
+        out = call_batched(member, args, devices)
+        where = f" on {len(devices)} device{'s' if len(devices) > 1 else ''}"
+        ratios.append(report(name, n, seq, vm, extra_of(out), where))
+    return ratios
 
 
 def bench_flow(setups, repeat):
@@ -120,16 +141,17 @@ def bench_flow(setups, repeat):
         return [solve_flow(p, x, ts, settings) for p, x in zip(problems, params, strict=True)]
 
     args = stack([(s.problem, s.params0, s.save_ts, traced(s.settings)) for s in setups])
-    run = batched(flow_member)
     seq = timed(sequential, repeat)
-    vm = timed(lambda: run(args, None), repeat)
-    out = run(args, None)
     singles = sequential()
-    err = max(float(jnp.max(jnp.abs(out.params.b[i] - s.params.b))) for i, s in enumerate(singles))
     steps = np.array([int(s.num_steps) for s in singles])
-    assert bool(jnp.all(out.success))
-    extra = f"(steps {steps.min()}..{steps.max()}, mean {steps.mean():.0f}; max |Δb| {err:.1e})"
-    return report("flow", len(setups), seq, vm, extra), steps
+
+    def extra(out):
+        assert bool(jnp.all(out.success))
+        b = out.params.b
+        err = max(float(jnp.max(jnp.abs(b[i] - s.params.b))) for i, s in enumerate(singles))
+        return f"(steps {steps.min()}..{steps.max()}, mean {steps.mean():.0f}; max |Δb| {err:.1e})"
+
+    return batched_side("flow", len(setups), flow_member, args, seq, repeat, extra), steps
 
 
 def bench_sgd(setups, repeat):
@@ -152,13 +174,16 @@ def bench_sgd(setups, repeat):
             for s, k in zip(setups, keys, strict=True)
         ]
     )
-    run = batched(sgd_member)
     seq = timed(sequential, repeat)
-    vm = timed(lambda: run(args, None), repeat)
-    params, _ = run(args, None)
-    err = max(float(jnp.max(jnp.abs(params.b[i] - s.params.b))) for i, s in enumerate(sequential()))
+    singles = sequential()
     total = int(n_steps.sum())
-    return report("sgd ", len(setups), seq, vm, f"({total} steps each; max |Δb| {err:.1e})")
+
+    def extra(out):
+        params, _ = out
+        err = max(float(jnp.max(jnp.abs(params.b[i] - s.params.b))) for i, s in enumerate(singles))
+        return f"({total} steps each; max |Δb| {err:.1e})"
+
+    return batched_side("sgd ", len(setups), sgd_member, args, seq, repeat, extra)
 
 
 # --------------------------------------------------------------------------------------------
@@ -274,11 +299,13 @@ def main():
         f"setup {time.perf_counter() - t0:.1f} s"
     )
     steps, ratios = None, []
+    names = ["1 device"] + ([f"{jax.device_count()} devices"] if jax.device_count() > 1 else [])
     if "flow" in args.parts:
-        flow_ratio, steps = bench_flow(setups, args.repeat)
-        ratios.append(f"flow {flow_ratio:.1f}x")
+        flow_ratios, steps = bench_flow(setups, args.repeat)
+        ratios += [f"flow {r:.1f}x ({w})" for r, w in zip(flow_ratios, names, strict=True)]
     if "sgd" in args.parts:
-        ratios.append(f"sgd {bench_sgd(setups, args.repeat):.1f}x")
+        sgd_ratios = bench_sgd(setups, args.repeat)
+        ratios += [f"sgd {r:.1f}x ({w})" for r, w in zip(sgd_ratios, names, strict=True)]
     print(f"throughput ratios (vmapped / sequential): {', '.join(ratios)}")
     if args.profile:
         profile_flow(setups, args.repeat, steps)
