@@ -1,5 +1,5 @@
 """``gflow sweep CONFIG.toml [key=value ...] [--out DIR] [--resume SWEEP_DIR] [--devices N]
-[--executor local|slurm|submitit-local] [--jobs N] [--quiet] [--no-batch]``.
+[--cpu-devices N] [--executor local|slurm|submitit-local] [--jobs N] [--quiet] [--no-batch]``.
 
 Registered by :mod:`gflow_jax.cli` (``register(subparsers)``). Exit status: 0 when every point
 is complete, 1 when some failed (recorded in their run directories and the summary), 2 for a
@@ -19,6 +19,13 @@ __all__ = ["register"]
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from .sweep import create_sweep, load_sweep, plan_sweep, run_sweep
+    from .sweep_devices import use_cpu_cores
+
+    if args.cpu_devices is not None and args.cpu_devices < 1:
+        raise ConfigError("--cpu-devices", f"must be a positive integer, got {args.cpu_devices}")
+    cores = use_cpu_cores(args.cpu_devices)  # before anything starts JAX's backends
+    if cores is not None:
+        print(f"gflow: {cores} CPU devices (one per core) for sharded batches")
 
     if args.resume is not None:
         if args.config is not None or args.overrides:
@@ -73,6 +80,14 @@ def register(subparsers) -> None:
     )
     sweep.add_argument(
         "--devices", type=int, default=None, help="local devices to shard over (default: all)"
+    )
+    sweep.add_argument(
+        "--cpu-devices",
+        type=int,
+        default=None,
+        metavar="N",
+        help="split the CPU into N devices (default: one per core; 1 = off; ignored when "
+        "JAX_NUM_CPU_DEVICES or XLA_FLAGS already set it)",
     )
     sweep.add_argument(
         "--executor",

@@ -29,7 +29,7 @@ from gflow_jax.sweep import (
     run_points,
     run_sweep,
 )
-from gflow_jax.sweep_devices import padded_batch_size
+from gflow_jax.sweep_devices import padded_batch_size, use_cpu_cores
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -408,6 +408,36 @@ def test_sharded_results_equal_unsharded(batched_sweep, tmp_path):
         a, b = load_arrays(run_dir), load_arrays(reference_dir / f"points/p{k:05d}")
         for key in b:
             np.testing.assert_allclose(a[key], b[key], rtol=0, atol=1e-10, err_msg=key)
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [({}, "3 3 None"), ({"JAX_NUM_CPU_DEVICES": "1"}, "None 1 None")],
+)
+def test_use_cpu_cores_splits_the_cpu_only_when_nobody_chose(env, expected):
+    """A fresh process gets 3 CPU devices; a count set by the environment is left alone, and
+    once the backend has started nothing changes (here: the test process itself)."""
+    assert use_cpu_cores(2) is None  # this process's backend started in conftest
+    script = textwrap.dedent(
+        """
+        from gflow_jax.sweep_devices import use_cpu_cores
+        first = use_cpu_cores(3)
+        import jax
+        print(first, jax.device_count(), use_cpu_cores(2))
+        """
+    )
+    clean = {k: v for k, v in os.environ.items() if k not in ("JAX_NUM_CPU_DEVICES", "XLA_FLAGS")}
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**clean, **env},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split("\n")[-2] == expected, proc.stdout
+    assert main(["sweep", "missing.toml", "--cpu-devices", "0"]) == 2
 
 
 # --------------------------------------------------------------------------------------------
