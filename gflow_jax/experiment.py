@@ -111,16 +111,7 @@ def setup_experiment(cfg: ExperimentConfig) -> ExperimentSetup:
         cost=cfg.flow.cost,
     )
     fc = cfg.flow
-    settings = SolverSettings(
-        rtol=fc.rtol,
-        atol=fc.atol,
-        pcoeff=fc.pcoeff,
-        icoeff=fc.icoeff,
-        dtmin=fc.dtmin,
-        dt0=fc.dt0,
-        solver=fc.solver,
-        max_steps=fc.max_steps,
-    )
+    settings = SolverSettings.from_config(fc)
     return ExperimentSetup(
         config=cfg,
         data=data,

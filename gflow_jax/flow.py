@@ -225,6 +225,13 @@ class SolverSettings(eqx.Module):
     solver: Literal["tsit5", "dopri5", "dopri8", "euler"] = eqx.field(static=True, default="tsit5")
     max_steps: int = eqx.field(static=True, default=100_000)
 
+    @classmethod
+    def from_config(cls, section) -> SolverSettings:
+        """From a config's ``[flow]`` section: any object with the attributes ``rtol``,
+        ``atol``, ``pcoeff``, ``icoeff``, ``dtmin``, ``dt0``, ``solver`` and ``max_steps``."""
+        names = ("rtol", "atol", "pcoeff", "icoeff", "dtmin", "dt0", "solver", "max_steps")
+        return cls(**{name: getattr(section, name) for name in names})
+
     def __check_init__(self):
         if self.solver not in ("tsit5", "dopri5", "dopri8", "euler"):
             raise ValueError(f"unknown solver {self.solver!r}")

@@ -325,16 +325,7 @@ def run_sgd_vs_flow(cfg: SgdVsFlowConfig, *, progress: bool = False) -> tuple[di
     problem = NetworkProblem(x, cfg.targets.scale * jnp.eye(Q)[data.labels])
     net0 = initial_network(cfg, x, k_net)
     fc = cfg.flow
-    settings = SolverSettings(
-        rtol=fc.rtol,
-        atol=fc.atol,
-        pcoeff=fc.pcoeff,
-        icoeff=fc.icoeff,
-        dtmin=fc.dtmin,
-        dt0=fc.dt0,
-        solver=fc.solver,
-        max_steps=fc.max_steps,
-    )
+    settings = SolverSettings.from_config(fc)
     ts = jnp.linspace(0.0, fc.t_final, fc.n_save)
 
     summary: dict = {}

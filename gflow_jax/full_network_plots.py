@@ -11,6 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from .figures import save_figure
 from .runs import load_arrays  # noqa: E402
 
 __all__ = ["plot_sgd_vs_flow_run"]
@@ -79,10 +80,7 @@ def _series_panels(a, ts, names, styles, panels, fig_title, path, ncols=3):
     handles, labels = axes[0, 0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=min(len(names), 5), fontsize=8)
     fig.suptitle(fig_title, fontsize=10)
-    fig.tight_layout(rect=(0, 0.06 + 0.02 * (len(names) // 5), 1, 1))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, rect=(0, 0.06 + 0.02 * (len(names) // 5), 1, 1), dpi=110)
 
 
 def plot_sgd_vs_flow_run(run_dir: str | Path) -> list[Path]:
@@ -100,27 +98,17 @@ def plot_sgd_vs_flow_run(run_dir: str | Path) -> list[Path]:
     sub = _subtitle(cfg)
     paths = []
 
-    paths.append(
-        _series_panels(
-            a,
-            ts,
-            names,
-            styles,
+    figures = [
+        (
             [
                 ("loss", "cost C", True),
                 ("accuracy", "training accuracy", False),
                 ("gap_to_flow", "‖θ(s) − θ_flow(s)‖ (all parameters)", True),
             ],
             f"Full network: gradient flow vs GD vs SGD on the clock s = η·k\n{sub}",
-            out / "loss.png",
-        )
-    )
-    paths.append(
-        _series_panels(
-            a,
-            ts,
-            names,
-            styles,
+            "loss.png",
+        ),
+        (
             [
                 ("nc1_input", "NC1 in input space (truncated data x̃)", True),
                 ("nc1", "NC1 = tr(Σ_W Σ_B⁺)/Q on x⁽ᴸ⁾", True),
@@ -130,15 +118,9 @@ def plot_sgd_vs_flow_run(run_dir: str | Path) -> list[Path]:
                 ("nc4", "NC4 nearest-centre = argmax (fraction)", False),
             ],
             f"Neural collapse (ideal: 0, 0, 0, 0, 0, 1)\n{sub}",
-            out / "collapse.png",
-        )
-    )
-    paths.append(
-        _series_panels(
-            a,
-            ts,
-            names,
-            styles,
+            "collapse.png",
+        ),
+        (
             [
                 ("truncated_fraction", "truncated (point, unit) pairs / (N·L·M)", False),
                 ("mean_rank", "mean rank of ∂x̃/∂x (M = fully free, 0 = pinned)", False),
@@ -148,9 +130,11 @@ def plot_sgd_vs_flow_run(run_dir: str | Path) -> list[Path]:
                 ("balance_drift", "balance drift max|Δ_{ℓ,k}(s) − Δ_{ℓ,k}(0)|", True),
             ],
             f"Truncation in input space, adaptedness and the balance law\n{sub}",
-            out / "truncation.png",
-        )
-    )
+            "truncation.png",
+        ),
+    ]  # (panels, title, file): one figure each
+    for panels, title, fname in figures:
+        paths.append(_series_panels(a, ts, names, styles, panels, title, out / fname))
 
     # discrepancy to the flow vs η
     fig, ax = plt.subplots(figsize=(5.4, 4.0))
@@ -175,10 +159,7 @@ def plot_sgd_vs_flow_run(run_dir: str | Path) -> list[Path]:
     ax.set_ylabel("max_s ‖θ(s) − θ_flow(s)‖")
     ax.set_title(f"Discrepancy to the gradient flow\n{sub}", fontsize=9)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    paths.append(out / "discrepancy.png")
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
+    paths.append(save_figure(fig, out / "discrepancy.png", dpi=110))
 
     # truncated data in input space at s = 0 and s = t_final
     x, labels = a["data/x"], a["data/labels"]
@@ -203,8 +184,5 @@ def plot_sgd_vs_flow_run(run_dir: str | Path) -> list[Path]:
     axes[0, 0].legend(fontsize=7)
     note = "" if x.shape[1] == 2 else " (first two input coordinates)"
     fig.suptitle(f"Truncated data x̃ in input space{note}\n{sub}", fontsize=10)
-    fig.tight_layout()
-    paths.append(out / "input_space.png")
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
+    paths.append(save_figure(fig, out / "input_space.png", dpi=110))
     return paths

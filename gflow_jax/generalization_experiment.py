@@ -41,6 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .config import ConfigError, OutputConfig, build_dataclass, require_choice, require_positive
+from .figures import save_figure
 from .kinds import ExperimentKind
 from .runs import write_json, write_metrics
 
@@ -776,10 +777,7 @@ def plot_magnitude_generalization(run_dir: str | Path) -> list[Path]:
         axes[0, 0].plot([], [], color="k", ls=ls, label=f"bs {bs}")
     axes[0, 0].legend(fontsize=7)
     fig.suptitle(f"Magnitude of training trajectories — {sub}", fontsize=10)
-    fig.tight_layout()
-    paths.append(fig_dir / "magnitude_curves.png")
-    fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
+    paths.append(save_figure(fig, fig_dir / "magnitude_curves.png"))
 
     # 2. measure vs gap, coloured by lr and by batch size
     table = {
@@ -811,10 +809,7 @@ def plot_magnitude_generalization(run_dir: str | Path) -> list[Path]:
         axes[0, -1].legend(fontsize=6)
         axes[1, -1].legend(fontsize=6)
         fig.suptitle(f"Measures vs generalisation gap ({gap}) — {sub}", fontsize=10)
-        fig.tight_layout()
-        paths.append(fig_dir / f"measure_vs_{gap}.png")
-        fig.savefig(paths[-1], dpi=120)
-        plt.close(fig)
+        paths.append(save_figure(fig, fig_dir / f"measure_vs_{gap}.png"))
 
     # 3. monitoring curves
     early = json.loads((run_dir / "correlations.json").read_text()).get("early_warning", {})
@@ -846,10 +841,7 @@ def plot_magnitude_generalization(run_dir: str | Path) -> list[Path]:
     )
     axes[3].legend(fontsize=8)
     fig.suptitle(f"Monitoring during training — {sub}", fontsize=10)
-    fig.tight_layout()
-    paths.append(fig_dir / "monitoring.png")
-    fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
+    paths.append(save_figure(fig, fig_dir / "monitoring.png"))
     return paths
 
 

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .figures import save_figure
+
 __all__ = ["register", "default_scales"]
 
 
@@ -66,9 +68,7 @@ def _plot(result, path: Path, title: str) -> None:
     ax2.set_ylabel("dim(t) = d log|tX| / d log t")
     ax2.set_title("magnitude dimension profile (exact)")
     fig.suptitle(f"{title}: {result.scale_convention}", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def _cmd_magnitude(args: argparse.Namespace) -> int:

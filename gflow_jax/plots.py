@@ -11,6 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from .figures import save_figure
 from .runs import load_arrays, write_json  # noqa: E402
 
 __all__ = ["plot_truncation_analysis", "plot_truncation_run", "write_analysis"]
@@ -102,10 +103,7 @@ def plot_truncation_run(run_dir: str | Path) -> list[Path]:
     axes[0, 0].legend(fontsize=7, loc="upper left")
     note = "" if x.shape[1] == 2 else " (first two input coordinates)"
     fig.suptitle(f"Dynamical truncation in input space{note}\n{_subtitle(cfg)}", fontsize=10)
-    fig.tight_layout()
-    paths.append(out / "truncation_snapshots.png")
-    fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
+    paths.append(save_figure(fig, out / "truncation_snapshots.png"))
 
     # 2. cost and 3. truncated points vs s
     for key, fname, ylabel, log in (
@@ -125,10 +123,7 @@ def plot_truncation_run(run_dir: str | Path) -> list[Path]:
             ax.set_yscale("log")
         ax.set_title(_subtitle(cfg), fontsize=9)
         ax.legend(fontsize=8)
-        fig.tight_layout()
-        paths.append(out / fname)
-        fig.savefig(paths[-1], dpi=120)
-        plt.close(fig)
+        paths.append(save_figure(fig, out / fname))
     paths.extend(plot_truncation_analysis(run_dir))
     if cfg.get("magnitude", {}).get("enabled", False):
         from .truncated_magnitude import plot_truncated_magnitude
@@ -181,10 +176,7 @@ def plot_truncation_analysis(run_dir: str | Path) -> list[Path]:
         fontsize=9,
     )
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    paths.append(out / "rates.png")
-    fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
+    paths.append(save_figure(fig, out / "rates.png"))
 
     # event times of every trajectory
     names = [p for p in _trajectories(a) if p in summary]
@@ -195,10 +187,7 @@ def plot_truncation_analysis(run_dir: str | Path) -> list[Path]:
     ax.set_yticks(range(len(names)), [_style(p)["label"] for p in names], fontsize=8)
     ax.set_xlabel("flow time s = η·k")
     ax.set_title(f"crossing (event) times\n{_subtitle(cfg)}", fontsize=9)
-    fig.tight_layout()
-    paths.append(out / "events.png")
-    fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
+    paths.append(save_figure(fig, out / "events.png"))
 
     # per-cluster spread (max over coordinates) and NC1 of the flow, log axis
     ts = a["ts"]
@@ -213,10 +202,7 @@ def plot_truncation_analysis(run_dir: str | Path) -> list[Path]:
     ax.set_xlabel("flow time s")
     ax.set_title(f"collapse of the clusters (flow)\n{_subtitle(cfg)}", fontsize=9)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    paths.append(out / "collapse.png")
-    fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
+    paths.append(save_figure(fig, out / "collapse.png"))
 
     # two-sided clamps: a face from below and a later one from above on the same coordinate
     d, c = a["flow/d"][0], a["flow/thresholds"]  # (L, M), (T, L, M)
@@ -249,8 +235,5 @@ def plot_truncation_analysis(run_dir: str | Path) -> list[Path]:
         ax.set_ylabel("width of the two-sided clamp")
         ax.set_title(f"two-sided clamps (flow)\n{_subtitle(cfg)}", fontsize=9)
         ax.legend(fontsize=7)
-        fig.tight_layout()
-        paths.append(out / "two_sided_width.png")
-        fig.savefig(paths[-1], dpi=120)
-        plt.close(fig)
+        paths.append(save_figure(fig, out / "two_sided_width.png"))
     return paths

@@ -30,6 +30,7 @@ from .config import (
     require_positive,
 )
 from .events import solve_face
+from .figures import save_figure
 from .flow import FlowProblem, SolverSettings, check_solution, solve_flow
 from .kinds import ExperimentKind
 from .network import AdaptedParameters
@@ -257,11 +258,7 @@ def _figures(run_dir: Path) -> list[Path]:
         f"rtol = {cfg['rtol']}",
         fontsize=9,
     )
-    fig.tight_layout()
-    path = out / "rates.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return [path]
+    return [save_figure(fig, out / "rates.png")]
 
 
 RATES = ExperimentKind(

@@ -27,6 +27,7 @@ from jaxtyping import Array, Float
 
 from .config import ConfigError, OutputConfig, build_dataclass, require_positive
 from .data import make_clusters
+from .figures import save_figure
 from .flow import FlowProblem, SolverSettings, check_solution, solve_flow
 from .kinds import ExperimentKind
 from .network import AdaptedParameters
@@ -216,11 +217,7 @@ def _figures(run_dir: Path) -> list[Path]:
         f"N_j/N = {summary['N_j/N']:.2f}, d = {cfg['weight_scale']}",
         fontsize=9,
     )
-    fig.tight_layout()
-    path = out / "spectral_gap.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return [path]
+    return [save_figure(fig, out / "spectral_gap.png")]
 
 
 SPECTRAL_GAP = ExperimentKind(

@@ -14,6 +14,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from .figures import save_figure
+
 __all__ = ["merge_sweep", "plot_sweep", "sweep_rows"]
 
 _FIXED_COLUMNS = ("point", "state", "run_dir")
@@ -172,13 +174,8 @@ def plot_sweep(sweep_dir: str | Path, rows: list[dict], axes: list[str]) -> list
             ax.set_xlabel(axis)
             ax.set_title(metric.removeprefix("final."), fontsize=9)
         fig.suptitle(f"final values vs {axis} ({len(rows)} points)", fontsize=10)
-        fig.tight_layout()
         safe = re.sub(r"[^A-Za-z0-9_.=-]+", "_", axis)
-        path = sweep_dir / "figures" / f"final_vs_{safe}.png"
-        path.parent.mkdir(exist_ok=True)
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        paths.append(path)
+        paths.append(save_figure(fig, sweep_dir / "figures" / f"final_vs_{safe}.png", dpi=110))
     return paths
 
 

@@ -46,6 +46,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Bool, Float, Int
 
+from .figures import save_figure
 from .magnitude_core import CHOLESKY, FAILED, LU, magnitude_from_distances
 
 __all__ = [
@@ -550,10 +551,7 @@ def plot_truncated_magnitude(run_dir: str | Path, n_lines: int = 5) -> list[Path
     bx.set_title("magnitude dimension dim_t = d log|tX̃(s)| / d log t (exact)", fontsize=9)
     fig.colorbar(mesh, ax=bx)
     fig.suptitle(f"{run_dir.name}: {SCALE_CONVENTION}", fontsize=8)
-    fig.tight_layout()
-    paths.append(out / "truncated_magnitude.png")
-    fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
+    paths.append(save_figure(fig, out / "truncated_magnitude.png"))
 
     if "flow/cluster_magnitude" in t:
         cm = t["flow/cluster_magnitude"]  # (T, Q, S)
@@ -590,10 +588,7 @@ def plot_truncated_magnitude(run_dir: str | Path, n_lines: int = 5) -> list[Path
         bx.legend(fontsize=7)
         for axis in (ax, bx):
             _time_axis(axis, ts)
-        fig.tight_layout()
-        paths.append(out / "cluster_magnitude.png")
-        fig.savefig(paths[-1], dpi=120)
-        plt.close(fig)
+        paths.append(save_figure(fig, out / "cluster_magnitude.png"))
     return paths
 
 
@@ -718,9 +713,4 @@ def plot_network_magnitude(run_dir: str | Path) -> list[Path]:
         f"{run_dir.name}: magnitude in input and feature space; "
         "Z_ij = exp(-t |x_i - x_j|_2) in each space"
     )
-    fig.tight_layout()
-    path = run_dir / "figures" / "representation_magnitude.png"
-    path.parent.mkdir(exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return [path]
+    return [save_figure(fig, run_dir / "figures" / "representation_magnitude.png")]

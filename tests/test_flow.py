@@ -313,3 +313,17 @@ def test_new_solver_tolerance_does_not_recompile():
     for rtol in (1e-7, 1e-9):
         solve_flow(problem, params, ts, SolverSettings(rtol=rtol, atol=rtol * 1e-2, dt0=0.01))
     assert solve_flow._cached._cache_size() == before
+
+
+def test_solver_settings_from_config_section():
+    """Every solver field of a [flow] section reaches SolverSettings (static and array fields)."""
+    from pathlib import Path
+
+    from gflow_jax.config import load_config
+
+    toml = Path(__file__).resolve().parents[1] / "experiments" / "truncation.toml"
+    fc = load_config(toml, ["flow.rtol=1e-7", "flow.solver='dopri5'"]).flow
+    settings = SolverSettings.from_config(fc)
+    assert float(settings.rtol) == 1e-7 and settings.solver == "dopri5"
+    assert (float(settings.atol), float(settings.dt0)) == (fc.atol, fc.dt0)
+    assert (settings.dtmin, settings.max_steps) == (fc.dtmin, fc.max_steps)
