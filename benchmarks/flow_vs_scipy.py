@@ -2,8 +2,8 @@
 
 Run:  .venv/bin/python benchmarks/flow_vs_scipy.py  (needs scipy: `pip install -e .[bench]`)
 
-Part 1 — one problem, N = 1000 points, M = 16, L = 4 (bias-only flow of C_in, MATH.md mode 1),
-solved to the same tolerance (rtol = 1e-6, atol = 1e-9) by
+Part 1 — one problem, N = 1000 points, M = 16, L = 4 (bias-only flow of C_in,
+docs/theory.md#effective-flows, flow 1), solved to the same tolerance (rtol = 1e-6, atol = 1e-9) by
   * diffrax, compiled, with the toolkit's default Tsit5 + PID(0.3, 0.3) controller, and with
     Dopri5 + a plain integral controller — the same Runge–Kutta pair and controller as scipy;
   * scipy's RK45 with a numpy vector field (the closed-form gradient, vectorised).
@@ -27,9 +27,8 @@ import numpy as np
 from scipy.integrate import solve_ivp
 
 import gflow_jax  # noqa: F401  (enables float64)
-from gflow_jax.data import make_clusters
-from gflow_jax.flow import FlowProblem, SolverSettings, solve_flow
-from gflow_jax.network import AdaptedParameters
+from gflow_jax.core import AdaptedParameters, make_clusters
+from gflow_jax.dynamics import FlowProblem, SolverSettings, solve_flow
 
 
 def make_problem(key, *, n_classes, n_per_class, dim, layers):
@@ -87,8 +86,9 @@ def numpy_field(u, targets, d):
 
 
 def numpy_sorted_field(u, targets, d):
-    """The same O(L·M·log N) sorted-interval field the toolkit uses (gflow_jax.sorted_field),
-    in numpy: np.searchsorted per coordinate, prefix sums of the sorted targets."""
+    """The same O(L·M·log N) sorted-interval field the toolkit uses
+    (gflow_jax.core.threshold_gradient), in numpy: np.searchsorted per coordinate, prefix sums of
+    the sorted targets."""
     L, M = d.shape
     N = u.shape[0]
     order = np.argsort(u, axis=0)

@@ -2,10 +2,10 @@
 
 Run:  .venv/bin/python benchmarks/magnitude_vs_magnipy.py [--sizes 2000 4000] [--n-large 20000]
 
-Problem (MATH.md Part B): n standard-normal points in R^10, Euclidean distances, 32 log-spaced
-scales spanning |tX| from 1.5 to 0.9·n (found beforehand with
-:func:`gflow_jax.convergence_scale`; not timed), float64. Everything starts from the same
-distance matrix. Timed, one after the other on the same CPU:
+Problem (docs/theory.md#magnitude): n standard-normal points in R^10, Euclidean distances, 32
+log-spaced scales spanning |tX| from 1.5 to 0.9·n (found beforehand with
+:func:`gflow_jax.convergence_scale`; not timed), float64. Everything starts from the same distance
+matrix. Timed, one after the other on the same CPU:
 
 * gflow_jax ``method="adaptive"`` (CG at large scales, CG preconditioned by a neighbouring
   scale's Cholesky factor, Cholesky; every scale's residual ‖Zw − 1‖/‖1‖ ≤ 1e-12 is checked,

@@ -4,17 +4,16 @@ solver, for the effective flow (diffrax) and for SGD training (optax).
 Run:  .venv/bin/python benchmarks/sweep_throughput.py [--n-configs 256] [--repeat 3] [--profile]
           [--parts flow,sgd]
 
-The configurations are the truncation experiment (:mod:`gflow_jax.experiment`) at N = 100
-points (2 clusters × 50), M = 4, L = 2, differing in seed (data, minibatches) and cluster radius;
-flow on [0, 20] saved at 21 times (Tsit5, PID(0.3, 0.3), rtol 1e-8, atol 1e-10); SGD with
-η = 0.05 and minibatches of 10 (400 steps). The batched side is exactly what ``gflow sweep``
-runs (:func:`gflow_jax.sweep_devices.batched`): every configuration's arrays stacked, one
-``eqx.filter_jit`` of a ``vmap``, timed on one device and sharded across every local device
-(on a CPU one device per core, :func:`gflow_jax.sweep_devices.use_cpu_cores`, unless
-``JAX_NUM_CPU_DEVICES`` says otherwise), as ``gflow sweep`` does; the sequential side calls
-the toolkit's compiled ``solve_flow`` / ``gradient_descent`` once per configuration (one
-compilation, shapes agree).
-Compile (first call) times are reported separately; progress meters are off.
+The configurations are the truncation experiment (:mod:`gflow_jax.experiments.truncation`) at N =
+100 points (2 clusters × 50), M = 4, L = 2, differing in seed (data, minibatches) and cluster
+radius; flow on [0, 20] saved at 21 times (Tsit5, PID(0.3, 0.3), rtol 1e-8, atol 1e-10); SGD with η
+= 0.05 and minibatches of 10 (400 steps). The batched side is exactly what ``gflow sweep`` runs
+(:func:`gflow_jax.core.batched`): every configuration's arrays stacked, one ``eqx.filter_jit`` of a
+``vmap``, timed on one device and sharded across every local device (on a CPU one device per core,
+:func:`gflow_jax.core.use_cpu_cores`, unless ``JAX_NUM_CPU_DEVICES`` says otherwise), as ``gflow
+sweep`` does; the sequential side calls the toolkit's compiled ``solve_flow`` / ``gradient_descent``
+once per configuration (one compilation, shapes agree). Compile (first call) times are reported
+separately; progress meters are off.
 
 ``--profile`` adds the vmapped flow's per-step cost under variants that the solver does not
 expose (the benchmark's own copy of the solve): the sorted gradient's
@@ -36,12 +35,23 @@ import jax.numpy as jnp
 import numpy as np
 
 import gflow_jax  # noqa: F401  (float64)
-from gflow_jax import sorted_field
-from gflow_jax.config import load_config
-from gflow_jax.experiment import setup_experiment
-from gflow_jax.flow import AdaptedParameters, FlowProblem, SolverSettings, solve_flow
-from gflow_jax.sweep_devices import call_batched, resolve_devices, stack, use_cpu_cores
-from gflow_jax.training import descend, gradient_descent, steps_per_interval
+from gflow_jax.core import (
+    AdaptedParameters,
+    _sorted_field as sorted_field,
+    call_batched,
+    resolve_devices,
+    stack,
+    use_cpu_cores,
+)
+from gflow_jax.dynamics import (
+    FlowProblem,
+    SolverSettings,
+    descend,
+    gradient_descent,
+    solve_flow,
+    steps_per_interval,
+)
+from gflow_jax.experiments.truncation import load_config, setup_experiment
 
 OVERRIDES = [
     "data.points_per_class=50",

@@ -3,13 +3,13 @@
 Run:  .venv/bin/python benchmarks/truncated_magnitude_vs_flow.py [--points-per-class 250]
 
 The `collapse` experiment (two ball clusters in the plane, layer 1 clamps from below, layer 2
-from above, MATH.md cluster-separated case) with N = 2·points_per_class points and n_save saves:
+from above, docs/theory.md#closed-forms) with N = 2·points_per_class points and n_save saves:
 
 1. the effective flow (diffrax Tsit5, rtol 1e-10 / atol 1e-12 as in collapse.toml) is solved
    once to compile, then timed (best of ``--repeats``);
 2. the truncated clouds X̃(s) (T, N, 2) are formed (not timed: the run stores them anyway);
 3. |tX̃(s)| at every save × ``--n-scales`` log-spaced scales is computed by
-   :func:`gflow_jax.truncated_magnitude.cloud_magnitudes` (exact duplicates removed on the host,
+   :func:`gflow_jax.magnitude.cloud_magnitudes` (exact duplicates removed on the host,
    clouds padded to size buckets, one compiled program per bucket, float64 Cholesky batched over
    scales and clouds) — once to compile, then timed (best of ``--repeats``);
 4. optionally (``--full-saves K``) the same without compaction (every save at the full N) on K
@@ -40,15 +40,13 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 import gflow_jax  # noqa: F401, E402  (enables float64)
-from gflow_jax.config import load_config  # noqa: E402
-from gflow_jax.experiment import setup_experiment  # noqa: E402
-from gflow_jax.flow import check_solution, solve_flow  # noqa: E402
-from gflow_jax.truncated_magnitude import (  # noqa: E402
-    bucket_size,
-    cloud_magnitudes,
-    magnitude_scales,
+from gflow_jax.diagnostics import truncation_diagnostics  # noqa: E402
+from gflow_jax.dynamics import check_solution, solve_flow  # noqa: E402
+from gflow_jax.experiments.truncation import (
+    load_config,  # noqa: E402
+    setup_experiment,  # noqa: E402
 )
-from gflow_jax.truncation import truncation_diagnostics  # noqa: E402
+from gflow_jax.magnitude import bucket_size, cloud_magnitudes, magnitude_scales
 
 
 def best_of(fn, repeats: int) -> tuple[float, object]:

@@ -1,84 +1,102 @@
 """gflow_jax: effective gradient flow, dynamical truncation and magnitude, in JAX.
 
-Importing the package enables JAX float64 (see :mod:`gflow_jax._precision`).
+Importing the package enables JAX float64 (``GFLOW_JAX_X64=0`` before import to opt out) and
+loads the library only: :mod:`gflow_jax.core` (data, networks, costs) → :mod:`gflow_jax.dynamics`
+(flows, exact solutions, GD/SGD, MLP training) → :mod:`gflow_jax.magnitude` →
+:mod:`gflow_jax.diagnostics`, with :mod:`gflow_jax.io` as a leaf. The experiment kinds
+(:mod:`gflow_jax.experiments`), sweeps (:mod:`gflow_jax.sweep`) and the command line
+(:mod:`gflow_jax.cli`) load on first use; their main names are reachable from here too
+(``gflow_jax.load_experiment``, ``gflow_jax.run_truncation``, ...). The mathematics is in
+docs/theory.md.
 """
 
 from ._precision import enable_x64 as enable_x64, x64_enabled as x64_enabled
-from .analysis import (
-    analyse_trajectory as analyse_trajectory,
-    analyse_truncation_arrays as analyse_truncation_arrays,
-)
-from .collapse import (
-    CollapseMeasures as CollapseMeasures,
-    class_means as class_means,
-    nc1_input as nc1_input,
-    papyan_collapse as papyan_collapse,
-)
-from .config import (
-    ConfigError as ConfigError,
-    ExperimentConfig as ExperimentConfig,
-    load_config as load_config,
-)
-from .costs import (
+from .core import (
+    AdaptedParameters as AdaptedParameters,
+    ClusteredData as ClusteredData,
+    Dataset as Dataset,
+    ReLUNetwork as ReLUNetwork,
     adapted_input_cost as adapted_input_cost,
     adapted_input_cost_gradient as adapted_input_cost_gradient,
     adapted_output_cost as adapted_output_cost,
     adapted_standard_cost as adapted_standard_cost,
-    general_input_cost_gradient as general_input_cost_gradient,
-    network_input_cost as network_input_cost,
+    adapted_truncate as adapted_truncate,
+    clusters_dataset as clusters_dataset,
+    cumulative_parameters as cumulative_parameters,
+    digits_dataset as digits_dataset,
+    input_space_forward as input_space_forward,
+    last_truncations as last_truncations,
+    make_clusters as make_clusters,
     network_standard_cost as network_standard_cost,
     pulled_back_targets as pulled_back_targets,
+    random_orthogonal as random_orthogonal,
+    relu_forward as relu_forward,
+    split_dataset as split_dataset,
+    truncation_map as truncation_map,
+    truncation_projector as truncation_projector,
 )
-from .data import ClusteredData as ClusteredData, make_clusters as make_clusters
-from .events import (
-    FaceSolution as FaceSolution,
-    solve_face as solve_face,
-    two_sided_width as two_sided_width,
-)
-from .experiment import (
-    ExperimentSetup as ExperimentSetup,
-    run_truncation as run_truncation,
-    setup_experiment as setup_experiment,
-)
-from .flow import (
-    FlowProblem as FlowProblem,
-    FlowSolution as FlowSolution,
-    SolverSettings as SolverSettings,
-    check_solution as check_solution,
-    closed_form_vector_field as closed_form_vector_field,
-    solve_flow as solve_flow,
-    vector_field as vector_field,
-)
-from .full_network import (
-    NetworkDiagnostics as NetworkDiagnostics,
-    NetworkFlowSolution as NetworkFlowSolution,
-    NetworkProblem as NetworkProblem,
-    NetworkTrajectory as NetworkTrajectory,
-    balance_quantities as balance_quantities,
-    check_network_solution as check_network_solution,
-    network_descent as network_descent,
-    network_diagnostics as network_diagnostics,
-    network_gradient as network_gradient,
-    network_loss as network_loss,
-    offdiagonality as offdiagonality,
-    parameter_distance as parameter_distance,
-    solve_network_flow as solve_network_flow,
-)
-from .generalization import (
+from .diagnostics import (
+    CollapseMeasures as CollapseMeasures,
     GranulatedKendall as GranulatedKendall,
+    NetworkDiagnostics as NetworkDiagnostics,
+    RateDiagnostics as RateDiagnostics,
     TrajectoryMeasures as TrajectoryMeasures,
+    TruncatedMagnitude as TruncatedMagnitude,
+    TruncationDiagnostics as TruncationDiagnostics,
+    class_means as class_means,
+    cloud_measures as cloud_measures,
+    cluster_counts as cluster_counts,
+    cluster_error as cluster_error,
+    cluster_spread as cluster_spread,
+    event_times as event_times,
+    gap_matrix as gap_matrix,
     granulated_kendall as granulated_kendall,
+    interval_rates as interval_rates,
     kendall_tau as kendall_tau,
     loss_pseudometric as loss_pseudometric,
+    magnitude_increases as magnitude_increases,
+    nc1_input as nc1_input,
+    network_diagnostics as network_diagnostics,
+    offdiagonality as offdiagonality,
+    papyan_collapse as papyan_collapse,
+    parameter_distance as parameter_distance,
+    rate_diagnostics as rate_diagnostics,
+    representation_magnitude as representation_magnitude,
     trajectory_measures as trajectory_measures,
+    truncated_magnitude as truncated_magnitude,
+    truncation_diagnostics as truncation_diagnostics,
+)
+from .dynamics import (
+    DescentTrajectory as DescentTrajectory,
+    FaceSolution as FaceSolution,
+    FlowProblem as FlowProblem,
+    FlowSolution as FlowSolution,
+    NetworkProblem as NetworkProblem,
+    SolverSettings as SolverSettings,
+    balance_quantities as balance_quantities,
+    check_solution as check_solution,
+    closed_form_vector_field as closed_form_vector_field,
+    gradient_descent as gradient_descent,
+    minibatch_indices as minibatch_indices,
+    network_descent as network_descent,
+    network_gradient as network_gradient,
+    network_loss as network_loss,
+    solve_face as solve_face,
+    solve_flow as solve_flow,
+    solve_network_flow as solve_network_flow,
+    steps_per_interval as steps_per_interval,
+    two_sided_width as two_sided_width,
+    vector_field as vector_field,
 )
 from .magnitude import (
+    SCALE_CONVENTION as SCALE_CONVENTION,
+    CloudMagnitudes as CloudMagnitudes,
     MagnitudeDimension as MagnitudeDimension,
     MagnitudeFunction as MagnitudeFunction,
     MagnitudeResult as MagnitudeResult,
+    cloud_magnitudes as cloud_magnitudes,
     convergence_scale as convergence_scale,
     e_alpha as e_alpha,
-    magnitude as magnitude,
     magnitude_dimension as magnitude_dimension,
     magnitude_dimension_profile as magnitude_dimension_profile,
     magnitude_from_distances as magnitude_from_distances,
@@ -88,55 +106,164 @@ from .magnitude import (
     positive_magnitude as positive_magnitude,
     spread as spread,
 )
-from .network import (
-    AdaptedParameters as AdaptedParameters,
-    ReLUNetwork as ReLUNetwork,
-    adapted_truncate as adapted_truncate,
-    cumulative_parameters as cumulative_parameters,
-    input_space_forward as input_space_forward,
-    last_truncations as last_truncations,
-    relu_forward as relu_forward,
-    truncation_map as truncation_map,
-    truncation_projector as truncation_projector,
-)
-from .rates_experiment import RatesConfig as RatesConfig, run_rates as run_rates
-from .sorted_field import (
-    SortedData as SortedData,
-    sort_data as sort_data,
-    threshold_gradient as threshold_gradient,
-)
-from .spectral import (
-    SpectralGapConfig as SpectralGapConfig,
-    cluster_error as cluster_error,
-    gap_matrix as gap_matrix,
-    run_spectral_gap as run_spectral_gap,
-)
-from .sweep import (
-    SweepPlan as SweepPlan,
-    SweepSpec as SweepSpec,
-    create_sweep as create_sweep,
-    plan_sweep as plan_sweep,
-    run_sweep as run_sweep,
-)
-from .training import DescentTrajectory as DescentTrajectory, gradient_descent as gradient_descent
-from .truncated_magnitude import (
-    CloudMagnitudes as CloudMagnitudes,
-    TruncatedMagnitude as TruncatedMagnitude,
-    cloud_magnitudes as cloud_magnitudes,
-    magnitude_increases as magnitude_increases,
-    representation_magnitude as representation_magnitude,
-    truncated_magnitude as truncated_magnitude,
-    write_truncated_magnitude as write_truncated_magnitude,
-)
-from .truncation import (
-    RateDiagnostics as RateDiagnostics,
-    TruncationDiagnostics as TruncationDiagnostics,
-    cluster_counts as cluster_counts,
-    cluster_spread as cluster_spread,
-    event_times as event_times,
-    interval_rates as interval_rates,
-    rate_diagnostics as rate_diagnostics,
-    truncation_diagnostics as truncation_diagnostics,
-)
+
+# loaded on first use (PEP 562): experiments, sweeps
+_LAZY = {
+    "ExperimentKind": "experiments",
+    "available_kinds": "experiments",
+    "get_kind": "experiments",
+    "load_experiment": "experiments",
+    "ConfigError": "experiments",
+    "TruncationConfig": "experiments.truncation",
+    "load_config": "experiments.truncation",
+    "setup_experiment": "experiments.truncation",
+    "run_truncation": "experiments.truncation",
+    "ExperimentSetup": "experiments.truncation",
+    "analyse_trajectory": "experiments.truncation",
+    "analyse_truncation_arrays": "experiments.truncation",
+    "RatesConfig": "experiments.rates",
+    "run_rates": "experiments.rates",
+    "SpectralGapConfig": "experiments.spectral_gap",
+    "run_spectral_gap": "experiments.spectral_gap",
+    "SgdVsFlowConfig": "experiments.sgd_vs_flow",
+    "run_sgd_vs_flow": "experiments.sgd_vs_flow",
+    "MagnitudeGeneralizationConfig": "experiments.magnitude_generalization",
+    "SweepPlan": "sweep",
+    "SweepSpec": "sweep",
+    "create_sweep": "sweep",
+    "plan_sweep": "sweep",
+    "run_sweep": "sweep",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "AdaptedParameters",
+    "CloudMagnitudes",
+    "ClusteredData",
+    "CollapseMeasures",
+    "ConfigError",
+    "Dataset",
+    "DescentTrajectory",
+    "ExperimentKind",
+    "ExperimentSetup",
+    "FaceSolution",
+    "FlowProblem",
+    "FlowSolution",
+    "GranulatedKendall",
+    "MagnitudeDimension",
+    "MagnitudeFunction",
+    "MagnitudeGeneralizationConfig",
+    "MagnitudeResult",
+    "NetworkDiagnostics",
+    "NetworkProblem",
+    "RateDiagnostics",
+    "RatesConfig",
+    "ReLUNetwork",
+    "SCALE_CONVENTION",
+    "SgdVsFlowConfig",
+    "SolverSettings",
+    "SpectralGapConfig",
+    "SweepPlan",
+    "SweepSpec",
+    "TrajectoryMeasures",
+    "TruncatedMagnitude",
+    "TruncationConfig",
+    "TruncationDiagnostics",
+    "adapted_input_cost",
+    "adapted_input_cost_gradient",
+    "adapted_output_cost",
+    "adapted_standard_cost",
+    "adapted_truncate",
+    "analyse_trajectory",
+    "analyse_truncation_arrays",
+    "available_kinds",
+    "balance_quantities",
+    "check_solution",
+    "class_means",
+    "closed_form_vector_field",
+    "cloud_magnitudes",
+    "cloud_measures",
+    "cluster_counts",
+    "cluster_error",
+    "cluster_spread",
+    "clusters_dataset",
+    "convergence_scale",
+    "create_sweep",
+    "cumulative_parameters",
+    "digits_dataset",
+    "e_alpha",
+    "enable_x64",
+    "event_times",
+    "gap_matrix",
+    "get_kind",
+    "gradient_descent",
+    "granulated_kendall",
+    "input_space_forward",
+    "interval_rates",
+    "kendall_tau",
+    "last_truncations",
+    "load_config",
+    "load_experiment",
+    "loss_pseudometric",
+    "magnitude_dimension",
+    "magnitude_dimension_profile",
+    "magnitude_from_distances",
+    "magnitude_function",
+    "magnitude_increases",
+    "magnitude_weights",
+    "make_clusters",
+    "minibatch_indices",
+    "nc1_input",
+    "network_descent",
+    "network_diagnostics",
+    "network_gradient",
+    "network_loss",
+    "network_standard_cost",
+    "offdiagonality",
+    "pairwise_distances",
+    "papyan_collapse",
+    "parameter_distance",
+    "plan_sweep",
+    "positive_magnitude",
+    "pulled_back_targets",
+    "random_orthogonal",
+    "rate_diagnostics",
+    "relu_forward",
+    "representation_magnitude",
+    "run_rates",
+    "run_sgd_vs_flow",
+    "run_spectral_gap",
+    "run_sweep",
+    "run_truncation",
+    "setup_experiment",
+    "solve_face",
+    "solve_flow",
+    "solve_network_flow",
+    "split_dataset",
+    "spread",
+    "steps_per_interval",
+    "trajectory_measures",
+    "truncated_magnitude",
+    "truncation_diagnostics",
+    "truncation_map",
+    "truncation_projector",
+    "two_sided_width",
+    "vector_field",
+    "x64_enabled",
+]

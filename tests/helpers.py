@@ -3,8 +3,8 @@
 import jax
 import jax.numpy as jnp
 
-from gflow_jax.flow import FlowProblem
-from gflow_jax.network import AdaptedParameters, ReLUNetwork
+from gflow_jax.core import AdaptedParameters, ReLUNetwork
+from gflow_jax.dynamics import FlowProblem
 
 
 def random_network(key, L=3, M=4, Q=2, scale=1.0) -> ReLUNetwork:
@@ -36,8 +36,9 @@ def input_problem(u, targets, mode="bias") -> FlowProblem:
 
 
 def sweep_problem(mode="bias", d=1.0, target=1.5):
-    """MATH.md oracle: N_j = 10 of N = 25 points (M = 1, L = 1), d = 1, ỹ = 1.5, a sweep from
-    below. The other 15 points sit far above the threshold and are never touched."""
+    """Oracle (docs/theory.md#oracles): N_j = 10 of N = 25 points (M = 1, L = 1), d = 1,
+    ỹ = 1.5, a sweep from below. The other 15 points sit far above the threshold and are never
+    touched."""
     cluster = jnp.linspace(0.0, 1.0, 10)
     others = jnp.linspace(5.0, 6.0, 15)
     u = jnp.concatenate([cluster, others])[:, None]

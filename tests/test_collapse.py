@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gflow_jax.collapse import class_means, nc1_input, papyan_collapse
+from gflow_jax.diagnostics import class_means, nc1_input, papyan_collapse
 
 from .helpers import random_orthogonal
 

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from gflow_jax.cli import main
-from gflow_jax.config import ConfigError, config_to_dict, load_config
-from gflow_jax.data import make_clusters
+from gflow_jax.core import make_clusters
+from gflow_jax.experiments import ConfigError, config_to_dict
+from gflow_jax.experiments.truncation import TruncationConfig, load_config
 
 SMALL = [
     "data.points_per_class=6",
@@ -49,9 +50,7 @@ def test_bad_config_names_the_key(override, key, message):
 def test_config_round_trip_and_defaults():
     cfg = load_config("experiments/truncation.toml", ["flow.mode=joint"])
     assert cfg.flow.mode == "joint"
-    from gflow_jax.config import config_from_dict
-
-    assert config_from_dict(config_to_dict(cfg)) == cfg
+    assert TruncationConfig.from_table(config_to_dict(cfg)) == cfg
 
 
 def test_bad_config_stops_before_any_run(tmp_path, capsys):
@@ -134,7 +133,7 @@ def test_clusters_reproducible_and_in_ball():
 
 
 def test_unknown_kind_and_sweep_table_are_named(tmp_path, capsys):
-    from gflow_jax.kinds import load_experiment
+    from gflow_jax.experiments import load_experiment
 
     with pytest.raises(ConfigError, match="unknown experiment kind") as info:
         load_experiment("experiments/truncation.toml", ["kind='nonsense'"])

@@ -8,24 +8,27 @@ import numpy as np
 import optax
 import pytest
 
-from gflow_jax.costs import adapted_input_cost, general_input_cost_gradient
-from gflow_jax.data import make_clusters
-from gflow_jax.flow import (
+from gflow_jax.core import (
+    AdaptedParameters,
+    adapted_input_cost,
+    adapted_truncate,
+    general_input_cost_gradient,
+    last_truncations,
+    make_clusters,
+    sort_data,
+    threshold_gradient,
+    truncation_map,
+)
+from gflow_jax.dynamics import (
     FlowProblem,
     SolverSettings,
     check_solution,
     closed_form_vector_field,
+    gradient_descent,
     solve_flow,
+    steps_per_interval,
     vector_field,
 )
-from gflow_jax.network import (
-    AdaptedParameters,
-    adapted_truncate,
-    last_truncations,
-    truncation_map,
-)
-from gflow_jax.sorted_field import sort_data, threshold_gradient
-from gflow_jax.training import gradient_descent, steps_per_interval
 
 from .helpers import input_problem, random_orthogonal, sweep_problem
 
@@ -46,8 +49,9 @@ def _two_cluster_problem(mode="bias", M=3, L=2, seed=0):
 
 @pytest.mark.parametrize("mode", ["bias", "joint"])
 def test_autodiff_field_equals_closed_form(mode):
-    """Three computations of the field agree: jax.grad of C_in, the MATH.md closed form (masks
-    over all points) and the sorted-interval form the solver uses."""
+    """Three computations of the field agree: jax.grad of C_in, the closed form of
+    docs/theory.md#gradient (masks over all points) and the sorted-interval form the solver
+    uses."""
     problem, params = _two_cluster_problem(mode, M=4, L=3)
     # move along the flow a little so that several faces own points
     params = jax.tree.map(
@@ -156,7 +160,8 @@ def test_joint_flow_conserves_b2_plus_d2():
 
 
 def test_bias_flow_matches_sweep_closed_form():
-    """MATH.md sweep oracle: c(s) = ỹ + (c_a − ỹ)e^{−n(s−s_a)/(N d²)} between crossings."""
+    """Sweep oracle (docs/theory.md#closed-forms): c(s) = ỹ + (c_a − ỹ)e^{−n(s−s_a)/(N d²)}
+    between crossings."""
     problem, params = sweep_problem()
     xi = np.linspace(0.0, 1.0, 10)
     N, target = 25, 1.5
@@ -195,9 +200,9 @@ def test_euler_flow_equals_optax_gd_to_rounding():
 
 
 def test_gd_converges_to_flow_first_order():
-    """GD error against the flow is O(η) (MATH.md sweep oracle). After the last crossing the
-    error halves with η; the max over the run also carries the O(η) phase of each discrete
-    crossing, so its order is read from a log-log fit over five halvings."""
+    """GD error against the flow is O(η) (sweep oracle, docs/theory.md#oracles). After the last
+    crossing the error halves with η; the max over the run also carries the O(η) phase of each
+    discrete crossing, so its order is read from a log-log fit over five halvings."""
     problem, params = sweep_problem()
     ts = jnp.linspace(0.0, 40.0, 41)
     settings = SolverSettings(rtol=1e-11, atol=1e-13)
@@ -227,7 +232,7 @@ def test_sgd_is_noisy_but_converges():
 
 
 def test_new_step_size_does_not_recompile():
-    from gflow_jax import training
+    from gflow_jax.dynamics import _descent as training
 
     problem, params = sweep_problem()
     ts = jnp.linspace(0.0, 2.0, 5)
@@ -319,7 +324,7 @@ def test_solver_settings_from_config_section():
     """Every solver field of a [flow] section reaches SolverSettings (static and array fields)."""
     from pathlib import Path
 
-    from gflow_jax.config import load_config
+    from gflow_jax.experiments.truncation import load_config
 
     toml = Path(__file__).resolve().parents[1] / "experiments" / "truncation.toml"
     fc = load_config(toml, ["flow.rtol=1e-7", "flow.solver='dopri5'"]).flow

@@ -5,21 +5,23 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gflow_jax.costs import network_standard_cost
-from gflow_jax.data import make_clusters
-from gflow_jax.flow import SolverSettings
-from gflow_jax.full_network import (
+from gflow_jax.core import (
+    AdaptedParameters,
+    ReLUNetwork,
+    adapted_truncate,
+    make_clusters,
+    network_standard_cost,
+)
+from gflow_jax.diagnostics import network_diagnostics, offdiagonality, parameter_distance
+from gflow_jax.dynamics import (
     NetworkProblem,
-    _batch_weights,
+    SolverSettings,
     balance_quantities,
-    check_network_solution,
+    check_solution,
+    minibatch_indices,
     network_descent,
-    network_diagnostics,
-    offdiagonality,
-    parameter_distance,
     solve_network_flow,
 )
-from gflow_jax.network import AdaptedParameters, ReLUNetwork, adapted_truncate
 
 from .helpers import random_orthogonal
 
@@ -75,20 +77,20 @@ def test_euler_flow_equals_optax_gd_to_rounding():
     eta = 0.05
     ts = jnp.linspace(0.0, 2.0, 5)
     settings = SolverSettings(solver="euler", dt0=eta, max_steps=1000)
-    sol = check_network_solution(solve_network_flow(problem, net, ts, settings), settings)
+    sol = check_solution(solve_network_flow(problem, net, ts, settings), settings)
     gd = network_descent(problem, net, ts, eta)
-    assert float(parameter_distance(_at(gd.net, -1), net)) > 0.1  # it moved
-    for a, b in zip(jax.tree.leaves(gd.net), jax.tree.leaves(sol.net), strict=True):
+    assert float(parameter_distance(_at(gd.params, -1), net)) > 0.1  # it moved
+    for a, b in zip(jax.tree.leaves(gd.params), jax.tree.leaves(sol.params), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-11, atol=1e-13)
     np.testing.assert_allclose(gd.loss, sol.loss, rtol=1e-11)
 
 
 def test_flow_loss_is_the_standard_cost_and_decreases():
     problem, _ = _problem()
-    sol = check_network_solution(
+    sol = check_solution(
         solve_network_flow(problem, _net(), jnp.linspace(0.0, 10.0, 5)), SolverSettings()
     )
-    expected = [network_standard_cost(_at(sol.net, i), problem.x, problem.y) for i in range(5)]
+    expected = [network_standard_cost(_at(sol.params, i), problem.x, problem.y) for i in range(5)]
     np.testing.assert_allclose(sol.loss, expected, rtol=1e-12)
     assert np.all(np.diff(np.asarray(sol.loss)) <= 1e-12)
     assert float(sol.loss[-1]) < 0.2 * float(sol.loss[0])
@@ -100,11 +102,13 @@ def test_gd_converges_to_flow_first_order():
     net = _net()
     ts = jnp.linspace(0.0, 2.4, 5)
     settings = SolverSettings(rtol=1e-11, atol=1e-13)
-    ref = check_network_solution(solve_network_flow(problem, net, ts, settings), settings)
+    ref = check_solution(solve_network_flow(problem, net, ts, settings), settings)
     etas = np.array([0.04, 0.02, 0.01, 0.005, 0.0025])
     errors = np.array(
         [
-            float(jnp.max(parameter_distance(network_descent(problem, net, ts, e).net, ref.net)))
+            float(
+                jnp.max(parameter_distance(network_descent(problem, net, ts, e).params, ref.params))
+            )
             for e in etas
         ]
     )
@@ -129,9 +133,9 @@ def test_balance_conserved_by_flow_not_by_large_step_gd():
     drifts = {}
     for rtol in (1e-7, 1e-10):
         settings = SolverSettings(rtol=rtol, atol=1e-2 * rtol)
-        sol = check_network_solution(solve_network_flow(problem, net, ts, settings), settings)
-        drifts[rtol], scale = _balance_drift(sol.net)
-    assert float(parameter_distance(_at(sol.net, -1), net)) > 0.5  # parameters really moved
+        sol = check_solution(solve_network_flow(problem, net, ts, settings), settings)
+        drifts[rtol], scale = _balance_drift(sol.params)
+    assert float(parameter_distance(_at(sol.params, -1), net)) > 0.5  # parameters really moved
     assert drifts[1e-10] < 1e-8 * scale, drifts
     assert drifts[1e-10] < drifts[1e-7]  # the residual drift is solver error
     # the off-diagonal of W_ℓW_ℓᵀ + b_ℓb_ℓᵀ − W_{ℓ+1}ᵀW_{ℓ+1} is *not* conserved (ReLU ≠ linear)
@@ -141,11 +145,11 @@ def test_balance_conserved_by_flow_not_by_large_step_gd():
             + jnp.outer(n.biases[0], n.biases[0])
             - n.weights[1].T @ n.weights[1]
         )
-    )(sol.net)
+    )(sol.params)
     off = full - jax.vmap(jnp.diag)(jax.vmap(jnp.diag)(full))
     assert float(jnp.max(jnp.abs(off[-1] - off[0]))) > 1e-2
     gd_drift = [
-        _balance_drift(network_descent(problem, net, ts, eta).net)[0] for eta in (0.2, 0.1, 0.05)
+        _balance_drift(network_descent(problem, net, ts, eta).params)[0] for eta in (0.2, 0.1, 0.05)
     ]
     assert gd_drift[0] > 1e-2 * scale, gd_drift
     assert 1.5 < gd_drift[1] / gd_drift[2] < 2.7, gd_drift  # O(η) once η is small
@@ -160,7 +164,7 @@ def test_one_gd_step_changes_balance_by_eta_squared():
     one = network_descent(problem, net, eta * jnp.arange(5.0), eta)  # shapes as elsewhere
     predicted = eta**2 * np.asarray(balance_quantities(g))
     np.testing.assert_allclose(
-        balance_quantities(_at(one.net, 1)) - balance_quantities(net), predicted, atol=1e-13
+        balance_quantities(_at(one.params, 1)) - balance_quantities(net), predicted, atol=1e-13
     )
     assert np.max(np.abs(predicted)) > 1e-4
 
@@ -169,21 +173,21 @@ def test_minibatch_is_a_uniform_subset_and_its_mean_gradient():
     problem, _ = _problem()
     n, B = problem.n_points, 5
     keys = jax.random.split(jax.random.PRNGKey(0), 4000)
-    w = np.asarray(jax.vmap(lambda k: _batch_weights(k, n, jnp.asarray(B)))(keys))
-    assert np.all(np.count_nonzero(w, axis=1) == B)
-    np.testing.assert_allclose(w.sum(1), 1.0, rtol=1e-14)
-    freq = (w > 0).mean(0)  # each point chosen with probability B/n
+    rows = jnp.arange(n, dtype=jnp.int32)
+    idx = np.asarray(jax.vmap(lambda k: minibatch_indices(k, jnp.ones(n), B, rows))(keys))
+    assert all(len(set(row.tolist())) == B for row in idx)
+    freq = np.bincount(idx.ravel(), minlength=n) / 4000  # each point chosen with prob. B/n
     assert np.max(np.abs(freq - B / n)) < 4 * np.sqrt(B / n * (1 - B / n) / 4000)
     # one SGD step = one step along the mean gradient of the chosen subset
     net = _net()
     key = jax.random.PRNGKey(7)
     eta = 0.1
     sgd = network_descent(problem, net, eta * jnp.arange(5.0), eta, batch_size=B, key=key)
-    chosen = _batch_weights(jax.random.fold_in(jax.random.split(key, 1)[0], 0), n, jnp.asarray(B))
-    idx = np.flatnonzero(np.asarray(chosen))
+    first = jax.random.fold_in(jax.random.split(key, 1)[0], 0)
+    idx = np.asarray(minibatch_indices(first, jnp.ones(n), B, rows))
     g = jax.grad(network_standard_cost)(net, problem.x[idx], problem.y[idx])
     expected = jax.tree.map(lambda p, gp: p - eta * gp, net, g)
-    for a, b in zip(jax.tree.leaves(_at(sgd.net, 1)), jax.tree.leaves(expected), strict=True):
+    for a, b in zip(jax.tree.leaves(_at(sgd.params, 1)), jax.tree.leaves(expected), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
 
 
@@ -196,9 +200,9 @@ def test_sgd_noisy_reproducible_and_full_batch_is_gd():
     again = network_descent(problem, net, ts, 0.05, batch_size=4, key=key)
     gd = network_descent(problem, net, ts, 0.05)
     full = network_descent(problem, net, ts, 0.05, batch_size=problem.n_points, key=key)
-    np.testing.assert_array_equal(sgd.net.weights, again.net.weights)
-    assert float(jnp.max(parameter_distance(sgd.net, gd.net))) > 1e-3
-    np.testing.assert_allclose(full.net.weights, gd.net.weights, rtol=1e-13, atol=1e-15)
+    np.testing.assert_array_equal(sgd.params.weights, again.params.weights)
+    assert float(jnp.max(parameter_distance(sgd.params, gd.params))) > 1e-3
+    np.testing.assert_allclose(full.params.weights, gd.params.weights, rtol=1e-13, atol=1e-15)
     with pytest.raises(ValueError, match="PRNG key"):
         network_descent(problem, net, ts, 0.05, batch_size=4)
     with pytest.raises(ValueError, match="batch_size"):
@@ -207,8 +211,10 @@ def test_sgd_noisy_reproducible_and_full_batch_is_gd():
         network_descent(problem, net, ts, 0.03)
 
 
-def test_new_step_size_or_batch_size_does_not_recompile():
-    from gflow_jax import full_network
+def test_new_step_size_does_not_recompile_and_batch_size_compiles_once():
+    """η is traced; the batch size sets the minibatch shape (the one sampler of the toolkit),
+    so each new B compiles one program, which every η then reuses."""
+    from gflow_jax.dynamics import _network_flow as full_network
 
     problem, _ = _problem()
     net = _net()
@@ -217,13 +223,14 @@ def test_new_step_size_or_batch_size_does_not_recompile():
     network_descent(problem, net, ts, 0.1, batch_size=4, key=key)
     before = full_network._descend._cached._cache_size()
     network_descent(problem, net, ts, 0.05, batch_size=4, key=key)
-    network_descent(problem, net, ts, 0.025, batch_size=7, key=key)
-    network_descent(problem, net, ts, 0.1)
     assert full_network._descend._cached._cache_size() == before
+    network_descent(problem, net, ts, 0.025, batch_size=7, key=key)
+    network_descent(problem, net, ts, 0.1, batch_size=7, key=key)
+    assert full_network._descend._cached._cache_size() == before + 1
 
 
 def test_new_tolerances_do_not_recompile_the_flow():
-    from gflow_jax import full_network
+    from gflow_jax.dynamics import _network_flow as full_network
 
     problem, _ = _problem()
     ts = jnp.linspace(0.0, 0.4, 5)
@@ -239,7 +246,7 @@ def test_failed_solve_is_reported():
     sol = solve_network_flow(problem, _net(), jnp.linspace(0.0, 100.0, 5), settings)
     assert not bool(sol.success)
     with pytest.raises(RuntimeError, match="max_steps"):
-        check_network_solution(sol, settings)
+        check_solution(sol, settings)
 
 
 # ------------------------------------------------------------------------------------------
@@ -252,10 +259,10 @@ def test_cumulative_mapping_of_trained_parameters_reproduces_the_network():
     problem, labels = _problem()
     ts = jnp.linspace(0.0, 4.0, 5)
     traj = network_descent(problem, _net(), ts, 0.05, batch_size=5, key=jax.random.PRNGKey(1))
-    diag = network_diagnostics(traj.net, problem.x, labels, Q)
+    diag = network_diagnostics(traj.params, problem.x, labels, Q)
     x = np.asarray(problem.x)
     for t in range(len(ts)):
-        net = _at(traj.net, t)
+        net = _at(traj.params, t)
         W, b = np.asarray(net.weights), np.asarray(net.biases)
         hidden, out = _np_forward(net, x)
         W_cum, b_cum = np.eye(M), np.zeros(M)
@@ -335,8 +342,7 @@ _SMALL = [
     ],
 )
 def test_bad_config_names_the_key(override, key, message):
-    from gflow_jax.config import ConfigError
-    from gflow_jax.kinds import load_experiment
+    from gflow_jax.experiments import ConfigError, load_experiment
 
     with pytest.raises(ConfigError, match=message) as info:
         load_experiment("experiments/sgd_vs_flow.toml", [override])
@@ -344,8 +350,8 @@ def test_bad_config_names_the_key(override, key, message):
 
 
 def test_default_config_loads_and_adapted_init_is_adapted():
-    from gflow_jax.full_network_experiment import SgdVsFlowConfig, initial_network
-    from gflow_jax.kinds import load_experiment
+    from gflow_jax.experiments import load_experiment
+    from gflow_jax.experiments.sgd_vs_flow import SgdVsFlowConfig, initial_network
 
     kind, cfg = load_experiment("experiments/sgd_vs_flow.toml")
     assert kind.name == "sgd_vs_flow" and isinstance(cfg, SgdVsFlowConfig)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from gflow_jax.generalization import granulated_kendall, kendall_tau, loss_pseudometric
+from gflow_jax.diagnostics import granulated_kendall, kendall_tau, loss_pseudometric
 
 # --------------------------------------------------------------------------------------------
 # Kendall tau
@@ -158,11 +158,11 @@ def test_loss_pseudometric_bad_input():
 
 
 # --------------------------------------------------------------------------------------------
-# measures of one cloud against closed forms (MATH.md oracles)
+# measures of one cloud against closed forms (docs/theory.md#oracles)
 
 
 def test_trajectory_measures_on_a_simplex_match_closed_forms():
-    from gflow_jax.generalization import trajectory_measures
+    from gflow_jax.diagnostics import trajectory_measures
 
     n = 5
     D = 1.0 - jnp.eye(n)  # n points at mutual distance 1
@@ -218,7 +218,7 @@ TINY = {
 
 
 def _tiny(**over):
-    from gflow_jax.kinds import load_experiment
+    from gflow_jax.experiments import load_experiment
 
     table = {k: (dict(v) if isinstance(v, dict) else v) for k, v in TINY.items()}
     for key, value in over.items():
@@ -228,8 +228,8 @@ def _tiny(**over):
 
 
 def _new_run_dir(tmp_path, kind, cfg, name):
-    from gflow_jax.kinds import config_snapshot
-    from gflow_jax.runs import write_json
+    from gflow_jax.experiments import config_snapshot
+    from gflow_jax.io import write_json
 
     run_dir = tmp_path / name
     run_dir.mkdir()
@@ -251,7 +251,10 @@ def _results(run_dir):
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
-    from gflow_jax.generalization_experiment import plot_magnitude_generalization, run_sweep
+    from gflow_jax.experiments.magnitude_generalization import (
+        plot_magnitude_generalization,
+        run_sweep,
+    )
 
     kind, cfg = _tiny()
     run_dir = _new_run_dir(tmp_path_factory.mktemp("mg"), kind, cfg, "full")
@@ -281,7 +284,7 @@ def test_sweep_writes_every_point_table_and_figures(uninterrupted):
 
 def test_interrupted_sweep_resumes_to_the_uninterrupted_result(uninterrupted, tmp_path):
     from gflow_jax.cli import main
-    from gflow_jax.generalization_experiment import run_sweep
+    from gflow_jax.experiments.magnitude_generalization import run_sweep
 
     full_dir = uninterrupted[0]
     kind, cfg = _tiny()
@@ -309,7 +312,7 @@ def test_interrupted_sweep_resumes_to_the_uninterrupted_result(uninterrupted, tm
 
 
 def test_failed_point_is_recorded_and_the_sweep_goes_on(tmp_path):
-    from gflow_jax.generalization_experiment import run_sweep
+    from gflow_jax.experiments.magnitude_generalization import run_sweep
 
     kind, cfg = _tiny(**{"grid.learning_rates": [0.1, 1e200]})
     run_dir = _new_run_dir(tmp_path, kind, cfg, "failing")
@@ -333,7 +336,7 @@ def test_failed_point_is_recorded_and_the_sweep_goes_on(tmp_path):
     ],
 )
 def test_config_errors_name_the_key(override, key, message):
-    from gflow_jax.config import ConfigError
+    from gflow_jax.experiments import ConfigError
 
     with pytest.raises(ConfigError) as err:
         _tiny(**override)
@@ -341,14 +344,14 @@ def test_config_errors_name_the_key(override, key, message):
 
 
 def test_batched_cloud_measures_match_the_library_path():
-    from gflow_jax.generalization import cloud_measures, trajectory_measures
+    from gflow_jax.diagnostics import cloud_measures, trajectory_measures
     from gflow_jax.magnitude import pairwise_distances
 
     rng = np.random.default_rng(0)
     clouds = [rng.normal(size=(k, 3)) for k in (7, 12, 12)]
     clouds.append(np.zeros((5, 3)))  # one point, five times (a dead layer)
     clouds[1][4] = clouds[1][2]  # a duplicate
-    got = cloud_measures(clouds, n_scales=6, batch=3, pad_to=12)
+    got = cloud_measures(clouds, n_scales=6)
     for c, g in zip(clouds[:3], got, strict=False):
         ref = trajectory_measures(
             pairwise_distances(c), n_scales=6, log10_range=(-1.0, 3.0), e_alpha_measure=False
@@ -364,7 +367,7 @@ def test_batched_cloud_measures_match_the_library_path():
 def test_shipped_configs_validate(path):
     from pathlib import Path
 
-    from gflow_jax.kinds import load_experiment
+    from gflow_jax.experiments import load_experiment
 
     root = Path(__file__).resolve().parents[1] / "experiments"
     kind, cfg = load_experiment(root / path)
@@ -376,7 +379,7 @@ def test_shipped_configs_validate(path):
 @pytest.mark.slow
 def test_sweep_float32_adam_every_mode(tmp_path):
     """The other code paths of the kind: float32 training, Adam, recording every k-th step."""
-    from gflow_jax.generalization_experiment import run_sweep
+    from gflow_jax.experiments.magnitude_generalization import run_sweep
 
     kind, cfg = _tiny(
         **{
@@ -393,7 +396,7 @@ def test_sweep_float32_adam_every_mode(tmp_path):
     assert summary["n_ok"] == 4, summary["failed"]
     r = _results(run_dir)["bs4-lr0.01-seed0"]
     assert r["first_step"] == 0
-    from gflow_jax.trajectory_io import read_stream
+    from gflow_jax.io import read_stream
 
     X, steps, _ = read_stream(run_dir / "points" / "bs4-lr0.01-seed0" / "trajectory")
     assert X.dtype == np.float32 and steps.tolist() == list(range(0, 41, 2))

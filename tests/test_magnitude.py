@@ -1,4 +1,4 @@
-"""Magnitude: exact oracles of MATH.md Part B, properties, duplicates, conditioning, scipy.
+"""Magnitude: exact oracles (docs/theory.md#oracles), properties, duplicates, conditioning, scipy.
 
 Every expected value is a closed form or an independent dense solve (numpy/scipy), never an
 output of our own code.
@@ -17,6 +17,7 @@ from scipy.spatial.distance import cdist
 
 import gflow_jax
 from gflow_jax.magnitude import (
+    AdaptiveSettings,
     convergence_scale,
     e_alpha,
     magnitude,
@@ -27,9 +28,9 @@ from gflow_jax.magnitude import (
     magnitude_weights,
     pairwise_distances,
     positive_magnitude,
+    solve_adaptive,
     spread,
 )
-from gflow_jax.magnitude_adaptive import AdaptiveSettings, solve_adaptive
 
 ENGINES = ["cholesky", "adaptive"]
 
@@ -128,7 +129,8 @@ def test_dimension_profile_exact_derivative():
 
 
 def test_dimension_1001_points():
-    """MATH.md oracle: 1001 evenly spaced points on [0, 1], profile max 0.98366 near t ≈ 180."""
+    """Oracle (docs/theory.md#oracles): 1001 evenly spaced points on [0, 1], profile max 0.98366
+    near t ≈ 180."""
     N = 1001
     x = np.linspace(0.0, 1.0, N)[:, None]
     res = magnitude_dimension(x, np.geomspace(100.0, 320.0, 5), refine=True)

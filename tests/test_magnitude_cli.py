@@ -10,7 +10,7 @@ def test_cli_table_and_figure(tmp_path, capsys):
     np.save(points, np.linspace(0.0, 1.0, 11)[:, None])
     assert main(["magnitude", str(points), "--scales", "1,10"]) == 0
     out = capsys.readouterr().out
-    assert "5.621171573" in out  # 1 + 10 tanh(10/20), MATH.md oracle
+    assert "5.621171573" in out  # 1 + 10 tanh(10/20), docs/theory.md#oracles
     assert "dimension profile max" in out
     assert (tmp_path / "line_magnitude.png").stat().st_size > 0
     figure = tmp_path / "fig.png"

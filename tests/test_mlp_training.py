@@ -10,9 +10,11 @@ import numpy as np
 import optax
 import pytest
 
-from gflow_jax import mlp_training as mt
-from gflow_jax.generalization import loss_pseudometric
-from gflow_jax.trajectory_io import ChunkedArrayWriter, read_stream, stream_is_complete
+import gflow_jax.core as core
+import gflow_jax.dynamics as mt
+from gflow_jax.diagnostics import loss_pseudometric
+from gflow_jax.dynamics import _mlp_training
+from gflow_jax.io import ChunkedArrayWriter, read_stream, stream_is_complete
 
 SPEC = mt.TrainingSpec(optimizer="sgd", batch_size=8)
 PLAN = mt.RecordingPlan(
@@ -23,7 +25,7 @@ LRS = jnp.array([0.05, 0.2])
 
 @pytest.fixture(scope="module")
 def data():
-    return mt.clusters_dataset(
+    return core.clusters_dataset(
         n_classes=3, points_per_class=20, dim=4, radius=0.5, separation=2.0, label_noise=0.0
     )
 
@@ -76,10 +78,12 @@ def test_recorded_trajectory_equals_plain_reference_loop(data, first_run):
     opt = optax.sgd(float(LRS[m]))
     state = opt.init(model)
     n = data.n_train
+    everyone, rows = jnp.ones(n), jnp.arange(n, dtype=jnp.int32)
 
     @jax.jit
     def step(model, state, k):
-        idx = mt.batch_indices(keys[m], k, n, SPEC.batch_size)
+        key_k = jax.random.fold_in(keys[m], k)
+        idx = mt.minibatch_indices(key_k, everyone, SPEC.batch_size, rows)
         g = jax.grad(
             lambda p: jnp.mean(mt.per_example_loss(p, data.x_train[idx], data.y_train[idx]))
         )(model)
@@ -107,7 +111,7 @@ def test_recorded_trajectory_equals_plain_reference_loop(data, first_run):
 
 
 def test_new_learning_rates_do_not_recompile(data, first_run, tmp_path):
-    wrapped = mt._train_chunk.__wrapped__
+    wrapped = _mlp_training._train_chunk.__wrapped__
     before = eqx.debug.get_num_traces(wrapped)
     _train(data, tmp_path, lrs=jnp.array([0.11, 0.17]))
     assert eqx.debug.get_num_traces(wrapped) == before
@@ -177,18 +181,22 @@ def test_evaluate_in_blocks_matches_direct(data):
         np.testing.assert_allclose(got, (loss, acc), rtol=1e-13)
 
 
-def test_batch_indices_cover_each_epoch_once():
-    key = jax.random.PRNGKey(0)
-    n, B = 23, 5  # 4 steps per epoch, 3 points dropped per epoch
-    for epoch in range(3):
-        idx = np.concatenate(
-            [mt.batch_indices(key, jnp.asarray(4 * epoch + k), n, B) for k in range(4)]
+def test_minibatches_are_distinct_uniform_rows_for_small_and_large_batches():
+    """The one sampler, unrolled (B ≤ 32) and looped (B > 32): B distinct rows, each row drawn
+    with probability B/n."""
+    n, draws = 80, 3000
+    keys = jax.random.split(jax.random.PRNGKey(0), draws)
+    for B in (5, 40):
+        idx = np.asarray(
+            jax.vmap(lambda k, B=B: mt.minibatch_indices(k, jnp.ones(n), B, jnp.arange(n)))(keys)
         )
-        assert len(set(idx.tolist())) == 20 and idx.max() < n
+        assert all(len(set(row.tolist())) == B for row in idx) and idx.max() < n
+        freq = np.bincount(idx.ravel(), minlength=n) / draws
+        assert np.max(np.abs(freq - B / n)) < 5 * np.sqrt(B / n * (1 - B / n) / draws)
 
 
 def test_digits_dataset_split_and_noise():
-    d = mt.digits_dataset(test_fraction=0.2, label_noise=0.25, seed=1)
+    d = core.digits_dataset(test_fraction=0.2, label_noise=0.25, seed=1)
     assert d.x_train.shape == (1438, 64) and d.x_test.shape == (359, 64)
     assert d.n_classes == 10 and float(d.x_train.max()) == 1.0
     assert 0.2 < float(d.noisy.mean()) < 0.3
@@ -198,7 +206,7 @@ def test_digits_dataset_split_and_noise():
 def test_digits_without_sklearn_names_the_fix(monkeypatch):
     monkeypatch.setitem(sys.modules, "sklearn.datasets", None)
     with pytest.raises(ImportError, match="pip install scikit-learn"):
-        mt.digits_dataset()
+        core.digits_dataset()
 
 
 def test_bad_inputs_raise_clear_errors(data):
@@ -209,7 +217,7 @@ def test_bad_inputs_raise_clear_errors(data):
     with pytest.raises(ValueError, match="unknown optimizer 'rmsprop'"):
         mt.make_optimizer("rmsprop", 0.1)
     with pytest.raises(ValueError, match="test_fraction"):
-        mt.split_dataset(
+        core.split_dataset(
             data.x_train, data.y_train, 3, test_fraction=1.0, label_noise=0.0, key=None
         )
     models, keys = _models(data, 1)

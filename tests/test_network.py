@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 from scipy.optimize import lsq_linear
 
-from gflow_jax.costs import adapted_standard_cost, network_standard_cost
-from gflow_jax.network import (
+from gflow_jax.core import (
     AdaptedParameters,
+    adapted_standard_cost,
     adapted_truncate,
     cumulative_parameters,
     input_space_forward,
+    network_standard_cost,
     relu_forward,
     truncation_map,
     truncation_projector,
@@ -120,6 +121,6 @@ def test_adapted_to_network_round_trip():
 
 def test_network_rejects_bad_shapes():
     with pytest.raises(ValueError, match="square"):
-        from gflow_jax.network import ReLUNetwork
+        from gflow_jax.core import ReLUNetwork
 
         ReLUNetwork(jnp.zeros((2, 3, 4)), jnp.zeros((2, 3)), jnp.zeros((1, 3)), jnp.zeros(1))

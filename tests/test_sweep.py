@@ -16,10 +16,18 @@ import numpy as np
 import pytest
 
 from gflow_jax.cli import main
-from gflow_jax.config import ConfigError, OutputConfig, build_dataclass
-from gflow_jax.experiment import run_truncation, setup_experiment
-from gflow_jax.kinds import ExperimentKind, config_snapshot, load_experiment, register_kind
-from gflow_jax.runs import load_arrays, write_metrics
+from gflow_jax.core import padded_batch_size, use_cpu_cores
+from gflow_jax.experiments import (
+    ConfigBase,
+    ConfigError,
+    ExperimentKind,
+    OutputConfig,
+    config_snapshot,
+    load_experiment,
+    register_kind,
+)
+from gflow_jax.experiments.truncation import run_truncation, setup_experiment
+from gflow_jax.io import load_arrays, write_metrics
 from gflow_jax.sweep import (
     create_sweep,
     expand_points,
@@ -29,7 +37,6 @@ from gflow_jax.sweep import (
     run_points,
     run_sweep,
 )
-from gflow_jax.sweep_devices import padded_batch_size, use_cpu_cores
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -69,7 +76,7 @@ def _write(tmp_path: Path, text: str, name: str = "sweep.toml") -> Path:
 
 
 @dataclass(frozen=True)
-class ToyConfig:
+class ToyConfig(ConfigBase):
     name: str = "toy"
     seed: int = 0
     scale: float = 1.0
@@ -89,7 +96,7 @@ def _toy_run(cfg: ToyConfig, run_dir: Path, progress: bool) -> dict:
 TOY = ExperimentKind(
     name="toy",
     description="test kind",
-    from_table=lambda table: build_dataclass(ToyConfig, table),
+    config=ToyConfig,
     run=_toy_run,
     figures=lambda run_dir: [],
 )
@@ -256,8 +263,8 @@ def _singles(sweep_dir: Path) -> list[tuple[dict, dict]]:
 @pytest.fixture(scope="module")
 def batched_sweep(tmp_path_factory):
     """6 points (3 seeds × 2 step sizes) batched 4 at a time: two calls of one program."""
-    from gflow_jax.experiment import _batch_member
-    from gflow_jax.sweep_devices import batched
+    from gflow_jax.core import batched
+    from gflow_jax.experiments.truncation._batch import _batch_member
 
     tmp = tmp_path_factory.mktemp("batched")
     plan = plan_sweep(_write(tmp, BASE + SWEEP))
@@ -420,7 +427,7 @@ def test_use_cpu_cores_splits_the_cpu_only_when_nobody_chose(env, expected):
     assert use_cpu_cores(2) is None  # this process's backend started in conftest
     script = textwrap.dedent(
         """
-        from gflow_jax.sweep_devices import use_cpu_cores
+        from gflow_jax.core import use_cpu_cores
         first = use_cpu_cores(3)
         import jax
         print(first, jax.device_count(), use_cpu_cores(2))
@@ -481,7 +488,7 @@ def test_minibatches_are_uniform_and_ignore_padding():
     import jax
     import jax.numpy as jnp
 
-    from gflow_jax.training import minibatch_indices, positive_rows
+    from gflow_jax.dynamics import minibatch_indices, positive_rows
 
     key = jax.random.PRNGKey(0)
     ones = jnp.ones(12)

@@ -1,7 +1,6 @@
-"""Magnitude of the truncated data (MATH.md Part A truncation × Part B magnitude): closed forms
+"""Magnitude of the truncated data (docs/theory.md: truncation × magnitude): closed forms
 on a line, exact collapse values, compaction of duplicates, honest failure reports, configs."""
 
-import importlib
 import json
 
 import jax
@@ -9,34 +8,33 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gflow_jax.config import ConfigError, load_config
-from gflow_jax.flow import SolverSettings, check_solution, solve_flow
-from gflow_jax.magnitude import magnitude_function
-from gflow_jax.truncated_magnitude import (
-    cloud_magnitudes,
+from gflow_jax.diagnostics import (
+    hidden_representations,
     magnitude_increases,
     representation_magnitude,
     truncated_magnitude,
+    truncation_diagnostics,
 )
-from gflow_jax.truncation import truncation_diagnostics
+from gflow_jax.dynamics import SolverSettings, check_solution, solve_flow
+from gflow_jax.experiments import ConfigError
+from gflow_jax.experiments.truncation import load_config, write_truncated_magnitude
+from gflow_jax.magnitude import _clouds, cloud_magnitudes, magnitude_function
 
 from .helpers import random_network, sweep_problem
-
-# the package re-exports the function truncated_magnitude under the module's name
-tm = importlib.import_module("gflow_jax.truncated_magnitude")
 
 TIGHT = SolverSettings(rtol=1e-10, atol=1e-12)
 SCALES = np.array([0.3, 1.0, 3.0, 10.0, 30.0])
 
 
 def _line_magnitude(points: np.ndarray, t: float) -> float:
-    """MATH.md oracle: points on a line with gaps g_i (distinct, sorted): 1 + Σ tanh(t g_i/2)."""
+    """Oracle (docs/theory.md#oracles): points on a line with gaps g_i (distinct, sorted):
+    1 + Σ tanh(t g_i/2)."""
     gaps = np.diff(np.unique(points))
     return 1.0 + float(np.sum(np.tanh(t * gaps / 2)))
 
 
 def _two_points(d: float, t: np.ndarray) -> np.ndarray:
-    """MATH.md oracle: two points at distance d: 2/(1 + e^{−td})."""
+    """Oracle (docs/theory.md#oracles): two points at distance d: 2/(1 + e^{−td})."""
     return 2.0 / (1.0 + np.exp(-t * d))
 
 
@@ -71,7 +69,7 @@ def test_complete_collapse_equals_the_targets_and_clusters_reach_one():
     to 1e-12 and |t{ỹ_j}| to the solver's tolerance; every cluster's magnitude is exactly 1
     from the save at which its points coincide."""
     cfg = load_config("experiments/collapse.toml", ["flow.t_final=80", "flow.n_save=41"])
-    from gflow_jax.experiment import setup_experiment
+    from gflow_jax.experiments.truncation import setup_experiment
 
     setup = setup_experiment(cfg)
     sol = check_solution(
@@ -127,9 +125,9 @@ def test_compaction_equals_the_full_solve_and_the_library():
 def test_new_scale_grid_of_the_same_length_does_not_recompile():
     x = np.random.default_rng(1).normal(size=(2, 12, 3))
     cloud_magnitudes(x, SCALES)
-    before = tm._chunk_kernel._cache_size()
+    before = _clouds._chunk_kernel._cache_size()
     cloud_magnitudes(x, SCALES * 1.7)
-    assert tm._chunk_kernel._cache_size() == before
+    assert _clouds._chunk_kernel._cache_size() == before
 
 
 def test_a_failed_solve_is_reported_not_hidden():
@@ -149,7 +147,7 @@ def test_release_is_not_a_sweep_and_the_magnitude_grows():
     truncated points return to their data values, gaps grow and so does |tX̃(s)| — still equal
     to the closed form 1 + Σ tanh(t g_i/2)."""
     problem, _ = sweep_problem(target=0.3)
-    from gflow_jax.network import AdaptedParameters
+    from gflow_jax.core import AdaptedParameters
 
     params = AdaptedParameters.from_thresholds(jnp.array([[1.0]]), jnp.array([[0.8]]))
     ts = jnp.linspace(0.0, 30.0, 31)
@@ -190,13 +188,13 @@ def test_one_face_truncation_can_increase_the_magnitude_in_the_plane():
 
 
 def test_hidden_representations_are_the_layer_form_of_the_network():
-    from gflow_jax.network import relu_forward
+    from gflow_jax.core import relu_forward
 
     nets = [random_network(jax.random.PRNGKey(k), L=3, M=4) for k in range(2)]
     x = jax.random.normal(jax.random.PRNGKey(5), (7, 4))
     W = jnp.stack([n.weights for n in nets])
     b = jnp.stack([n.biases for n in nets])
-    h = np.asarray(tm.hidden_representations(W, b, x))  # (T, L, N, M)
+    h = np.asarray(hidden_representations(W, b, x))  # (T, L, N, M)
     for k, net in enumerate(nets):
         ref = np.asarray(jax.vmap(lambda xi, net=net: relu_forward(net, xi)[0])(x))  # (N, L, M)
         np.testing.assert_allclose(h[k], ref.transpose(1, 0, 2), rtol=1e-13, atol=1e-14)
@@ -251,5 +249,5 @@ def test_collapse_run_writes_magnitude_files_and_figures(tmp_path):
         assert z["flow/cluster_magnitude"].shape == (161, 2, 3)
     for fig in ("truncated_magnitude.png", "cluster_magnitude.png"):
         assert (run / "figures" / fig).stat().st_size > 10_000
-    again, _ = tm.write_truncated_magnitude(run)
+    again, _ = write_truncated_magnitude(run)
     assert again == summary

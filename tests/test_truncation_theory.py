@@ -1,20 +1,27 @@
-"""MATH.md Part A, cluster-separated and general cases: the diffrax flow against the exact
-event-driven solver, measured rates against n/(N d²), event times, collapse, fixed points."""
+"""Closed forms of docs/theory.md (cluster-separated and general cases): the diffrax flow against
+the exact event-driven solver, measured rates against n/(N d²), event times, collapse, fixed
+points."""
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gflow_jax.events import solve_face, two_sided_width
-from gflow_jax.flow import FlowProblem, SolverSettings, check_solution, solve_flow
-from gflow_jax.network import AdaptedParameters
-from gflow_jax.training import gradient_descent
-from gflow_jax.truncation import (
+from gflow_jax.core import AdaptedParameters
+from gflow_jax.diagnostics import (
     cluster_spread,
     event_times,
     interval_rates,
     rate_diagnostics,
     truncation_diagnostics,
+)
+from gflow_jax.dynamics import (
+    FlowProblem,
+    SolverSettings,
+    check_solution,
+    gradient_descent,
+    solve_face,
+    solve_flow,
+    two_sided_width,
 )
 
 from .helpers import input_problem, sweep_problem
@@ -236,8 +243,7 @@ def test_collapse_experiment_reaches_neural_collapse_and_gd_tracks_events(tmp_pa
 def test_rates_experiment_twenty_configurations_in_one_compiled_solve(tmp_path):
     """`rates`: 4 N × 5 d padded to one shape, one vmapped solve, one compilation; fitted rates
     equal n/(N d²) to 1e-6, jump by 1/(N d²) per crossing, and c(s) matches the exact solver."""
-    from gflow_jax import rates_experiment
-    from gflow_jax.kinds import load_experiment
+    from gflow_jax.experiments import load_experiment, rates as rates_experiment
 
     kind, cfg = load_experiment("experiments/rates.toml", ["n_save=600"])
     before = rates_experiment._solve_all._cached._cache_size()
@@ -259,10 +265,10 @@ def test_spectral_gap_bound_holds_and_kernel_component_persists():
     """Standard cost with the cumulative output map frozen: e(s) equals expm(−(N_j/N)K s)e(0)
     (eigendecomposition, independent of diffrax), |e(s)| ≤ e^{−(N_j/N)μs}|e(0)| along the
     flow, μ > 0 for an injective W⁽ᴸ⁺¹⁾, and for Q < M the ker-K component of e stays put."""
-    from gflow_jax.kinds import load_experiment
-    from gflow_jax.spectral import run_spectral_gap
+    from gflow_jax.experiments import load_experiment
+    from gflow_jax.experiments.spectral_gap import run_spectral_gap
 
-    _, cfg = load_experiment("experiments/spectral_gap.toml", ["n_save=121"])
+    _, cfg = load_experiment("experiments/spectral_gap.toml", ["flow.n_save=121"])
     arrays, summary = run_spectral_gap(cfg)
     for case in ("injective", "not_injective"):
         entry = summary[case]

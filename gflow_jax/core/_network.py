@@ -1,0 +1,151 @@
+"""Deep ReLU networks, their cumulative parameters, and the truncation maps
+(docs/theory.md#network-and-truncation-maps).
+
+Notation: ``L`` hidden layers of width ``M``, output dimension ``Q``. The hidden layers are
+x⁽ℓ⁾ = σ(W_ℓ x⁽ℓ⁻¹⁾ + b_ℓ) with square invertible W_ℓ; the output is
+x⁽ᴸ⁺¹⁾ = W_{L+1} x⁽ᴸ⁾ + b_{L+1}.
+Cumulative parameters W⁽ℓ⁾ = W_ℓ⋯W_1 and b⁽ℓ⁾ = W_ℓ b⁽ℓ⁻¹⁾ + b_ℓ turn the network into a chain of
+*truncations of the input space*:
+
+    z⁽⁰⁾ = x,   z⁽ℓ⁾ = τ_{W⁽ℓ⁾,b⁽ℓ⁾}(z⁽ℓ⁻¹⁾),   τ_{W,b}(z) = W⁻¹(σ(Wz + b) − b),
+
+and exactly x⁽ℓ⁾ = W⁽ℓ⁾ z⁽ℓ⁾ + b⁽ℓ⁾. :class:`ReLUNetwork` holds unconstrained layer parameters
+(W_ℓ, b_ℓ) stacked along a leading layer axis; the adapted parametrisation lives in
+:mod:`gflow_jax.core._adapted`.
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float, PRNGKeyArray
+
+__all__ = [
+    "ReLUNetwork",
+    "cumulative_parameters",
+    "input_space_forward",
+    "random_orthogonal",
+    "relu_forward",
+    "truncation_map",
+    "truncation_projector",
+]
+
+
+class ReLUNetwork(eqx.Module):
+    """A deep ReLU network with square hidden layers.
+
+    Attributes:
+        weights: ``(L, M, M)`` hidden-layer weights W_ℓ (invertible).
+        biases: ``(L, M)`` hidden-layer biases b_ℓ.
+        out_weight: ``(Q, M)`` output weight W_{L+1}.
+        out_bias: ``(Q,)`` output bias b_{L+1}.
+    """
+
+    weights: Float[Array, "L M M"]
+    biases: Float[Array, "L M"]
+    out_weight: Float[Array, "Q M"]
+    out_bias: Float[Array, " Q"]
+
+    def __check_init__(self):
+        L, M, M2 = self.weights.shape
+        if M != M2:
+            raise ValueError(f"hidden weights must be square, got shape {self.weights.shape}")
+        if self.biases.shape != (L, M):
+            raise ValueError(f"biases must have shape {(L, M)}, got {self.biases.shape}")
+        if self.out_weight.ndim != 2 or self.out_weight.shape[1] != M:
+            raise ValueError(f"out_weight must have shape (Q, {M}), got {self.out_weight.shape}")
+        if self.out_bias.shape != (self.out_weight.shape[0],):
+            raise ValueError(
+                f"out_bias must have shape ({self.out_weight.shape[0]},), got {self.out_bias.shape}"
+            )
+
+    @property
+    def depth(self) -> int:
+        """Number of hidden layers L."""
+        return self.weights.shape[0]
+
+    @property
+    def width(self) -> int:
+        """Hidden width M (= input dimension)."""
+        return self.weights.shape[1]
+
+
+def relu_forward(
+    net: ReLUNetwork, x: Float[Array, " M"]
+) -> tuple[Float[Array, "L M"], Float[Array, " Q"]]:
+    """Layer form of the forward pass for one input.
+
+    Returns the hidden activations x⁽ℓ⁾, ``(L, M)``, and the output x⁽ᴸ⁺¹⁾, ``(Q,)``.
+    """
+
+    def layer(h, wb):
+        w, b = wb
+        h = jax.nn.relu(w @ h + b)
+        return h, h
+
+    h, hidden = jax.lax.scan(layer, x, (net.weights, net.biases))
+    return hidden, net.out_weight @ h + net.out_bias
+
+
+def cumulative_parameters(
+    weights: Float[Array, "L M M"], biases: Float[Array, "L M"]
+) -> tuple[Float[Array, "L M M"], Float[Array, "L M"]]:
+    """Cumulative parameters W⁽ℓ⁾ = W_ℓ W⁽ℓ⁻¹⁾ and b⁽ℓ⁾ = W_ℓ b⁽ℓ⁻¹⁾ + b_ℓ (W⁽⁰⁾ = I, b⁽⁰⁾ = 0).
+
+    Returns stacked ``(L, M, M)`` and ``(L, M)`` arrays.
+    """
+    M = weights.shape[-1]
+
+    def step(carry, wb):
+        W_cum, b_cum = carry
+        w, b = wb
+        W_cum, b_cum = w @ W_cum, w @ b_cum + b
+        return (W_cum, b_cum), (W_cum, b_cum)
+
+    init = (jnp.eye(M, dtype=weights.dtype), jnp.zeros(M, dtype=biases.dtype))
+    _, (W_cum, b_cum) = jax.lax.scan(step, init, (weights, biases))
+    return W_cum, b_cum
+
+
+def truncation_map(
+    W: Float[Array, "M M"], b: Float[Array, " M"], z: Float[Array, " M"]
+) -> Float[Array, " M"]:
+    """τ_{W,b}(z) = W⁻¹(σ(Wz + b) − b) for one point ``z``
+    (docs/theory.md#network-and-truncation-maps)."""
+    return jnp.linalg.solve(W, jax.nn.relu(W @ z + b) - b)
+
+
+def truncation_projector(
+    W: Float[Array, "M M"], b: Float[Array, " M"], z: Float[Array, " M"]
+) -> Float[Array, "M M"]:
+    """Π(z) = W⁻¹ P W with P the 0/1 diagonal of units active at z: τ(z) = θ + Π(z)(z − θ).
+
+    Π is a projector (Π² = Π); it is orthogonal (Π = Πᵀ) exactly for adapted W.
+    """
+    active = (W @ z + b > 0).astype(W.dtype)
+    return jnp.linalg.solve(W, active[:, None] * W)
+
+
+def input_space_forward(
+    net: ReLUNetwork, x: Float[Array, " M"]
+) -> tuple[Float[Array, "L M"], Float[Array, " M"]]:
+    """Input-space form of the forward pass: the chain z⁽ℓ⁾ = τ_ℓ(z⁽ℓ⁻¹⁾) for one input.
+
+    Returns the truncated points z⁽ℓ⁾, ``(L, M)``, and the truncated datum x̃ = z⁽ᴸ⁾.
+    """
+    W_cum, b_cum = cumulative_parameters(net.weights, net.biases)
+
+    def layer(z, Wb):
+        z = truncation_map(*Wb, z)
+        return z, z
+
+    x_tilde, zs = jax.lax.scan(layer, x, (W_cum, b_cum))
+    return zs, x_tilde
+
+
+def random_orthogonal(key: PRNGKeyArray, dim: int) -> Float[Array, "M M"]:
+    """A Haar-random ``(dim, dim)`` orthogonal matrix (QR of a Gaussian matrix with the signs of
+    R's diagonal fixed), e.g. the common frame O of adapted weights."""
+    q, r = jnp.linalg.qr(jax.random.normal(key, (dim, dim)))
+    return q * jnp.sign(jnp.diag(r))[None, :]

@@ -1,0 +1,122 @@
+"""The input-cost gradient in O(L·M·log N) per evaluation, from sorted data and prefix sums.
+
+In the common frame C_in separates over coordinates k, and the composite truncation of
+coordinate k by layers 1..ℓ is a monotone clamp  z⁽ℓ⁾(u) = min(max(u, a_ℓ), β_ℓ)  with
+a_ℓ = max(a_{ℓ−1}, c_ℓ), β_ℓ = max(β_{ℓ−1}, c_ℓ) for d_ℓ > 0 and β_ℓ = min(β_{ℓ−1}, c_ℓ) for
+d_ℓ < 0 (a_0 = −∞, β_0 = +∞). Hence the points truncated by layer ℓ form a half-line of the raw
+coordinate u (``{u < cut_ℓ}`` or ``{u > cut_ℓ}``), and the points *owned* by (ℓ, k) — truncated
+at ℓ and not re-truncated later — form an interval of the sorted values. Their count is n_{ℓ,k}
+and, with prefix sums of the sorted targets,
+
+    ∂C_in/∂c_{ℓ,k} = g_{ℓ,k} = (1/N) Σ_{owned i} (c_{ℓ,k} − ỹ_{i,k})
+                   = (n_{ℓ,k} c_{ℓ,k} − Σ_{owned} ỹ_{i,k}) / N          (docs/theory.md#gradient)
+
+With per-point weights ω (:mod:`gflow_jax.core._costs`) every sum is weighted: n_{ℓ,k} = Σ_owned ω_i
+and Σ_owned ω_i ỹ_{i,k}, from prefix sums in the same sorted order.
+
+is exact — the same number autodiff and the Π-matrix formula give, without touching every point.
+A point exactly on a face counts as not truncated, as in
+:func:`~gflow_jax.core.adapted_truncate`.
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float, Int
+
+__all__ = ["SortedData", "sort_data", "threshold_gradient"]
+
+
+class SortedData(eqx.Module):
+    """Per-coordinate sorted data and prefix sums of the matching targets.
+
+    Attributes:
+        values: ``(M, N)`` each coordinate's values u_{·,k}, sorted ascending.
+        target_prefix: ``(M, N + 1)`` prefix sums of ω ỹ_{·,k} in that order (leading 0).
+        weight_prefix: ``(M, N + 1)`` prefix sums of the point weights ω in that order.
+        run_end: ``(M, N)`` one past the last index holding the same value as index i (ties).
+    """
+
+    values: Float[Array, "M N"]
+    target_prefix: Float[Array, "M N+1"]
+    weight_prefix: Float[Array, "M N+1"]
+    run_end: Int[Array, "M N"]
+
+
+def sort_data(
+    u: Float[Array, "N M"],
+    targets: Float[Array, "N M"],
+    weights: Float[Array, " N"] | None = None,
+) -> SortedData:
+    """Sort every coordinate of ``u`` and accumulate (weighted) targets in the same order."""
+    if weights is None:
+        weights = jnp.ones(u.shape[0], u.dtype)
+    order = jnp.argsort(u, axis=0)
+    values = jnp.take_along_axis(u, order, axis=0).T
+    w = weights[order].T  # (M, N)
+    sorted_targets = jnp.take_along_axis(targets, order, axis=0).T
+    zero = jnp.zeros((u.shape[1], 1), dtype=sorted_targets.dtype)
+    prefix = jnp.concatenate([zero, jnp.cumsum(w * sorted_targets, axis=1)], axis=1)
+    weight_prefix = jnp.concatenate([zero, jnp.cumsum(w, axis=1)], axis=1)
+    run_end = jax.vmap(lambda v: jnp.searchsorted(v, v, side="right"))(values)
+    return SortedData(values, prefix, weight_prefix, run_end.astype(jnp.int32))
+
+
+def _counts(values: Float[Array, " N"], run_end: Int[Array, " N"], cuts: Float[Array, " Q"]):
+    """#{u < cut} and #{u ≤ cut} of one coordinate: one binary search, then the length of the
+    run of values equal to the cut (``run_end``) gives the second count without searching."""
+    n_points = values.shape[0]
+    below = jnp.searchsorted(values, cuts, side="left", method="scan").astype(jnp.int32)
+    index = jnp.minimum(below, n_points - 1)
+    tie = (below < n_points) & (values[index] == cuts)
+    return below, jnp.where(tie, run_end[index], below)
+
+
+def threshold_gradient(
+    thresholds: Float[Array, "L M"], d: Float[Array, "L M"], data: SortedData
+) -> tuple[Float[Array, "L M"], Float[Array, "L M"]]:
+    """∂C_in/∂c_{ℓ,k} and the (weighted) counts n_{ℓ,k} of owned points, both ``(L, M)``.
+
+    With unit weights n_{ℓ,k} is the integer number of owned points (as a float).
+
+    Args:
+        thresholds: c_{ℓ,k} = −b⁽ℓ⁾_k / d_{ℓ,k}.
+        d: the diagonals d_{ℓ,k} (only their signs matter here).
+        data: :func:`sort_data` of the problem's data and targets.
+    """
+    c, positive = thresholds, d > 0
+    n_points = data.values.shape[1]
+    inf = jnp.asarray(jnp.inf, dtype=c.dtype)
+    # clamp z⁽ℓ⁻¹⁾(u) = min(max(u, a), β); layer ℓ truncates {u < cut} or {u > cut}
+    a = jnp.full(c.shape[1:], -inf)
+    beta = jnp.full(c.shape[1:], inf)
+    cuts = []
+    for ell in range(c.shape[0]):
+        c_l, pos = c[ell], positive[ell]
+        cut_below = jnp.where(beta < c_l, inf, jnp.where(a >= c_l, -inf, c_l))
+        cut_above = jnp.where(beta <= c_l, inf, jnp.where(a > c_l, -inf, c_l))
+        cuts.append(jnp.where(pos, cut_below, cut_above))
+        a = jnp.where(pos, jnp.maximum(a, c_l), a)
+        beta = jnp.where(pos, jnp.maximum(beta, c_l), jnp.minimum(beta, c_l))
+    cuts = jnp.stack(cuts)  # (L, M)
+    below, at_most = jax.vmap(_counts, in_axes=(0, 0, 1), out_axes=1)(
+        data.values, data.run_end, cuts
+    )
+    # Later layers re-truncate {u < A_ℓ} ∪ {u > B_ℓ} with A_ℓ (B_ℓ) the largest (smallest) later
+    # cut from below (above). Counting is monotone, so #{u < A_ℓ} is the largest later count and
+    # #{u ≤ B_ℓ} the smallest: no further searches.
+    later_below = jax.lax.cummax(jnp.where(positive, below, 0), axis=0, reverse=True)
+    later_at_most = jax.lax.cummin(jnp.where(positive, n_points, at_most), axis=0, reverse=True)
+    first = jnp.concatenate([later_below[1:], jnp.zeros_like(below[:1])])
+    last = jnp.concatenate([later_at_most[1:], jnp.full_like(at_most[:1], n_points)])
+    lo = jnp.where(positive, first, jnp.maximum(first, at_most))
+    hi = jnp.maximum(jnp.where(positive, jnp.minimum(last, below), last), lo)
+
+    def interval_sum(prefix):  # Σ over sorted positions lo..hi-1, per (ℓ, k)
+        prefix = prefix.T  # (N + 1, M)
+        return jnp.take_along_axis(prefix, hi, axis=0) - jnp.take_along_axis(prefix, lo, axis=0)
+
+    n = interval_sum(data.weight_prefix)
+    return (n * c - interval_sum(data.target_prefix)) / n_points, n

@@ -1,0 +1,83 @@
+"""Diagnostics of solutions and trajectories: truncation, rates and events, neural collapse,
+full-network state, the spectral gap, magnitude of truncated data, and the statistics that relate
+trajectory measures to generalisation.
+"""
+
+from ._collapse import (
+    CollapseMeasures as CollapseMeasures,
+    class_means as class_means,
+    nc1_input as nc1_input,
+    papyan_collapse as papyan_collapse,
+)
+from ._kendall import (
+    GranulatedKendall as GranulatedKendall,
+    granulated_kendall as granulated_kendall,
+    kendall_tau as kendall_tau,
+)
+from ._network import (
+    NetworkDiagnostics as NetworkDiagnostics,
+    hidden_representations as hidden_representations,
+    network_diagnostics as network_diagnostics,
+    offdiagonality as offdiagonality,
+    parameter_distance as parameter_distance,
+)
+from ._rates import (
+    RateDiagnostics as RateDiagnostics,
+    event_times as event_times,
+    interval_rates as interval_rates,
+    rate_diagnostics as rate_diagnostics,
+)
+from ._spectral import cluster_error as cluster_error, gap_matrix as gap_matrix
+from ._trajectory import (
+    TrajectoryMeasures as TrajectoryMeasures,
+    cloud_measures as cloud_measures,
+    loss_pseudometric as loss_pseudometric,
+    relative_scales as relative_scales,
+    trajectory_measures as trajectory_measures,
+)
+from ._truncated_magnitude import (
+    TruncatedMagnitude as TruncatedMagnitude,
+    magnitude_increases as magnitude_increases,
+    representation_magnitude as representation_magnitude,
+    truncated_magnitude as truncated_magnitude,
+)
+from ._truncation import (
+    TruncationDiagnostics as TruncationDiagnostics,
+    cluster_counts as cluster_counts,
+    cluster_spread as cluster_spread,
+    truncation_diagnostics as truncation_diagnostics,
+)
+
+__all__ = [
+    "CollapseMeasures",
+    "GranulatedKendall",
+    "NetworkDiagnostics",
+    "RateDiagnostics",
+    "TrajectoryMeasures",
+    "TruncatedMagnitude",
+    "TruncationDiagnostics",
+    "class_means",
+    "cloud_measures",
+    "cluster_counts",
+    "cluster_error",
+    "cluster_spread",
+    "event_times",
+    "gap_matrix",
+    "granulated_kendall",
+    "hidden_representations",
+    "interval_rates",
+    "kendall_tau",
+    "loss_pseudometric",
+    "magnitude_increases",
+    "nc1_input",
+    "network_diagnostics",
+    "offdiagonality",
+    "papyan_collapse",
+    "parameter_distance",
+    "rate_diagnostics",
+    "relative_scales",
+    "representation_magnitude",
+    "trajectory_measures",
+    "truncated_magnitude",
+    "truncation_diagnostics",
+]

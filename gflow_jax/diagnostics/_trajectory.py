@@ -1,0 +1,230 @@
+"""Measures of a training trajectory (docs/theory.md#trajectory-protocol): the loss
+pseudometric ρ_S, magnitude function and dimension, PMag, Mag(√n·X), E_α of one cloud, and the
+same scalars for many small clouds.
+
+Scale convention (every output states it): Z(t)_ij = exp(−t·d_ij) with d the *raw* distance —
+Euclidean distance between flattened weight vectors, or ρ_S in nats. PMag is reported at t = √n
+(n = number of points in the cloud) and t = 0.01 on those raw distances. The magnitude
+*function* and *dimension* are evaluated on a grid relative to the cloud's diameter,
+t·diam ∈ [10^a, 10^b], so that clouds of different size are compared at the same relative
+resolution (the dimension profile is invariant under d → c·d with t → t/c).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float
+
+from ..magnitude import cloud_magnitudes, e_alpha, magnitude_function
+
+__all__ = [
+    "TrajectoryMeasures",
+    "cloud_measures",
+    "loss_pseudometric",
+    "relative_scales",
+    "trajectory_measures",
+]
+
+
+def loss_pseudometric(
+    losses: Float[Array, "K n"], *, chunk_size: int | None = None
+) -> Float[Array, "K K"]:
+    """ρ_S(w_a, w_b) = (1/n) Σ_i |ℓ(w_a, z_i) − ℓ(w_b, z_i)| for every pair of iterates.
+
+    docs/theory.md#trajectory-protocol. ``losses[a, i]`` is the loss of iterate a on example z_i.
+    This is the ℓ1 distance of the loss vectors divided by n: symmetric, zero on the diagonal,
+    satisfying the triangle inequality, and zero for distinct weights with identical losses (a
+    *pseudo*metric: such iterates are duplicates for magnitude). Rows are computed in blocks of
+    ``chunk_size`` (default: about 2²⁴ elements per block) so memory stays O(chunk·K·n).
+    """
+    losses = jnp.asarray(losses)
+    if losses.ndim != 2:
+        raise ValueError(f"losses must be (K iterates, n examples), got shape {losses.shape}")
+    k, n = losses.shape
+    if n == 0:
+        raise ValueError("losses has no examples (n = 0)")
+    if chunk_size is None:
+        chunk_size = max(1, min(k, (1 << 24) // max(k * n, 1)))
+    return _l1_rows(losses, int(chunk_size)) / n
+
+
+@partial(jax.jit, static_argnames="chunk")
+def _l1_rows(losses, chunk):
+    k, n = losses.shape
+    n_blocks = -(-k // chunk)
+    padded = jnp.concatenate([losses, jnp.zeros((n_blocks * chunk - k, n), losses.dtype)])
+    blocks = padded.reshape(n_blocks, chunk, n)
+
+    def block(rows):
+        return jnp.sum(jnp.abs(rows[:, None, :] - losses[None, :, :]), axis=-1)
+
+    out = jax.lax.map(block, blocks).reshape(n_blocks * chunk, k)[:k]
+    # exact symmetry (summation order may differ between (a, b) and (b, a) blocks)
+    return 0.5 * (out + out.T)
+
+
+# --------------------------------------------------------------------------------------------
+# measures of one point cloud
+
+
+def relative_scales(
+    distances: Float[Array, "n n"], n_scales: int, log10_range: tuple[float, float]
+) -> np.ndarray:
+    """Scales t with t·diam log-spaced over ``10**log10_range`` (``n_scales`` values)."""
+    d = np.asarray(distances)
+    diam = float(np.max(d)) if d.size else 0.0
+    if not diam > 0:
+        diam = 1.0  # a single point (or all duplicates): any grid gives |tX| = 1
+    lo, hi = log10_range
+    return np.logspace(lo, hi, int(n_scales)) / diam
+
+
+@dataclass(frozen=True)
+class TrajectoryMeasures:
+    """Magnitude measures of one point cloud (a trajectory or a representation cloud).
+
+    Attributes:
+        scales: ``(S,)`` grid of the magnitude function (relative to the diameter).
+        magnitude: ``(S,)`` |tX| on that grid.
+        dimension_profile: ``(S,)`` instantaneous magnitude dimension d log|tX|/d log t.
+        values: scalar measures: ``mag_dim_max`` (profile maximum over the grid),
+            ``mag_dim_slope`` (least-squares log-log slope over ``slope_window``),
+            ``mag_dim_argmax_scale`` (t of the maximum, raw units), ``pmag_sqrt_n`` and
+            ``pmag_0.01`` (PMag at t = √n and t = 0.01 on raw distances), ``mag_sqrt_n``
+            (|√n·X|), ``e_alpha`` (E_α), ``diameter``, ``n_points``, ``n_unique`` (after merging
+            points at distance 0) and ``max_condition`` (largest condition estimate of Z).
+        warnings: messages of the magnitude library (ill-conditioned or failed scales).
+    """
+
+    scales: np.ndarray
+    magnitude: np.ndarray
+    dimension_profile: np.ndarray
+    values: dict[str, float]
+    warnings: tuple[str, ...] = ()
+
+
+def trajectory_measures(
+    distances: Float[Array, "n n"],
+    *,
+    n_scales: int = 32,
+    log10_range: tuple[float, float] = (-1.0, 4.0),
+    slope_window: tuple[float, float] = (0.0, 2.0),
+    alpha: float = 1.0,
+    e_alpha_measure: bool = True,
+) -> TrajectoryMeasures:
+    """Magnitude function and dimension, PMag at t = √n and 0.01, and E_α of a point cloud.
+
+    docs/theory.md#magnitude-dimension. ``distances`` is a precomputed ``(n, n)`` (pseudo)metric
+    matrix (Euclidean from :func:`~gflow_jax.magnitude.pairwise_distances` or ρ_S from
+    :func:`loss_pseudometric`). The function and the dimension are evaluated at t = 10^u / diam for
+    ``n_scales`` values of u spread over ``log10_range``; the slope uses the scales with u in
+    ``slope_window``. Warnings of the magnitude library are collected in the result instead of being
+    printed.
+    """
+    d = jnp.asarray(distances)
+    if d.ndim != 2 or d.shape[0] != d.shape[1]:
+        raise ValueError(f"distances must be a square matrix, got shape {d.shape}")
+    n = d.shape[0]
+    scales = relative_scales(d, n_scales, log10_range)
+    diam = float(jnp.max(d))
+    unit = 1.0 / diam if diam > 0 else 1.0
+    window = (10.0 ** slope_window[0] * unit, 10.0 ** slope_window[1] * unit)
+    fixed = np.array([math.sqrt(n), 0.01])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        # one solve for the grid and the two fixed scales
+        report = magnitude_function(d, np.concatenate([scales, fixed]), metric="precomputed")
+        e_a = e_alpha(d, alpha, metric="precomputed") if e_alpha_measure else math.nan
+    S = scales.shape[0]
+    magnitude = np.asarray(report.magnitude)
+    profile = np.asarray(report.dimension)[:S]
+    k = int(np.nanargmax(profile)) if np.any(np.isfinite(profile)) else 0
+    inside = (scales >= window[0] * (1 - 1e-12)) & (scales <= window[1] * (1 + 1e-12))
+    if inside.sum() < 2:
+        raise ValueError(f"slope_window {slope_window} holds fewer than two grid scales")
+    slope = np.polyfit(np.log(scales[inside]), np.log(magnitude[:S][inside]), 1)[0]
+    cond = np.asarray(report.condition)
+    pmag = np.asarray(report.positive_magnitude)[S:]
+    values = {
+        "mag_dim_max": float(profile[k]),
+        "mag_dim_slope": float(slope),
+        "mag_dim_argmax_scale": float(scales[k]),
+        "pmag_sqrt_n": float(pmag[0]),
+        "pmag_0.01": float(pmag[1]),
+        "mag_sqrt_n": float(magnitude[S]),
+        "e_alpha": float(e_a),
+        "diameter": diam,
+        "n_points": int(n),
+        "n_unique": int(report.n_unique),
+        "max_condition": float(np.nanmax(cond)) if np.any(np.isfinite(cond)) else math.nan,
+    }
+    return TrajectoryMeasures(
+        scales=np.asarray(scales),
+        magnitude=magnitude[:S],
+        dimension_profile=profile,
+        values=values,
+        warnings=tuple(str(w.message) for w in caught),
+    )
+
+
+def cloud_measures(
+    clouds: Sequence[np.ndarray],
+    *,
+    n_scales: int = 12,
+    log10_range: tuple[float, float] = (-1.0, 3.0),
+) -> list[dict[str, float]]:
+    """Magnitude measures of many small Euclidean clouds (probe representations, monitoring
+    windows), through the one many-clouds engine (:func:`~gflow_jax.magnitude.cloud_magnitudes`).
+
+    Per cloud ``(n_i, p)`` (same ``p`` for all): ``mag_dim_max`` (maximum of the exact dimension
+    profile on t = 10^u/diam, u ∈ ``log10_range``, ``n_scales`` values), ``pmag_sqrt_n`` and
+    ``mag_sqrt_n`` (t = √n_i, raw distances), ``pmag_0.01`` and ``diameter``. A cloud of
+    identical points has magnitude 1 and dimension 0.
+    """
+    if not clouds:
+        return []
+    p = clouds[0].shape[1]
+    n_max = max(c.shape[0] for c in clouds)
+    X = np.zeros((len(clouds), n_max, p))
+    valid = np.zeros((len(clouds), n_max), bool)
+    for i, c in enumerate(clouds):
+        if c.ndim != 2 or c.shape[1] != p:
+            raise ValueError(f"cloud {i} has shape {c.shape}; every cloud must be (n, {p})")
+        X[i, : c.shape[0]] = c
+        valid[i, : c.shape[0]] = True
+    diam = np.array([_diameter(c) for c in clouds])
+    unit = np.where(diam > 0, 1.0 / np.where(diam > 0, diam, 1.0), 1.0)
+    u = np.logspace(log10_range[0], log10_range[1], int(n_scales))
+    n = valid.sum(axis=1)
+    scales = np.concatenate(
+        [u[None, :] * unit[:, None], np.sqrt(n)[:, None], np.full((len(clouds), 1), 0.01)], axis=1
+    )
+    r = cloud_magnitudes(X, scales, valid=valid)
+    mag, dim, pmag = (np.asarray(a) for a in (r.magnitude, r.dimension, r.positive_magnitude))
+    out = []
+    for i in range(len(clouds)):
+        prof = dim[i, :n_scales]
+        out.append(
+            {
+                "mag_dim_max": float(np.nanmax(prof)) if np.any(np.isfinite(prof)) else math.nan,
+                "pmag_sqrt_n": float(pmag[i, n_scales]),
+                "mag_sqrt_n": float(mag[i, n_scales]),
+                "pmag_0.01": float(pmag[i, n_scales + 1]),
+                "diameter": float(diam[i]),
+            }
+        )
+    return out
+
+
+def _diameter(cloud: np.ndarray) -> float:
+    """Largest Euclidean distance within a small cloud."""
+    diff = cloud[:, None, :] - cloud[None, :, :]
+    return float(np.sqrt(np.max(np.sum(diff * diff, axis=-1)))) if cloud.shape[0] > 1 else 0.0

@@ -1,0 +1,56 @@
+"""Solver settings of every gradient-flow solve, and their defaults (declared here only)."""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax.numpy as jnp
+from jaxtyping import Array, Float
+
+__all__ = ["DEFAULTS", "SOLVERS", "SolverSettings"]
+
+#: the solvers a flow can be integrated with (``"euler"``: fixed steps ``dt0``)
+SOLVERS = ("tsit5", "dopri5", "dopri8", "euler")
+
+#: default settings, the one declaration every config section and ``SolverSettings`` share
+DEFAULTS: dict = {
+    "rtol": 1e-8,
+    "atol": 1e-10,
+    "pcoeff": 0.3,
+    "icoeff": 0.3,
+    "dtmin": 0.0,
+    "dt0": 1e-3,
+    "solver": "tsit5",
+    "max_steps": 100_000,
+}
+
+
+class SolverSettings(eqx.Module):
+    """How a gradient flow is integrated (docs/theory.md#sliding on why the field is only
+    piecewise smooth).
+
+    ``rtol``/``atol``/``pcoeff``/``icoeff``/``dt0`` are arrays, so changing them does not
+    recompile; ``solver``, ``max_steps`` (buffer sizes; counts rejected steps too) and ``dtmin``
+    (0 = no lower bound; diffrax's controller behaves differently with any dtmin) are static.
+    ``solver="euler"`` takes fixed steps ``dt0`` (explicit Euler = full-batch GD with η = dt0).
+    """
+
+    rtol: Float[Array, ""] = eqx.field(default=DEFAULTS["rtol"], converter=jnp.asarray)
+    atol: Float[Array, ""] = eqx.field(default=DEFAULTS["atol"], converter=jnp.asarray)
+    pcoeff: Float[Array, ""] = eqx.field(default=DEFAULTS["pcoeff"], converter=jnp.asarray)
+    icoeff: Float[Array, ""] = eqx.field(default=DEFAULTS["icoeff"], converter=jnp.asarray)
+    dtmin: float = eqx.field(static=True, default=DEFAULTS["dtmin"])
+    dt0: Float[Array, ""] = eqx.field(default=DEFAULTS["dt0"], converter=jnp.asarray)
+    solver: str = eqx.field(static=True, default=DEFAULTS["solver"])
+    max_steps: int = eqx.field(static=True, default=DEFAULTS["max_steps"])
+
+    @classmethod
+    def from_config(cls, section) -> SolverSettings:
+        """From a config's ``[flow]`` section: any object with the attributes ``rtol``,
+        ``atol``, ``pcoeff``, ``icoeff``, ``dtmin``, ``dt0``, ``solver`` and ``max_steps``."""
+        return cls(**{name: getattr(section, name) for name in DEFAULTS})
+
+    def __check_init__(self):
+        if self.solver not in SOLVERS:
+            raise ValueError(f"unknown solver {self.solver!r}; expected one of {SOLVERS}")
+        if self.max_steps < 1:
+            raise ValueError(f"max_steps must be positive, got {self.max_steps}")

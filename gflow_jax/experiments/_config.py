@@ -1,0 +1,321 @@
+"""Experiment configuration: frozen dataclasses, TOML loading, ``key=value`` overrides,
+validation, and the sections every kind shares.
+
+Every check runs before any computation and raises :class:`ConfigError` naming the offending key
+(``flow.t_final``) and the problem. Unknown keys are errors, not silently ignored. Sections that
+several kinds use — the solver (:class:`SolverConfig`, whose defaults are those of
+:class:`~gflow_jax.dynamics.SolverSettings`, declared once), the flow's time grid
+(:class:`FlowConfig`), clustered data (:class:`ClusterConfig`), gradient descent
+(:class:`GDConfig`) and the output (:class:`OutputConfig`) — are declared here once, each with
+its own ``check(prefix)``; the save-grid rule of the common clock is :func:`check_clock`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..core import ClusteredData, make_clusters
+from ..dynamics import DEFAULTS, SOLVERS
+
+__all__ = [
+    "ClusterConfig",
+    "ConfigBase",
+    "ConfigError",
+    "FlowConfig",
+    "GDConfig",
+    "OutputConfig",
+    "SolverConfig",
+    "apply_overrides",
+    "build_dataclass",
+    "check_clock",
+    "clusters_from_config",
+    "config_to_dict",
+    "load_table",
+    "require_choice",
+    "require_name",
+    "require_non_negative",
+    "require_positive",
+]
+
+
+class ConfigError(ValueError):
+    """A configuration value is unknown, of the wrong type, or out of range."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(f"config key '{key}': {message}")
+        self.key = key
+
+
+# --------------------------------------------------------------------------------------------
+# typed construction
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(key: str, value: Any, tp: Any) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(key, f"expected a table, got {type(value).__name__}")
+        return build_dataclass(tp, value, key)
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, list | tuple):
+            raise ConfigError(key, f"expected a list, got {type(value).__name__} {value!r}")
+        return tuple(_coerce(f"{key}[{i}]", v, args[0]) for i, v in enumerate(value))
+    if origin in (typing.Union, types.UnionType):
+        raise TypeError("union types are not used in configs")
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(key, f"expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(key, f"expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(key, f"expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(key, f"must be finite, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(key, f"expected a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported config type {_type_name(tp)} for {key}")
+
+
+def build_dataclass(cls: type, table: dict, prefix: str = "") -> Any:
+    """Construct the (nested, frozen) dataclass ``cls`` from a TOML table with typed checks.
+
+    Unknown keys, wrong types and non-finite numbers raise :class:`ConfigError` naming the key
+    (``prefix.key``); the dataclass's own ``__post_init__`` then validates values. Every
+    experiment kind builds its config with this one function.
+    """
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for k in table:
+        if k not in names:
+            where = f"{prefix}.{k}" if prefix else k
+            raise ConfigError(where, f"unknown key (known: {', '.join(sorted(names))})")
+    kwargs = {}
+    for k, v in table.items():
+        where = f"{prefix}.{k}" if prefix else k
+        kwargs[k] = _coerce(where, v, hints[k])
+    return cls(**kwargs)
+
+
+def config_to_dict(config: Any) -> dict:
+    """Nested plain-dict (JSON/TOML-ready) form of any config dataclass."""
+
+    def plain(v):
+        if dataclasses.is_dataclass(v):
+            return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        if isinstance(v, tuple):
+            return [plain(x) for x in v]
+        return v
+
+    return plain(config)
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text  # a bare word is a string
+
+
+def apply_overrides(table: dict, overrides: list[str]) -> dict:
+    """Apply ``section.key=value`` overrides (values in TOML syntax) to a nested dict."""
+    table = {k: (dict(v) if isinstance(v, dict) else v) for k, v in table.items()}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(item, "override must look like section.key=value")
+        key, text = item.split("=", 1)
+        key = key.strip()
+        parts = key.split(".")
+        node = table
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(key, f"'{p}' is not a table")
+        node[parts[-1]] = _parse_value(text.strip())
+    return table
+
+
+def load_table(path: str | Path | None = None, overrides: list[str] = ()) -> dict:
+    """Read a TOML file (empty table if ``path`` is None) and apply ``key=value`` overrides."""
+    table: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file not found: {path}")
+        try:
+            table = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as err:
+            raise ConfigError(str(path), f"not valid TOML: {err}") from err
+    return apply_overrides(table, list(overrides))
+
+
+# --------------------------------------------------------------------------------------------
+# semantic checks
+
+
+def require_positive(key: str, value: float) -> None:
+    if not value > 0:
+        raise ConfigError(key, f"must be positive, got {value!r}")
+
+
+def require_non_negative(key: str, value: float) -> None:
+    if not value >= 0:
+        raise ConfigError(key, f"must be non-negative, got {value!r}")
+
+
+def require_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(key, f"must be one of {', '.join(map(repr, choices))}, got {value!r}")
+
+
+def require_name(name: str) -> None:
+    if not name or "/" in name:
+        raise ConfigError("name", f"must be a non-empty name without '/', got {name!r}")
+
+
+def check_clock(t_final: float, n_save: int, etas: list[tuple[str, float]]) -> None:
+    """The common clock s = η·k: every save interval t_final/(n_save − 1) must be a whole number
+    of steps of every step size η (``etas``: ``(key, η)`` pairs, the key named on error)."""
+    interval = t_final / (n_save - 1)
+    for key, eta in etas:
+        require_positive(key, eta)
+        steps = interval / eta
+        if abs(steps - round(steps)) > 1e-9 * max(steps, 1.0) or round(steps) < 1:
+            raise ConfigError(
+                key,
+                f"save interval t_final/(n_save-1) = {interval:g} is not a whole number of "
+                f"steps {eta:g}; the common clock s = eta*k needs one",
+            )
+
+
+# --------------------------------------------------------------------------------------------
+# shared sections
+
+
+@dataclass(frozen=True)
+class ConfigBase:
+    """A kind's top-level config: built from a TOML table by :meth:`from_table` (the one entry
+    point of every kind), validated by :meth:`validate` before anything runs."""
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` for an invalid value (every kind overrides this)."""
+
+    @classmethod
+    def from_table(cls, table: dict):
+        """Build and validate the config from a TOML table (errors name the key)."""
+        return build_dataclass(cls, table)
+
+
+@dataclass(frozen=True)
+class SolverConfig:
+    """How the flow is integrated (:class:`~gflow_jax.dynamics.SolverSettings`)."""
+
+    solver: str = DEFAULTS["solver"]
+    rtol: float = DEFAULTS["rtol"]
+    atol: float = DEFAULTS["atol"]
+    pcoeff: float = DEFAULTS["pcoeff"]
+    icoeff: float = DEFAULTS["icoeff"]
+    dtmin: float = DEFAULTS["dtmin"]
+    dt0: float = DEFAULTS["dt0"]
+    max_steps: int = DEFAULTS["max_steps"]
+
+    def check(self, prefix: str) -> None:
+        require_choice(f"{prefix}.solver", self.solver, SOLVERS)
+        for k in ("rtol", "atol", "dt0", "max_steps"):
+            require_positive(f"{prefix}.{k}", getattr(self, k))
+        for k in ("dtmin", "pcoeff", "icoeff"):
+            require_non_negative(f"{prefix}.{k}", getattr(self, k))
+
+
+@dataclass(frozen=True)
+class FlowConfig(SolverConfig):
+    """The solver and the save grid s = linspace(0, t_final, n_save) of a flow."""
+
+    t_final: float = 20.0
+    n_save: int = 81
+
+    def check(self, prefix: str) -> None:
+        super().check(prefix)
+        require_positive(f"{prefix}.t_final", self.t_final)
+        if self.n_save < 2:
+            raise ConfigError(f"{prefix}.n_save", f"must be at least 2, got {self.n_save}")
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """Synthetic clusters (:func:`~gflow_jax.make_clusters`)."""
+
+    n_classes: int = 2
+    points_per_class: int = 20
+    dim: int = 2
+    radius: float = 0.5
+    separation: float = 3.0
+    distribution: str = "ball"
+    layout: str = "diagonal"
+
+    @property
+    def n_points(self) -> int:
+        return self.n_classes * self.points_per_class
+
+    def check(self, prefix: str) -> None:
+        for k in ("n_classes", "points_per_class", "dim", "radius"):
+            require_positive(f"{prefix}.{k}", getattr(self, k))
+        require_non_negative(f"{prefix}.separation", self.separation)
+        require_choice(f"{prefix}.distribution", self.distribution, ("ball", "gaussian"))
+        require_choice(f"{prefix}.layout", self.layout, ("diagonal", "random"))
+
+
+def clusters_from_config(key, section: ClusterConfig) -> ClusteredData:
+    """:func:`~gflow_jax.make_clusters` from a :class:`ClusterConfig` section — the one place
+    configs become data."""
+    return make_clusters(
+        key,
+        n_classes=section.n_classes,
+        n_per_class=section.points_per_class,
+        dim=section.dim,
+        radius=section.radius,
+        separation=section.separation,
+        distribution=section.distribution,
+        layout=section.layout,
+    )
+
+
+@dataclass(frozen=True)
+class GDConfig:
+    """Full-batch gradient descent at each step size η (clock s = η·k)."""
+
+    etas: tuple[float, ...] = (0.05, 0.025)
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    """Where and how a run is written."""
+
+    root: str = "runs"
+    figures: bool = True
+    progress: bool = True
+    snapshots: int = 4
+
+    def check(self, prefix: str = "output") -> None:
+        require_positive(f"{prefix}.snapshots", self.snapshots)

@@ -1,0 +1,252 @@
+"""Configuration of the ``magnitude_generalization`` kind."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .._config import (
+    ClusterConfig,
+    ConfigBase,
+    ConfigError,
+    OutputConfig,
+    require_choice,
+    require_name,
+    require_positive,
+)
+
+__all__ = [
+    "GridConfig",
+    "MGDataConfig",
+    "MGTrainingConfig",
+    "MagnitudeGeneralizationConfig",
+    "MeasuresConfig",
+    "ModelConfig",
+    "TrajectoryConfig",
+]
+
+_DIGITS_SIZE = 1797
+
+
+@dataclass(frozen=True)
+class MGDataConfig(ClusterConfig):
+    """``source = "digits"`` (scikit-learn, 1797 8×8 images) or ``"clusters"`` (the cluster keys
+    of :class:`~gflow_jax.experiments.ClusterConfig` apply only to it). ``label_noise``: fraction
+    of training labels replaced by another class; ``seed``: data split and noise."""
+
+    source: str = "digits"
+    test_fraction: float = 0.2
+    label_noise: float = 0.0
+    seed: int = 0
+
+    @property
+    def n_total(self) -> int:
+        return _DIGITS_SIZE if self.source == "digits" else self.n_points
+
+    @property
+    def n_test(self) -> int:
+        return int(round(self.test_fraction * self.n_total))
+
+    @property
+    def n_train(self) -> int:
+        return self.n_total - self.n_test
+
+    def check(self, prefix: str) -> None:
+        super().check(prefix)
+        require_choice(f"{prefix}.source", self.source, ("digits", "clusters"))
+        if not 0.0 < self.test_fraction < 1.0:
+            raise ConfigError(
+                f"{prefix}.test_fraction", f"must lie in (0, 1), got {self.test_fraction}"
+            )
+        if not 0.0 <= self.label_noise <= 1.0:
+            raise ConfigError(
+                f"{prefix}.label_noise", f"must lie in [0, 1], got {self.label_noise}"
+            )
+        if self.source == "clusters" and self.n_classes < 2:
+            raise ConfigError(f"{prefix}.n_classes", "needs at least 2 classes")
+        if self.n_test < 1 or self.n_train < 1:
+            raise ConfigError(f"{prefix}.test_fraction", "leaves an empty train or test set")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """ReLU MLP with hidden widths ``hidden`` (depth = its length), He-normal initialisation."""
+
+    hidden: tuple[int, ...] = (32, 32)
+
+    def check(self, prefix: str) -> None:
+        if not self.hidden:
+            raise ConfigError(f"{prefix}.hidden", "needs at least one hidden layer width")
+        for i, w in enumerate(self.hidden):
+            require_positive(f"{prefix}.hidden[{i}]", w)
+
+
+@dataclass(frozen=True)
+class MGTrainingConfig:
+    """Optimiser (``"sgd"`` with optional ``momentum``, or ``"adam"``) and precision.
+
+    ``dtype = "float32"`` trains in single precision (faster on some CPUs/GPUs); measures are
+    always computed in float64 from the stored iterates."""
+
+    optimizer: str = "sgd"
+    momentum: float = 0.0
+    dtype: str = "float64"
+    eval_block: int = 512
+
+    def check(self, prefix: str) -> None:
+        require_choice(f"{prefix}.optimizer", self.optimizer, ("sgd", "adam"))
+        if not 0.0 <= self.momentum < 1.0:
+            raise ConfigError(f"{prefix}.momentum", f"must lie in [0, 1), got {self.momentum}")
+        require_choice(f"{prefix}.dtype", self.dtype, ("float64", "float32"))
+        require_positive(f"{prefix}.eval_block", self.eval_block)
+
+
+@dataclass(frozen=True)
+class GridConfig:
+    """The sweep: every (learning rate, batch size, seed)."""
+
+    learning_rates: tuple[float, ...] = (0.02, 0.05, 0.1, 0.2)
+    batch_sizes: tuple[int, ...] = (32, 64, 128)
+    seeds: tuple[int, ...] = (0, 1, 2)
+
+    def check(self, prefix: str, n_train: int) -> None:
+        for key in ("learning_rates", "batch_sizes", "seeds"):
+            values = getattr(self, key)
+            if not values:
+                raise ConfigError(f"{prefix}.{key}", "must not be empty")
+            if len(set(values)) != len(values):
+                raise ConfigError(f"{prefix}.{key}", f"has repeated values {list(values)}")
+        for i, lr in enumerate(self.learning_rates):
+            require_positive(f"{prefix}.learning_rates[{i}]", lr)
+        for i, bs in enumerate(self.batch_sizes):
+            if not 1 <= bs <= n_train:
+                raise ConfigError(
+                    f"{prefix}.batch_sizes[{i}]", f"must lie in [1, {n_train}] (training points)"
+                )
+        for i, s in enumerate(self.seeds):
+            if s < 0:
+                raise ConfigError(f"{prefix}.seeds[{i}]", f"must be non-negative, got {s}")
+
+
+@dataclass(frozen=True)
+class TrajectoryConfig:
+    """Recording (:class:`~gflow_jax.dynamics.RecordingPlan`) and the probe batch (the first
+    ``probe_size`` test points) whose representations at ``probe_layers`` are kept."""
+
+    mode: str = "after_interpolation"
+    n_iterates: int = 1000
+    every: int = 10
+    chunk_steps: int = 200
+    max_steps: int = 20_000
+    monitor_every: int = 200
+    probe_size: int = 200
+    probe_layers: tuple[int, ...] = (1, 2)
+
+    def check(self, prefix: str, n_test: int, depth: int) -> None:
+        require_choice(f"{prefix}.mode", self.mode, ("after_interpolation", "every"))
+        for k in ("n_iterates", "every", "chunk_steps", "max_steps", "monitor_every"):
+            require_positive(f"{prefix}.{k}", getattr(self, k))
+        require_positive(f"{prefix}.probe_size", self.probe_size)
+        if self.chunk_steps % self.every:
+            raise ConfigError(
+                f"{prefix}.chunk_steps", f"must be a multiple of every = {self.every}"
+            )
+        if self.monitor_every % self.chunk_steps:
+            raise ConfigError(
+                f"{prefix}.monitor_every", f"must be a multiple of chunk_steps = {self.chunk_steps}"
+            )
+        if self.mode == "every" and self.max_steps % self.chunk_steps:
+            raise ConfigError(
+                f"{prefix}.max_steps", f"must be a multiple of chunk_steps = {self.chunk_steps}"
+            )
+        if self.mode == "after_interpolation" and self.n_iterates < 3:
+            raise ConfigError(f"{prefix}.n_iterates", "needs at least 3 iterates for a dimension")
+        if self.probe_size > n_test:
+            raise ConfigError(f"{prefix}.probe_size", f"must be at most {n_test} (test points)")
+        for i, layer in enumerate(self.probe_layers):
+            if not 1 <= layer <= depth:
+                raise ConfigError(
+                    f"{prefix}.probe_layers[{i}]",
+                    f"must be a hidden layer in 1..{depth} (model.hidden)",
+                )
+
+
+@dataclass(frozen=True)
+class MeasuresConfig:
+    """Measures of each trajectory.
+
+    ``metrics``: ``"euclidean"`` (weight space) and/or ``"loss"`` (ρ_S over ``loss_examples``
+    training examples, 0 = all). The magnitude function/dimension grid is t = 10^u/diam for
+    ``n_scales`` values of u in ``log10_scale_range``; the dimension slope uses u in
+    ``slope_window``. PMag is taken at t = √n and 0.01 on raw distances (n = number of
+    iterates). ``monitor_window``: checkpoints per window of the monitoring curve;
+    ``representation_scales``: grid size for probe-representation clouds.
+    """
+
+    metrics: tuple[str, ...] = ("euclidean", "loss")
+    n_scales: int = 16
+    log10_scale_range: tuple[float, ...] = (-1.0, 4.0)
+    slope_window: tuple[float, ...] = (0.0, 2.0)
+    alpha: float = 1.0
+    loss_examples: int = 0
+    monitor_window: int = 30
+    representation_scales: int = 12
+
+    def check(self, prefix: str, n_train: int) -> None:
+        if not self.metrics:
+            raise ConfigError(f"{prefix}.metrics", "must not be empty")
+        for i, metric in enumerate(self.metrics):
+            require_choice(f"{prefix}.metrics[{i}]", metric, ("euclidean", "loss"))
+        for key in ("n_scales", "monitor_window", "representation_scales"):
+            if getattr(self, key) < 3:
+                raise ConfigError(
+                    f"{prefix}.{key}", f"must be at least 3, got {getattr(self, key)}"
+                )
+        for key in ("log10_scale_range", "slope_window"):
+            lo_hi = getattr(self, key)
+            if len(lo_hi) != 2 or not lo_hi[0] < lo_hi[1]:
+                raise ConfigError(
+                    f"{prefix}.{key}", f"must be [low, high] with low < high: {lo_hi}"
+                )
+        grid = np.linspace(*self.log10_scale_range, self.n_scales)
+        window = self.slope_window
+        if (((grid >= window[0] - 1e-12) & (grid <= window[1] + 1e-12)).sum()) < 2:
+            raise ConfigError(f"{prefix}.slope_window", "holds fewer than two grid scales")
+        require_positive(f"{prefix}.alpha", self.alpha)
+        if not 0 <= self.loss_examples <= n_train:
+            raise ConfigError(
+                f"{prefix}.loss_examples", f"must lie in [0, {n_train}] (0 = all training points)"
+            )
+
+
+@dataclass(frozen=True)
+class MagnitudeGeneralizationConfig(ConfigBase):
+    """The ``magnitude_generalization`` kind (docs/theory.md#trajectory-protocol)."""
+
+    name: str = "magnitude_generalization"
+    data: MGDataConfig = field(default_factory=MGDataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    training: MGTrainingConfig = field(default_factory=MGTrainingConfig)
+    grid: GridConfig = field(default_factory=GridConfig)
+    trajectory: TrajectoryConfig = field(default_factory=TrajectoryConfig)
+    measures: MeasuresConfig = field(default_factory=MeasuresConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+    @property
+    def n_train(self) -> int:
+        return self.data.n_train
+
+    @property
+    def n_test(self) -> int:
+        return self.data.n_test
+
+    def validate(self) -> None:
+        require_name(self.name)
+        self.data.check("data")
+        self.model.check("model")
+        self.training.check("training")
+        self.grid.check("grid", self.n_train)
+        self.trajectory.check("trajectory", self.n_test, len(self.model.hidden))
+        self.measures.check("measures", self.n_train)
+        self.output.check("output")

@@ -1,0 +1,185 @@
+"""Figures of an ``sgd_vs_flow`` run, drawn from its run directory alone (never re-simulated)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ...io import load_arrays, pyplot, read_json, save_figure
+
+__all__ = ["plot_sgd_vs_flow_run"]
+
+
+def _trajectories(arrays: dict) -> list[str]:
+    names = sorted({k.rsplit("/", 1)[0] for k in arrays if k.endswith("/loss")})
+    gd = sorted((n for n in names if n.startswith("gd/")), key=_eta, reverse=True)
+    sgd = sorted((n for n in names if n.startswith("sgd/")), key=lambda n: (-_eta(n), _batch(n)))
+    return ["flow", *gd, *sgd]
+
+
+def _eta(name: str) -> float:
+    return float(name.split("eta=", 1)[1].split(",", 1)[0])
+
+
+def _batch(name: str) -> int:
+    return int(name.split("B=", 1)[1])
+
+
+def _style(name: str, etas: list[float], batches: list[int]) -> dict:
+    plt = pyplot()
+    if name == "flow":
+        return {"color": "k", "lw": 2.4, "label": "gradient flow (diffrax)", "zorder": 5}
+    if name.startswith("gd/"):
+        i = etas.index(_eta(name))
+        return {
+            "color": plt.cm.Blues(0.45 + 0.5 * i / max(len(etas) - 1, 1)),
+            "lw": 1.4,
+            "ls": "--",
+            "label": f"GD η={_eta(name):g}",
+        }
+    i = etas.index(_eta(name))
+    j = batches.index(_batch(name))
+    return {
+        "color": plt.cm.Oranges(0.45 + 0.5 * i / max(len(etas) - 1, 1)),
+        "lw": 1.0,
+        "ls": ("-", ":", "-.", (0, (5, 1)))[j % 4],
+        "alpha": 0.9,
+        "label": f"SGD η={_eta(name):g}, B={_batch(name)}",
+    }
+
+
+def _subtitle(cfg: dict) -> str:
+    d, n = cfg["data"], cfg["network"]
+    N = d["n_classes"] * d["points_per_class"]
+    return f"N={N}, M={d['dim']}, Q={d['n_classes']}, L={n['layers']}, init={n['init']}"
+
+
+def _series_panels(a, ts, names, styles, panels, fig_title, path, ncols=3):
+    plt = pyplot()
+    nrows = -(-len(panels) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 3.4 * nrows), squeeze=False)
+    for ax, (key, label, log, *reduce) in zip(axes.flat, panels, strict=False):
+        for name in names:
+            y = np.asarray(a[f"{name}/{key}"], dtype=float)
+            if y.ndim > 1:  # per layer: reduce over layers (max unless told)
+                y = (reduce[0] if reduce else np.max)(y.reshape(len(ts), -1), axis=-1)
+            if log:
+                y = np.where(y > 0, y, np.nan)
+            ax.plot(ts, y, **styles[name])
+        ax.set_title(label, fontsize=9)
+        ax.set_xlabel("s = η·k")
+        if log:
+            ax.set_yscale("log")
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.axis("off")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(names), 5), fontsize=8)
+    fig.suptitle(fig_title, fontsize=10)
+    return save_figure(fig, path, rect=(0, 0.06 + 0.02 * (len(names) // 5), 1, 1), dpi=110)
+
+
+def plot_sgd_vs_flow_run(run_dir: str | Path) -> list[Path]:
+    """Write the run's figures into ``run_dir/figures`` and return their paths."""
+    plt = pyplot()
+    run_dir = Path(run_dir)
+    cfg = read_json(run_dir / "config.json")
+    a = load_arrays(run_dir)
+    out = run_dir / "figures"
+    out.mkdir(exist_ok=True)
+    ts = a["ts"]
+    names = _trajectories(a)
+    etas = sorted({_eta(n) for n in names if n != "flow"}, reverse=True)
+    batches = sorted({_batch(n) for n in names if n.startswith("sgd/")})
+    styles = {n: _style(n, etas, batches) for n in names}
+    sub = _subtitle(cfg)
+    paths = []
+
+    figures = [
+        (
+            [
+                ("loss", "cost C", True),
+                ("accuracy", "training accuracy", False),
+                ("gap_to_flow", "‖θ(s) − θ_flow(s)‖ (all parameters)", True),
+            ],
+            f"Full network: gradient flow vs GD vs SGD on the clock s = η·k\n{sub}",
+            "loss.png",
+        ),
+        (
+            [
+                ("nc1_input", "NC1 in input space (truncated data x̃)", True),
+                ("nc1", "NC1 = tr(Σ_W Σ_B⁺)/Q on x⁽ᴸ⁾", True),
+                ("nc2_equinorm", "NC2 equinorm: CV of ‖μ_c − μ_G‖", True),
+                ("nc2_maxangle", "NC2 equiangle: mean |cos + 1/(Q−1)|", True),
+                ("nc3", "NC3 ‖W/‖W‖ − M̄/‖M̄‖‖", True),
+                ("nc4", "NC4 nearest-centre = argmax (fraction)", False),
+            ],
+            f"Neural collapse (ideal: 0, 0, 0, 0, 0, 1)\n{sub}",
+            "collapse.png",
+        ),
+        (
+            [
+                ("truncated_fraction", "truncated (point, unit) pairs / (N·L·M)", False),
+                ("mean_rank", "mean rank of ∂x̃/∂x (M = fully free, 0 = pinned)", False),
+                ("fully_truncated", "points pinned (rank 0)", False),
+                ("offdiag", "max_ℓ ‖offdiag W⁽ℓ⁾W⁽ℓ⁾ᵀ‖_F/‖W⁽ℓ⁾W⁽ℓ⁾ᵀ‖_F (0 = adapted)", False),
+                ("min_singular", "min_ℓ σ_min(W⁽ℓ⁾)", True, np.min),
+                ("balance_drift", "balance drift max|Δ_{ℓ,k}(s) − Δ_{ℓ,k}(0)|", True),
+            ],
+            f"Truncation in input space, adaptedness and the balance law\n{sub}",
+            "truncation.png",
+        ),
+    ]  # (panels, title, file): one figure each
+    for panels, title, fname in figures:
+        paths.append(_series_panels(a, ts, names, styles, panels, title, out / fname))
+
+    # discrepancy to the flow vs η
+    fig, ax = plt.subplots(figsize=(5.4, 4.0))
+    gd = [n for n in names if n.startswith("gd/")]
+    if gd:
+        e = np.array([_eta(n) for n in gd])
+        g = np.array([a[f"{n}/gap_to_flow"].max() for n in gd])
+        ax.loglog(e, g, "o-", color="tab:blue", label="GD (full batch)")
+        if len(gd) >= 2:
+            slope = np.polyfit(np.log(e), np.log(g), 1)[0]
+            ref = g[-1] * (e / e[-1])
+            ax.loglog(e, ref, "k:", lw=1, label=f"∝ η (fitted order {slope:.2f})")
+    for b in batches:
+        sg = [n for n in names if n.startswith("sgd/") and _batch(n) == b]
+        ax.loglog(
+            [_eta(n) for n in sg],
+            [a[f"{n}/gap_to_flow"].max() for n in sg],
+            "s--",
+            label=f"SGD B={b}",
+        )
+    ax.set_xlabel("step size η")
+    ax.set_ylabel("max_s ‖θ(s) − θ_flow(s)‖")
+    ax.set_title(f"Discrepancy to the gradient flow\n{sub}", fontsize=9)
+    ax.legend(fontsize=8)
+    paths.append(save_figure(fig, out / "discrepancy.png", dpi=110))
+
+    # truncated data in input space at s = 0 and s = t_final
+    x, labels = a["data/x"], a["data/labels"]
+    shown = ["flow"] + [n for n in names if n.startswith("sgd/")][:1]
+    fig, axes = plt.subplots(len(shown), 2, figsize=(8.2, 3.9 * len(shown)), squeeze=False)
+    for row, name in zip(axes, shown, strict=True):
+        # limits: the data and this trajectory's final x̃ (early x̃ may lie outside)
+        final = np.concatenate([x, a[f"{name}/x_tilde"][-1]])
+        lo, hi = final.min(0), final.max(0)
+        pad = 0.1 * (hi - lo).max()
+        for ax, i in zip(row, (0, len(ts) - 1), strict=True):
+            xt = a[f"{name}/x_tilde"][i]
+            ax.scatter(x[:, 0], x[:, 1], c="0.85", s=10, label="data x")
+            ax.scatter(xt[:, 0], xt[:, 1], c=labels, cmap="viridis", s=14, label="truncated x̃")
+            ax.set_title(
+                f"{name}, s = {ts[i]:.3g}: NC1_in = {a[f'{name}/nc1_input'][i]:.3g}, "
+                f"mean rank {a[f'{name}/mean_rank'][i]:.2f}",
+                fontsize=8,
+            )
+            ax.set_xlim(lo[0] - pad, hi[0] + pad)
+            ax.set_ylim(lo[1] - pad, hi[1] + pad)
+    axes[0, 0].legend(fontsize=7)
+    note = "" if x.shape[1] == 2 else " (first two input coordinates)"
+    fig.suptitle(f"Truncated data x̃ in input space{note}\n{sub}", fontsize=10)
+    paths.append(save_figure(fig, out / "input_space.png", dpi=110))
+    return paths

@@ -1,0 +1,46 @@
+"""Files, run directories, trajectory streams, figures and progress bars.
+
+A leaf of the package: every other layer may use it, and it imports nothing else of gflow_jax.
+Every file is written atomically (:mod:`gflow_jax.io._files`).
+"""
+
+from ._figures import pyplot as pyplot, save_figure as save_figure, time_axis as time_axis
+from ._files import (
+    load_arrays as load_arrays,
+    read_json as read_json,
+    save_npz as save_npz,
+    write_csv as write_csv,
+    write_json as write_json,
+    write_metrics as write_metrics,
+)
+from ._progress import progress_bar as progress_bar, scan_progress as scan_progress
+from ._run_dir import (
+    create_run_dir as create_run_dir,
+    environment_info as environment_info,
+    utc_now as utc_now,
+)
+from ._streams import (
+    ChunkedArrayWriter as ChunkedArrayWriter,
+    read_stream as read_stream,
+    stream_is_complete as stream_is_complete,
+)
+
+__all__ = [
+    "ChunkedArrayWriter",
+    "create_run_dir",
+    "environment_info",
+    "load_arrays",
+    "progress_bar",
+    "pyplot",
+    "read_json",
+    "read_stream",
+    "save_figure",
+    "save_npz",
+    "scan_progress",
+    "stream_is_complete",
+    "time_axis",
+    "utc_now",
+    "write_csv",
+    "write_json",
+    "write_metrics",
+]

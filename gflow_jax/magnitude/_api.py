@@ -1,0 +1,364 @@
+"""Magnitude of finite metric spaces: magnitude function, weights, exact dimension profile,
+positive magnitude and spread (docs/theory.md#magnitude).
+
+Scale convention (stated in every result): Z(t)_ij = exp(−t·d(x_i, x_j)), t > 0 in inverse units
+of the distances; |tX| = Σ_i w_i with Z(t) w = 1; built per scale as exp(−t·D), never as
+exp(−D)**t (which underflows for distances ≳ 700).
+
+One mechanism serves every public function: :func:`magnitude_function` checks its inputs,
+computes the distances (:func:`pairwise_distances`, chunked, float64), merges exact duplicates
+(kept in a map back to the input rows: weights stay aligned with the input) and solves with one
+of two engines, which produce the same report, :class:`MagnitudeFunction`:
+
+* ``method="cholesky"`` — :func:`magnitude_from_distances`, pure JAX,
+  one Cholesky factorisation per scale batched over scales (CPU or GPU), LU fallback reported;
+* ``method="adaptive"`` — :func:`solve_adaptive`, on the host:
+  CG at large scales, CG preconditioned by a neighbouring scale's Cholesky factor, and Cholesky,
+  each iterative result checked against ``rtol`` and otherwise re-solved directly;
+* ``method="auto"`` (default) — ``adaptive`` on CPU for ≥ 1024 distinct points, else
+  ``cholesky``.
+
+Duplicates and conditioning are reported, never hidden: ``n_unique``, ``duplicate_groups()``,
+a condition estimate, the solver and the relative residual of every scale. A warning is issued
+when a scale's condition estimate exceeds 1e12 (relative accuracy of the weights ≈ κ·1e-16) or
+a solve failed.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Literal
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, ArrayLike, Float, Int
+
+from ._adaptive import AdaptiveSettings, solve_adaptive
+from ._clouds import bucket_size
+from ._core import SOLVER_NAMES, MagnitudeResult, duplicate_groups, magnitude_from_distances
+from ._distances import canonical_metric, distance_matrix
+
+__all__ = [
+    "ILL_CONDITIONED",
+    "SCALE_CONVENTION",
+    "MagnitudeFunction",
+    "magnitude",
+    "magnitude_dimension_profile",
+    "magnitude_function",
+    "magnitude_weights",
+    "positive_magnitude",
+    "spread",
+]
+
+SCALE_CONVENTION = "Z_ij = exp(-t d_ij); t in inverse units of the distances"
+#: condition estimates above this trigger a warning
+ILL_CONDITIONED = 1e12
+# distinct points from which method="auto" uses the adaptive engine on CPU
+_ADAPTIVE_FROM = 1024
+Method = Literal["auto", "cholesky", "adaptive"]
+
+
+class MagnitudeFunction(eqx.Module):
+    """The magnitude function of a point cloud at S scales, with everything needed to trust it.
+
+    Attributes:
+        scales: ``(S,)`` scales t (inverse units of the distances), as given.
+        magnitude: ``(S,)`` |tX| of the set of distinct points.
+        weights: ``(n, S)`` weights aligned with the input rows; k exact duplicates share their
+            point's weight equally (so the weights sum to |tX| and solve the input's Z w = 1).
+        derivative: ``(S,)`` d|tX|/dt = wᵀ(D∘Z)w (exact).
+        dimension: ``(S,)`` instantaneous magnitude dimension t·wᵀ(D∘Z)w/|tX| (exact).
+        positive_magnitude: ``(S,)`` Σ max(w, 0) over distinct points.
+        spread: ``(S,)`` Σ_i 1/Σ_j Z_ij over distinct points.
+        n_points: number of input rows n.
+        n_unique: number of distinct points.
+        representative: ``(n,)`` for each row, the first row equal to it.
+        condition: ``(S,)`` estimate of κ₂(Z) (see :mod:`gflow_jax.magnitude._core`).
+        min_eigenvalue, max_eigenvalue: ``(S,)`` the two halves of that estimate.
+        residual: ``(S,)`` achieved relative residual ‖Zw − 1‖₂/‖1‖₂ per scale.
+        iterations: ``(S,)`` CG iterations per scale (0 for direct solves).
+        solver: per scale, ``"cholesky"``, ``"lu"`` (fallback), ``"cg"``, ``"pcg"``
+            (preconditioned by a neighbouring scale's factor) or ``"failed"``.
+        method: the engine used (``"cholesky"`` or ``"adaptive"``).
+        metric: the metric of the distances.
+        scale_convention: how t enters Z.
+    """
+
+    scales: Float[Array, " S"]
+    magnitude: Float[Array, " S"]
+    weights: Float[Array, "n S"]
+    derivative: Float[Array, " S"]
+    dimension: Float[Array, " S"]
+    positive_magnitude: Float[Array, " S"]
+    spread: Float[Array, " S"]
+    representative: Int[Array, " n"]
+    condition: Float[Array, " S"]
+    min_eigenvalue: Float[Array, " S"]
+    max_eigenvalue: Float[Array, " S"]
+    residual: Float[Array, " S"]
+    iterations: Int[Array, " S"]
+    n_points: int = eqx.field(static=True)
+    n_unique: int = eqx.field(static=True)
+    solver: tuple[str, ...] = eqx.field(static=True)
+    method: str = eqx.field(static=True)
+    metric: str = eqx.field(static=True)
+    scale_convention: str = eqx.field(static=True, default=SCALE_CONVENTION)
+
+    def duplicate_groups(self) -> list[list[int]]:
+        """Groups of input rows holding the same point (only groups of two or more)."""
+        rep = np.asarray(self.representative)
+        groups: dict[int, list[int]] = {}
+        for i, r in enumerate(rep.tolist()):
+            groups.setdefault(r, []).append(i)
+        return [g for g in groups.values() if len(g) > 1]
+
+    def table(self) -> str:
+        """A plain-text table: scale, magnitude, dimension, condition, solver, residual."""
+        lines = [
+            f"# n = {self.n_points} points, {self.n_unique} distinct; metric {self.metric};"
+            f" {self.scale_convention}; engine {self.method}",
+            f"{'t':>12} {'|tX|':>16} {'dim(t)':>10} {'PMag':>14} {'cond':>10} "
+            f"{'solver':>8} {'iters':>5} {'residual':>9}",
+        ]
+        for k in range(self.scales.shape[0]):
+            lines.append(
+                f"{float(self.scales[k]):12.6g} {float(self.magnitude[k]):16.10g} "
+                f"{float(self.dimension[k]):10.6f} {float(self.positive_magnitude[k]):14.8g} "
+                f"{float(self.condition[k]):10.3g} {self.solver[k]:>8} "
+                f"{int(self.iterations[k]):5d} {float(self.residual[k]):9.2e}"
+            )
+        return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# input checks
+
+
+def _check_scales(scales: ArrayLike) -> np.ndarray:
+    s = np.atleast_1d(np.asarray(scales, dtype=np.float64))
+    if s.ndim != 1 or s.size == 0:
+        raise ValueError(f"scales must be a non-empty 1-d array, got shape {s.shape}")
+    if not np.all(np.isfinite(s)):
+        raise ValueError("scales contain NaN or inf")
+    if np.any(s <= 0):
+        raise ValueError("scales must be positive (t > 0)")
+    return s
+
+
+def _check_method(method: str) -> str:
+    if method not in ("auto", "cholesky", "adaptive"):
+        raise ValueError(f"unknown method {method!r}: expected 'auto', 'cholesky' or 'adaptive'")
+    return method
+
+
+_core = jax.jit(magnitude_from_distances, static_argnames=("fallback", "scale_batch"))
+_groups = jax.jit(duplicate_groups)
+
+
+def _padded_core(D, s, duplicate_tol) -> MagnitudeResult:
+    """The JAX core on D and scales padded to bucketed shapes, then cut back to (n, S)."""
+    n, S = D.shape[0], s.size
+    nb, Sb = bucket_size(n), -(-S // 8) * 8
+    Dp = jnp.zeros((nb, nb), dtype=D.dtype).at[:n, :n].set(D)
+    sp = jnp.asarray(np.concatenate([s, np.full(Sb - S, s[-1])]))
+    valid = jnp.arange(nb) < n
+    r = _core(Dp, sp, duplicate_tol=duplicate_tol, valid=valid)
+    return MagnitudeResult(
+        scales=jnp.asarray(s),
+        magnitude=r.magnitude[:S],
+        weights=r.weights[:n, :S],
+        derivative=r.derivative[:S],
+        dimension=r.dimension[:S],
+        positive_magnitude=r.positive_magnitude[:S],
+        spread=r.spread[:S],
+        n_unique=r.n_unique,
+        representative=r.representative[:n],
+        group_size=r.group_size[:n],
+        max_eigenvalue=r.max_eigenvalue[:S],
+        min_eigenvalue=r.min_eigenvalue[:S],
+        condition=r.condition[:S],
+        residual=r.residual[:S],
+        solver=r.solver[:S],
+    )
+
+
+def _engine(method: str, n_unique: int) -> str:
+    if method != "auto":
+        return method
+    on_cpu = jax.default_backend() == "cpu"
+    return "adaptive" if on_cpu and n_unique >= _ADAPTIVE_FROM else "cholesky"
+
+
+def _from_core(result: MagnitudeResult, metric: str) -> MagnitudeFunction:
+    codes = np.asarray(result.solver).tolist()
+    return MagnitudeFunction(
+        scales=result.scales,
+        magnitude=result.magnitude,
+        weights=result.weights,
+        derivative=result.derivative,
+        dimension=result.dimension,
+        positive_magnitude=result.positive_magnitude,
+        spread=result.spread,
+        representative=result.representative,
+        condition=result.condition,
+        min_eigenvalue=result.min_eigenvalue,
+        max_eigenvalue=result.max_eigenvalue,
+        residual=result.residual,
+        iterations=jnp.zeros(result.scales.shape, dtype=jnp.int32),
+        n_points=int(result.weights.shape[0]),
+        n_unique=int(result.n_unique),
+        solver=tuple(SOLVER_NAMES[c] for c in codes),
+        method="cholesky",
+        metric=metric,
+    )
+
+
+def _adaptive(D, scales, metric, duplicate_tol, rtol, progress) -> MagnitudeFunction:
+    keep, representative, group_size = (np.asarray(a) for a in _groups(D, duplicate_tol))
+    index = np.flatnonzero(keep)
+    Du = D if index.size == D.shape[0] else D[index][:, index]
+    out = solve_adaptive(Du, scales, AdaptiveSettings(rtol=rtol, progress=progress))
+    # group weights sit at the representatives' rows; members share them equally
+    position = np.full(D.shape[0], -1)
+    position[index] = np.arange(index.size)
+    weights = out["weights"][position[representative]] / group_size[:, None]
+    magnitude = out["magnitude"]
+    return MagnitudeFunction(
+        scales=jnp.asarray(scales),
+        magnitude=jnp.asarray(magnitude),
+        weights=jnp.asarray(weights),
+        derivative=jnp.asarray(out["derivative"]),
+        dimension=jnp.asarray(scales * out["derivative"] / magnitude),
+        positive_magnitude=jnp.asarray(out["positive_magnitude"]),
+        spread=jnp.asarray(out["spread"]),
+        representative=jnp.asarray(representative),
+        condition=jnp.asarray(out["condition"]),
+        min_eigenvalue=jnp.asarray(out["min_eigenvalue"]),
+        max_eigenvalue=jnp.asarray(out["max_eigenvalue"]),
+        residual=jnp.asarray(out["residual"]),
+        iterations=jnp.asarray(out["iterations"]),
+        n_points=int(D.shape[0]),
+        n_unique=int(index.size),
+        solver=tuple(out["solver"]),
+        method="adaptive",
+        metric=metric,
+    )
+
+
+def _warn(result: MagnitudeFunction) -> None:
+    failed = [i for i, s in enumerate(result.solver) if s == "failed"]
+    if failed:
+        warnings.warn(
+            f"magnitude: the solve failed at {len(failed)} scale(s) (t = "
+            f"{', '.join(f'{float(result.scales[i]):.4g}' for i in failed[:5])}); their results"
+            " are NaN",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    cond = np.asarray(result.condition)
+    bad = np.flatnonzero(~(cond < ILL_CONDITIONED))
+    bad = [i for i in bad.tolist() if i not in failed]
+    if bad:
+        warnings.warn(
+            f"magnitude: Z is near-singular at {len(bad)} scale(s) (condition estimate up to "
+            f"{np.nanmax(cond[bad]):.3g} at t = {float(result.scales[bad[0]]):.4g}); expect a "
+            "relative error of about condition × 1e-16 in the weights",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+
+def magnitude_function(
+    X: ArrayLike,
+    scales: ArrayLike,
+    *,
+    metric: str = "euclidean",
+    method: Method = "auto",
+    duplicate_tol: float = 0.0,
+    rtol: float = 1e-12,
+    progress: bool = False,
+) -> MagnitudeFunction:
+    """The magnitude function of a point cloud with weights, exact dimension profile, PMag,
+    spread and per-scale diagnostics (docs/theory.md#magnitude).
+
+    Args:
+        X: ``(n, p)`` points, or with ``metric="precomputed"`` an ``(n, n)`` distance matrix.
+        scales: ``(S,)`` scales t > 0 (any order; results follow it).
+        metric: ``"euclidean"``, ``"cityblock"`` (ℓ1), ``"chebyshev"`` (ℓ∞) or
+            ``"precomputed"``.
+        method: ``"auto"``, ``"cholesky"`` (JAX, any device) or ``"adaptive"`` (CPU host
+            engine; see :mod:`gflow_jax.magnitude._adaptive`).
+        duplicate_tol: points at distance ≤ this are merged (0: exact duplicates only).
+        rtol: relative residual every iterative solve must reach (adaptive engine).
+        progress: a tqdm bar over scales (adaptive engine; useful for n ≳ 10⁴).
+
+    Returns:
+        :class:`MagnitudeFunction`.
+
+    Raises:
+        ValueError: NaN/inf in ``X``, wrong shapes, non-positive scales, an invalid precomputed
+            distance matrix, or an unknown metric or method.
+    """
+    metric = canonical_metric(metric)
+    method = _check_method(method)
+    s = _check_scales(scales)
+    if not (duplicate_tol >= 0 and math.isfinite(duplicate_tol)):
+        raise ValueError(f"duplicate_tol must be finite and ≥ 0, got {duplicate_tol}")
+    D = distance_matrix(X, metric)
+    keep, _, _ = _groups(D, duplicate_tol)
+    engine = _engine(method, int(jnp.sum(keep)))
+    if engine == "cholesky":
+        result = _from_core(_padded_core(D, s, duplicate_tol), metric)
+    else:
+        result = _adaptive(D, s, metric, duplicate_tol, rtol, progress)
+    _warn(result)
+    return result
+
+
+def magnitude(
+    X: ArrayLike, scales: ArrayLike, *, metric: str = "euclidean", **kwargs
+) -> Float[Array, " S"]:
+    """|tX| at each scale, ``(S,)``: |tX| = 1ᵀZ(t)⁻¹1 of the distinct points
+    (docs/theory.md#magnitude).
+
+    Example:
+        Two points at distance 1 (docs/theory.md#oracles): |tX| = 2/(1 + e^{−t}).
+
+        >>> import numpy as np
+        >>> np.round(np.asarray(magnitude(np.array([[0.0], [1.0]]), [1.0, 2.0])), 8).tolist()
+        [1.46211716, 1.76159416]
+    """
+    return magnitude_function(X, scales, metric=metric, **kwargs).magnitude
+
+
+def magnitude_weights(
+    X: ArrayLike, scales: ArrayLike, *, metric: str = "euclidean", **kwargs
+) -> Float[Array, "n S"]:
+    """Weights w(t) with Z(t) w = 1, ``(n, S)``, aligned with the input rows (duplicates share
+    their point's weight equally)."""
+    return magnitude_function(X, scales, metric=metric, **kwargs).weights
+
+
+def magnitude_dimension_profile(
+    X: ArrayLike, scales: ArrayLike, *, metric: str = "euclidean", **kwargs
+) -> Float[Array, " S"]:
+    """Instantaneous magnitude dimension dim(t) = d log|tX| / d log t = t·wᵀ(D∘Z)w / Σw,
+    ``(S,)``, from the exact derivative (no finite differences)."""
+    return magnitude_function(X, scales, metric=metric, **kwargs).dimension
+
+
+def positive_magnitude(
+    X: ArrayLike, scales: ArrayLike, *, metric: str = "euclidean", **kwargs
+) -> Float[Array, " S"]:
+    """PMag(tX) = Σ_i max(w_i, 0), ``(S,)``."""
+    return magnitude_function(X, scales, metric=metric, **kwargs).positive_magnitude
+
+
+def spread(
+    X: ArrayLike, scales: ArrayLike, *, metric: str = "euclidean", **kwargs
+) -> Float[Array, " S"]:
+    """Spread E(tX) = Σ_i 1/Σ_j Z_ij over the distinct points, ``(S,)``."""
+    return magnitude_function(X, scales, metric=metric, **kwargs).spread
