@@ -14,8 +14,6 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["default_scales", "register"]
-
 
 def default_scales(D: np.ndarray, n_scales: int) -> np.ndarray:
     """Log-spaced scales from 0.1/diameter (|tX| close to 1) to 20/(smallest nonzero

@@ -13,8 +13,6 @@ import sys
 from ..experiments import ConfigError
 from . import _magnitude, _run, _sweep
 
-__all__ = ["build_parser", "main"]
-
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gflow", description=__doc__)

@@ -9,8 +9,6 @@ from pathlib import Path
 from ..experiments import ConfigError, config_snapshot, get_kind, load_experiment
 from ..io import create_run_dir, environment_info, read_json, utc_now, write_json
 
-__all__ = ["cmd_figures", "cmd_info", "cmd_run", "register"]
-
 
 def _resumed_config(args: argparse.Namespace):
     if args.config is not None or args.overrides:

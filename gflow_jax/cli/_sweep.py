@@ -14,8 +14,6 @@ from pathlib import Path
 from ..experiments import ConfigError
 from ..io import read_json
 
-__all__ = ["register"]
-
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from ..core import use_cpu_cores

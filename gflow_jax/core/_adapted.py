@@ -14,8 +14,6 @@ from jaxtyping import Array, Bool, Float
 
 from ._network import ReLUNetwork
 
-__all__ = ["AdaptedParameters", "adapted_truncate", "last_truncations"]
-
 
 class AdaptedParameters(eqx.Module):
     """Adapted cumulative parameters W⁽ℓ⁾ = D_ℓ O, b⁽ℓ⁾ (the effective-flow state).

@@ -26,16 +26,6 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-__all__ = [
-    "BATCH_AXIS",
-    "batch_mesh",
-    "batched",
-    "call_batched",
-    "pad_batch",
-    "padded_batch_size",
-    "stack",
-]
-
 BATCH_AXIS = "points"
 
 

@@ -20,17 +20,6 @@ from jaxtyping import Array, Float
 from ._adapted import AdaptedParameters, adapted_truncate, last_truncations
 from ._network import ReLUNetwork, input_space_forward, relu_forward, truncation_projector
 
-__all__ = [
-    "adapted_input_cost",
-    "adapted_input_cost_gradient",
-    "adapted_output_cost",
-    "adapted_standard_cost",
-    "general_input_cost_gradient",
-    "network_input_cost",
-    "network_standard_cost",
-    "pulled_back_targets",
-]
-
 
 def pulled_back_targets(
     out_weight_cum: Float[Array, "Q M"],

@@ -22,8 +22,6 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
-__all__ = ["ClusteredData", "make_clusters"]
-
 
 class ClusteredData(eqx.Module):
     """A labelled point cloud.

@@ -11,8 +11,6 @@ from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
 from ._data import make_clusters
 
-__all__ = ["Dataset", "clusters_dataset", "digits_dataset", "split_dataset"]
-
 
 class Dataset(eqx.Module):
     """A train/test split for classification.

@@ -12,8 +12,6 @@ from collections.abc import Sequence
 
 import jax
 
-__all__ = ["resolve_devices", "use_cpu_cores"]
-
 
 def use_cpu_cores(n: int | None = None) -> int | None:
     """Give the CPU backend ``n`` devices (default: one per core available to this process).

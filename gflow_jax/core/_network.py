@@ -21,16 +21,6 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
-__all__ = [
-    "ReLUNetwork",
-    "cumulative_parameters",
-    "input_space_forward",
-    "random_orthogonal",
-    "relu_forward",
-    "truncation_map",
-    "truncation_projector",
-]
-
 
 class ReLUNetwork(eqx.Module):
     """A deep ReLU network with square hidden layers.

@@ -26,8 +26,6 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
-__all__ = ["SortedData", "sort_data", "threshold_gradient"]
-
 
 class SortedData(eqx.Module):
     """Per-coordinate sorted data and prefix sums of the matching targets.

@@ -35,8 +35,6 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
-__all__ = ["CollapseMeasures", "class_means", "nc1_input", "papyan_collapse"]
-
 
 def class_means(
     x: Float[Array, "N M"], labels: Int[Array, " N"], n_classes: int

@@ -9,8 +9,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["GranulatedKendall", "granulated_kendall", "kendall_tau"]
-
 
 def _finite_pairs(x, y) -> tuple[np.ndarray, np.ndarray]:
     x = np.asarray(x, dtype=float).ravel()

@@ -13,14 +13,6 @@ from ..core import ReLUNetwork, cumulative_parameters, relu_forward, truncation_
 from ..dynamics import balance_quantities
 from ._collapse import CollapseMeasures, nc1_input, papyan_collapse
 
-__all__ = [
-    "NetworkDiagnostics",
-    "hidden_representations",
-    "network_diagnostics",
-    "offdiagonality",
-    "parameter_distance",
-]
-
 
 def offdiagonality(W: Float[Array, "*batch M M"]) -> Float[Array, "*batch"]:
     """‖offdiag(G)‖_F / ‖G‖_F with G = W Wᵀ: 0 exactly for adapted W (= D O), at most 1."""

@@ -13,8 +13,6 @@ from jaxtyping import Array, Float
 from ..core import AdaptedParameters, last_truncations, sort_data, threshold_gradient
 from ..dynamics import solve_face
 
-__all__ = ["RateDiagnostics", "event_times", "interval_rates", "rate_diagnostics"]
-
 
 class RateDiagnostics(eqx.Module):
     """Rates of every face (ℓ, k) at each saved time (leading axis T),

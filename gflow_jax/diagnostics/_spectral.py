@@ -16,8 +16,6 @@ from __future__ import annotations
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-__all__ = ["cluster_error", "gap_matrix"]
-
 
 def gap_matrix(
     d_layer: Float[Array, " M"], out_weight_cum: Float[Array, "Q M"]

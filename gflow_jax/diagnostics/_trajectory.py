@@ -25,14 +25,6 @@ from jaxtyping import Array, Float
 
 from ..magnitude import cloud_magnitudes, e_alpha, magnitude_function
 
-__all__ = [
-    "TrajectoryMeasures",
-    "cloud_measures",
-    "loss_pseudometric",
-    "relative_scales",
-    "trajectory_measures",
-]
-
 
 def loss_pseudometric(
     losses: Float[Array, "K n"], *, chunk_size: int | None = None

@@ -20,14 +20,6 @@ from jaxtyping import Array, ArrayLike, Float, Int
 
 from ..magnitude import CloudMagnitudes, cloud_magnitudes
 
-__all__ = [
-    "SCALE_CONVENTION",
-    "TruncatedMagnitude",
-    "magnitude_increases",
-    "representation_magnitude",
-    "truncated_magnitude",
-]
-
 SCALE_CONVENTION = "Z_ij = exp(-t |x_i - x_j|_2); t in inverse units of the input coordinates"
 
 

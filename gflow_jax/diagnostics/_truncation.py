@@ -11,8 +11,6 @@ from jaxtyping import Array, Bool, Float, Int
 from ..core import AdaptedParameters, adapted_truncate, last_truncations
 from ._collapse import nc1_input
 
-__all__ = ["TruncationDiagnostics", "cluster_counts", "cluster_spread", "truncation_diagnostics"]
-
 
 class TruncationDiagnostics(eqx.Module):
     """Truncation state at each saved time (leading axis T).

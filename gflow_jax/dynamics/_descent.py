@@ -24,14 +24,6 @@ from ..io import scan_progress
 from ._problem import FlowProblem
 from ._sampling import minibatch_indices, positive_rows
 
-__all__ = [
-    "DescentTrajectory",
-    "descend",
-    "descent_loop",
-    "gradient_descent",
-    "steps_per_interval",
-]
-
 
 class DescentTrajectory(eqx.Module):
     """(S)GD iterates saved on a time grid.
@@ -139,6 +131,36 @@ def descend(
 _descend = eqx.filter_jit(descend)
 
 
+def run_descent(
+    descend,
+    problem,
+    params0: Any,
+    save_ts: Float[Array, " T"],
+    eta: float,
+    batch_size: int | None,
+    key: PRNGKeyArray | None,
+    progress: bool,
+) -> DescentTrajectory:
+    """Check the step size and batch size, then run the compiled
+    ``descend(problem, params0, eta, n_steps, key, batch_size, progress) -> (params, loss)`` on
+    the save grid (every gap a whole number of steps η) and wrap the result."""
+    n_steps = steps_per_interval(np.asarray(save_ts), eta)
+    n_points = problem.n_points
+    batch_size = n_points if batch_size is None else batch_size
+    if int(batch_size) != batch_size or not 1 <= batch_size <= n_points:
+        raise ValueError(f"batch_size must be an integer in [1, {n_points}], got {batch_size!r}")
+    if batch_size < n_points and key is None:
+        raise ValueError("minibatch SGD needs a PRNG key")
+    key = jax.random.PRNGKey(0) if key is None else key
+    eta_arr = jnp.asarray(eta, dtype=jnp.result_type(float))
+    params, loss = descend(
+        problem, params0, eta_arr, jnp.asarray(n_steps), key, int(batch_size), progress
+    )
+    return DescentTrajectory(
+        ts=jnp.asarray(save_ts), params=params, loss=loss, eta=eta_arr, batch_size=int(batch_size)
+    )
+
+
 def gradient_descent(
     problem: FlowProblem,
     params0: AdaptedParameters,
@@ -153,8 +175,8 @@ def gradient_descent(
 
     Minibatches are drawn uniformly without replacement at every step
     (:func:`minibatch_indices`); the minibatch cost is the mean over the batch, an unbiased
-    estimate of the full cost. ``eta`` is traced, so new step
-    sizes reuse the compiled program; the step counts per save interval are arrays too.
+    estimate of the full cost. ``eta`` is traced, so new step sizes reuse the compiled program;
+    the step counts per save interval are arrays too.
 
     Args:
         save_ts: ``(T,)`` save times (the flow's grid); every gap a multiple of ``eta``.
@@ -162,18 +184,4 @@ def gradient_descent(
         batch_size: minibatch size B ≤ N.
         key: PRNG key for minibatches (required for SGD).
     """
-    n_steps = steps_per_interval(np.asarray(save_ts), eta)
-    n_points = problem.n_points
-    batch_size = n_points if batch_size is None else int(batch_size)
-    if not 1 <= batch_size <= n_points:
-        raise ValueError(f"batch_size must be in [1, {n_points}], got {batch_size}")
-    if batch_size < n_points and key is None:
-        raise ValueError("minibatch SGD needs a PRNG key")
-    key = jax.random.PRNGKey(0) if key is None else key
-    eta_arr = jnp.asarray(eta, dtype=jnp.result_type(float))
-    params, loss = _descend(
-        problem, params0, eta_arr, jnp.asarray(n_steps), key, batch_size, progress
-    )
-    return DescentTrajectory(
-        ts=jnp.asarray(save_ts), params=params, loss=loss, eta=eta_arr, batch_size=batch_size
-    )
+    return run_descent(_descend, problem, params0, save_ts, eta, batch_size, key, progress)

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import diffrax
 import equinox as eqx
 import jax
-import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from ..core import AdaptedParameters, adapted_input_cost_gradient
@@ -13,8 +11,6 @@ from ._integrate import integrate_gradient_flow
 from ._problem import FlowProblem
 from ._settings import SolverSettings
 from ._solution import FlowSolution
-
-__all__ = ["closed_form_vector_field", "solve_flow", "vector_field"]
 
 
 def vector_field(s: Float[Array, ""], params: AdaptedParameters, problem: FlowProblem):
@@ -68,14 +64,4 @@ def solve_flow(
     """
     settings = SolverSettings() if settings is None else settings
     sol = integrate_gradient_flow(vector_field, params0, problem, save_ts, settings, progress)
-    loss = jax.vmap(problem.loss)(sol.ys)
-    finite = jnp.all(jnp.isfinite(loss))
-    return FlowSolution(
-        ts=save_ts,
-        params=sol.ys,
-        loss=loss,
-        num_steps=sol.stats["num_steps"],
-        num_accepted_steps=sol.stats["num_accepted_steps"],
-        num_rejected_steps=sol.stats["num_rejected_steps"],
-        success=(sol.result == diffrax.RESULTS.successful) & finite,
-    )
+    return FlowSolution.from_diffrax(sol, save_ts, jax.vmap(problem.loss)(sol.ys))

@@ -29,8 +29,6 @@ from dataclasses import dataclass
 import numpy as np
 from jaxtyping import ArrayLike
 
-__all__ = ["FaceSolution", "solve_face", "two_sided_width"]
-
 
 @dataclass(frozen=True)
 class FaceSolution:

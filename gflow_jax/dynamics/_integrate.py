@@ -7,8 +7,6 @@ from jaxtyping import Array, Float
 
 from ._settings import SolverSettings
 
-__all__ = ["integrate_gradient_flow"]
-
 
 def _solver(name: str) -> diffrax.AbstractSolver:
     return {

@@ -12,17 +12,6 @@ import optax
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
-__all__ = [
-    "MLP",
-    "evaluate",
-    "flatten_params",
-    "init_mlp",
-    "loss_matrix",
-    "make_optimizer",
-    "per_example_loss",
-    "unflatten_params",
-]
-
 
 class MLP(eqx.Module):
     """ReLU multilayer perceptron x⁽ℓ⁾ = σ(W_ℓ x⁽ℓ⁻¹⁾ + b_ℓ), logits W_{L+1} x⁽ᴸ⁾ + b_{L+1}.

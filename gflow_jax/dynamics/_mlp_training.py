@@ -37,14 +37,6 @@ from ..io import ChunkedArrayWriter, progress_bar
 from ._mlp import MLP, evaluate, flatten_params, make_optimizer, per_example_loss
 from ._sampling import minibatch_indices
 
-__all__ = [
-    "MemberOutcome",
-    "MemberRecorder",
-    "RecordingPlan",
-    "TrainingSpec",
-    "train_and_record",
-]
-
 
 @dataclass(frozen=True)
 class TrainingSpec:
@@ -166,17 +158,27 @@ class RecordingPlan:
     probe_layers: tuple[int, ...] = (1,)
 
     def __post_init__(self):
+        for field_name, message in self.problems():
+            raise ValueError(f"{field_name} {message}")
+
+    def problems(self) -> list[tuple[str, str]]:
+        """Every invalid field with what is wrong with it (empty when the plan is valid)."""
         if self.mode not in ("after_interpolation", "every"):
-            raise ValueError(f"mode must be 'after_interpolation' or 'every', got {self.mode!r}")
+            return [("mode", f"must be 'after_interpolation' or 'every', got {self.mode!r}")]
         for name in ("n_iterates", "every", "chunk_steps", "max_steps", "monitor_every"):
             if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
+                return [(name, f"must be a positive integer, got {getattr(self, name)}")]
         if self.chunk_steps % self.every:
-            raise ValueError(f"chunk_steps {self.chunk_steps} is not a multiple of every")
+            return [
+                ("chunk_steps", f"{self.chunk_steps} is not a multiple of every = {self.every}")
+            ]
         if self.monitor_every % self.chunk_steps:
-            raise ValueError(f"monitor_every {self.monitor_every} is not a multiple of chunk_steps")
+            message = f"{self.monitor_every} is not a multiple of chunk_steps = {self.chunk_steps}"
+            return [("monitor_every", message)]
         if self.mode == "every" and self.max_steps % self.chunk_steps:
-            raise ValueError(f"max_steps {self.max_steps} is not a multiple of chunk_steps")
+            message = f"{self.max_steps} is not a multiple of chunk_steps = {self.chunk_steps}"
+            return [("max_steps", message)]
+        return []
 
 
 @dataclass

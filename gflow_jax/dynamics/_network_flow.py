@@ -36,28 +36,17 @@ linear, not merely homogeneous, units). A GD step changes Δ by exactly
 
 from __future__ import annotations
 
-import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from ..core import ReLUNetwork, relu_forward
-from ._descent import DescentTrajectory, descent_loop, steps_per_interval
+from ._descent import DescentTrajectory, descent_loop, run_descent
 from ._integrate import integrate_gradient_flow
 from ._sampling import minibatch_indices
 from ._settings import SolverSettings
 from ._solution import FlowSolution
-
-__all__ = [
-    "NetworkProblem",
-    "balance_quantities",
-    "network_descent",
-    "network_gradient",
-    "network_loss",
-    "solve_network_flow",
-]
 
 
 class NetworkProblem(eqx.Module):
@@ -137,15 +126,8 @@ def solve_network_flow(
 @eqx.filter_jit
 def _solve(problem, net0, save_ts, settings: SolverSettings, progress: bool):
     sol = integrate_gradient_flow(_vector_field, net0, problem, save_ts, settings, progress)
-    loss = jax.vmap(lambda n: network_loss(n, problem))(sol.ys)
-    return FlowSolution(
-        ts=save_ts,
-        params=sol.ys,
-        loss=loss,
-        num_steps=sol.stats["num_steps"],
-        num_accepted_steps=sol.stats["num_accepted_steps"],
-        num_rejected_steps=sol.stats["num_rejected_steps"],
-        success=(sol.result == diffrax.RESULTS.successful) & jnp.all(jnp.isfinite(loss)),
+    return FlowSolution.from_diffrax(
+        sol, save_ts, jax.vmap(lambda n: network_loss(n, problem))(sol.ys)
     )
 
 
@@ -195,21 +177,7 @@ def network_descent(
         batch_size: B ∈ [1, N]; a fresh uniform B-subset every step (static: it sets shapes).
         key: PRNG key for the minibatches (required when B < N).
     """
-    n_steps = steps_per_interval(np.asarray(save_ts), eta)
-    n_points = problem.n_points
-    batch_size = n_points if batch_size is None else batch_size
-    if int(batch_size) != batch_size or not 1 <= batch_size <= n_points:
-        raise ValueError(f"batch_size must be an integer in [1, {n_points}], got {batch_size!r}")
-    if batch_size < n_points and key is None:
-        raise ValueError("minibatch SGD needs a PRNG key")
-    key = jax.random.PRNGKey(0) if key is None else key
-    eta_arr = jnp.asarray(eta, dtype=jnp.result_type(float))
-    nets, loss = _descend(
-        problem, net0, eta_arr, jnp.asarray(n_steps), key, int(batch_size), progress
-    )
-    return DescentTrajectory(
-        ts=jnp.asarray(save_ts), params=nets, loss=loss, eta=eta_arr, batch_size=int(batch_size)
-    )
+    return run_descent(_descend, problem, net0, save_ts, eta, batch_size, key, progress)
 
 
 def balance_quantities(net: ReLUNetwork) -> Float[Array, "L M"]:

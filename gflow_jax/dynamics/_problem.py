@@ -33,8 +33,6 @@ from ..core import (
     threshold_gradient,
 )
 
-__all__ = ["CostKind", "FlowMode", "FlowProblem", "GradientKind"]
-
 FlowMode = Literal["bias", "joint"]
 CostKind = Literal["input", "standard", "output"]
 GradientKind = Literal["sorted", "autodiff"]

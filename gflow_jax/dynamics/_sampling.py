@@ -11,8 +11,6 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
-__all__ = ["floyd_ranks", "minibatch_indices", "positive_rows"]
-
 # batches up to this size draw with an unrolled loop (fastest vmapped on CPU)
 _UNROLL = 32
 

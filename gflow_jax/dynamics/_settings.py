@@ -6,8 +6,6 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-__all__ = ["DEFAULTS", "SOLVERS", "SolverSettings"]
-
 #: the solvers a flow can be integrated with (``"euler"``: fixed steps ``dt0``)
 SOLVERS = ("tsit5", "dopri5", "dopri8", "euler")
 

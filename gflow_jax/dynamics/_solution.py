@@ -9,8 +9,6 @@ from jaxtyping import Array, Bool, Float, Int
 
 from ._settings import SolverSettings
 
-__all__ = ["FlowSolution", "check_solution"]
-
 
 class FlowSolution(eqx.Module):
     """Saved states of a gradient-flow solve (effective flow or full network).
@@ -33,6 +31,23 @@ class FlowSolution(eqx.Module):
     num_accepted_steps: Int[Array, ""]
     num_rejected_steps: Int[Array, ""]
     success: Bool[Array, ""]
+
+    @classmethod
+    def from_diffrax(cls, sol, save_ts: Float[Array, " T"], loss: Float[Array, " T"]):
+        """The solution of a ``diffrax.diffeqsolve`` saved at ``save_ts`` with its ``loss``
+        (``success``: reached the final time with a finite loss)."""
+        import diffrax
+        import jax.numpy as jnp
+
+        return cls(
+            ts=save_ts,
+            params=sol.ys,
+            loss=loss,
+            num_steps=sol.stats["num_steps"],
+            num_accepted_steps=sol.stats["num_accepted_steps"],
+            num_rejected_steps=sol.stats["num_rejected_steps"],
+            success=(sol.result == diffrax.RESULTS.successful) & jnp.all(jnp.isfinite(loss)),
+        )
 
 
 def check_solution(solution: FlowSolution, settings: SolverSettings) -> FlowSolution:

@@ -1,9 +1,13 @@
-"""The layout of a run's ``arrays.npz`` shared by the kinds: trajectories are key prefixes
-(``flow``, ``gd/eta=0.05``, ``sgd``, ...) and ``ts`` is the save grid."""
+"""The files of a run directory as the kinds write and read them: ``arrays.npz`` (trajectories
+are key prefixes — ``flow``, ``gd/eta=0.05``, ``sgd``, ... — and ``ts`` is the save grid) with
+``metrics.jsonl`` beside it, and what the figures of a run read back."""
 
 from __future__ import annotations
 
-__all__ = ["metrics_rows", "trajectory_prefixes"]
+from pathlib import Path
+from typing import NamedTuple
+
+from ..io import load_arrays, read_json, save_npz, write_metrics
 
 _SCALAR_SERIES = ("loss", "n_truncated", "nc1")
 
@@ -27,3 +31,32 @@ def metrics_rows(arrays: dict, series: tuple[str, ...] = _SCALAR_SERIES) -> list
                 row[f"{p}/{q}"] = arrays[f"{p}/{q}"][i].item()
         rows.append(row)
     return rows
+
+
+def write_run(run_dir: Path, arrays: dict, rows: list[dict]) -> None:
+    """``arrays.npz`` and ``metrics.jsonl`` (one row per line) of a run."""
+    save_npz(Path(run_dir) / "arrays.npz", **arrays)
+    write_metrics(Path(run_dir) / "metrics.jsonl", rows)
+
+
+class RunFiles(NamedTuple):
+    """A run directory as its figures read it: ``config.json``, ``summary.json`` (``None``
+    before the run finished), ``arrays.npz`` and the ``figures/`` folder (created)."""
+
+    dir: Path
+    config: dict
+    summary: dict | None
+    arrays: dict
+    figures: Path
+
+
+def read_run(run_dir: str | Path) -> RunFiles:
+    """The :class:`RunFiles` of ``run_dir``; ``FileNotFoundError`` naming what is missing."""
+    run_dir = Path(run_dir)
+    config = read_json(run_dir / "config.json")
+    arrays = load_arrays(run_dir)
+    figures = run_dir / "figures"
+    figures.mkdir(exist_ok=True)
+    return RunFiles(
+        run_dir, config, read_json(run_dir / "summary.json", missing=None), arrays, figures
+    )

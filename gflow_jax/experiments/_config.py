@@ -24,26 +24,6 @@ from typing import Any
 from ..core import ClusteredData, make_clusters
 from ..dynamics import DEFAULTS, SOLVERS
 
-__all__ = [
-    "ClusterConfig",
-    "ConfigBase",
-    "ConfigError",
-    "FlowConfig",
-    "GDConfig",
-    "OutputConfig",
-    "SolverConfig",
-    "apply_overrides",
-    "build_dataclass",
-    "check_clock",
-    "clusters_from_config",
-    "config_to_dict",
-    "load_table",
-    "require_choice",
-    "require_name",
-    "require_non_negative",
-    "require_positive",
-]
-
 
 class ConfigError(ValueError):
     """A configuration value is unknown, of the wrong type, or out of range."""
@@ -191,9 +171,19 @@ def require_name(name: str) -> None:
         raise ConfigError("name", f"must be a non-empty name without '/', got {name!r}")
 
 
-def check_clock(t_final: float, n_save: int, etas: list[tuple[str, float]]) -> None:
+def check_clock(
+    t_final: float,
+    n_save: int,
+    etas: list[tuple[str, float]],
+    batch_sizes: list[tuple[str, int]] = (),
+    n_points: int = 0,
+) -> None:
     """The common clock s = η·k: every save interval t_final/(n_save − 1) must be a whole number
-    of steps of every step size η (``etas``: ``(key, η)`` pairs, the key named on error)."""
+    of steps of every step size η (``etas``: ``(key, η)`` pairs, the key named on error); every
+    minibatch size must lie in [1, n_points]."""
+    for key, batch in batch_sizes:
+        if not 1 <= batch <= n_points:
+            raise ConfigError(key, f"must lie in [1, {n_points}] (number of points)")
     interval = t_final / (n_save - 1)
     for key, eta in etas:
         require_positive(key, eta)
@@ -213,13 +203,21 @@ def check_clock(t_final: float, n_save: int, etas: list[tuple[str, float]]) -> N
 @dataclass(frozen=True)
 class ConfigBase:
     """A kind's top-level config: built from a TOML table by :meth:`from_table` (the one entry
-    point of every kind), validated by :meth:`validate` before anything runs."""
+    point of every kind) and validated before anything runs: its ``name``, then every section
+    (a field whose value has ``check(prefix, root)``, called with the field's name and this
+    config), then :meth:`validate` for the rules that join sections."""
 
     def __post_init__(self):
+        if hasattr(self, "name"):
+            require_name(self.name)
+        for f in dataclasses.fields(self):
+            section = getattr(self, f.name)
+            if hasattr(section, "check"):
+                section.check(f.name, self)
         self.validate()
 
     def validate(self) -> None:
-        """Raise :class:`ConfigError` for an invalid value (every kind overrides this)."""
+        """Raise :class:`ConfigError` for values that are invalid together (kinds override)."""
 
     @classmethod
     def from_table(cls, table: dict):
@@ -240,7 +238,7 @@ class SolverConfig:
     dt0: float = DEFAULTS["dt0"]
     max_steps: int = DEFAULTS["max_steps"]
 
-    def check(self, prefix: str) -> None:
+    def check(self, prefix: str, root=None) -> None:
         require_choice(f"{prefix}.solver", self.solver, SOLVERS)
         for k in ("rtol", "atol", "dt0", "max_steps"):
             require_positive(f"{prefix}.{k}", getattr(self, k))
@@ -255,8 +253,8 @@ class FlowConfig(SolverConfig):
     t_final: float = 20.0
     n_save: int = 81
 
-    def check(self, prefix: str) -> None:
-        super().check(prefix)
+    def check(self, prefix: str, root=None) -> None:
+        super().check(prefix, root)
         require_positive(f"{prefix}.t_final", self.t_final)
         if self.n_save < 2:
             raise ConfigError(f"{prefix}.n_save", f"must be at least 2, got {self.n_save}")
@@ -278,7 +276,7 @@ class ClusterConfig:
     def n_points(self) -> int:
         return self.n_classes * self.points_per_class
 
-    def check(self, prefix: str) -> None:
+    def check(self, prefix: str, root=None) -> None:
         for k in ("n_classes", "points_per_class", "dim", "radius"):
             require_positive(f"{prefix}.{k}", getattr(self, k))
         require_non_negative(f"{prefix}.separation", self.separation)
@@ -317,5 +315,5 @@ class OutputConfig:
     progress: bool = True
     snapshots: int = 4
 
-    def check(self, prefix: str = "output") -> None:
+    def check(self, prefix: str = "output", root=None) -> None:
         require_positive(f"{prefix}.snapshots", self.snapshots)

@@ -20,16 +20,6 @@ from typing import Any
 
 from ._config import ConfigError, config_to_dict, load_table
 
-__all__ = [
-    "ExperimentKind",
-    "available_kinds",
-    "config_snapshot",
-    "get_kind",
-    "kind_target",
-    "load_experiment",
-    "register_kind",
-]
-
 
 @dataclass(frozen=True)
 class ExperimentKind:

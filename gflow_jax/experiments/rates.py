@@ -25,13 +25,13 @@ import numpy as np
 from ..core import AdaptedParameters
 from ..diagnostics import interval_rates, rate_diagnostics
 from ..dynamics import FlowProblem, SolverSettings, check_solution, solve_face, solve_flow
-from ..io import load_arrays, pyplot, read_json, save_figure, save_npz, write_metrics
+from ..io import pyplot, save_figure
+from ._arrays import read_run, write_run
 from ._config import (
     ConfigBase,
     ConfigError,
     OutputConfig,
     SolverConfig,
-    require_name,
     require_positive,
 )
 from ._registry import ExperimentKind
@@ -78,15 +78,12 @@ class RatesConfig(ConfigBase):
             raise ConfigError("target", "must exceed 1 (the cluster spans [0, 1]) for a sweep")
         for k in ("sigma_final", "sigma_dense"):
             require_positive(k, getattr(self, k))
-        self.flow.check("flow")
         if not self.sigma_dense < self.sigma_final:
             raise ConfigError("sigma_dense", "must be smaller than sigma_final")
         if not 0.0 < self.dense_fraction < 1.0:
             raise ConfigError("dense_fraction", "must lie in (0, 1)")
         if self.n_save < 10:
             raise ConfigError("n_save", f"must be at least 10, got {self.n_save}")
-        require_name(self.name)
-        self.output.check("output")
 
 
 def _grid(cfg: RatesConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -189,9 +186,9 @@ def run_rates(cfg: RatesConfig, *, progress: bool = False) -> tuple[dict, dict]:
 
 def _run_into(cfg: RatesConfig, run_dir: Path, progress: bool) -> dict:
     arrays, summary = run_rates(cfg, progress=progress)
-    save_npz(run_dir / "arrays.npz", **arrays)
-    write_metrics(
-        run_dir / "metrics.jsonl",
+    write_run(
+        run_dir,
+        arrays,
         [
             {"N": int(n), "d": float(dd), "max_abs_error_vs_event_driven": float(e)}
             for n, dd, e in zip(
@@ -211,12 +208,7 @@ def _run_into(cfg: RatesConfig, run_dir: Path, progress: bool) -> dict:
 
 def _figures(run_dir: Path) -> list[Path]:
     plt = pyplot()
-    run_dir = Path(run_dir)
-    a = load_arrays(run_dir)
-    cfg = read_json(run_dir / "config.json")
-    summary = read_json(run_dir / "summary.json")
-    out = run_dir / "figures"
-    out.mkdir(exist_ok=True)
+    _, cfg, summary, a, out = read_run(run_dir)
     n, N, d = a["intervals/count"], a["intervals/N"], a["intervals/d"]
     fitted, pred = a["intervals/fitted"], a["intervals/predicted"]
     fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(11, 4.5))
@@ -256,9 +248,5 @@ def _figures(run_dir: Path) -> list[Path]:
 
 
 KIND = ExperimentKind(
-    name="rates",
-    description="measured vs predicted truncation rates n/(N d²), every (N, d) in one solve",
-    config=RatesConfig,
-    run=_run_into,
-    figures=_figures,
-)
+    "rates", "truncation rates n/(N d²), many (N, d) in one solve", RatesConfig, _run_into, _figures
+)  # fmt: skip

@@ -15,13 +15,13 @@ import numpy as np
 from ..core import AdaptedParameters, make_clusters
 from ..diagnostics import cluster_error, gap_matrix
 from ..dynamics import FlowProblem, SolverSettings, check_solution, solve_flow
-from ..io import load_arrays, pyplot, read_json, save_figure, save_npz, write_metrics
+from ..io import pyplot, save_figure
+from ._arrays import read_run, write_run
 from ._config import (
     ConfigBase,
     ConfigError,
     FlowConfig,
     OutputConfig,
-    require_name,
     require_positive,
 )
 from ._registry import ExperimentKind
@@ -58,13 +58,10 @@ class SpectralGapConfig(ConfigBase):
         for k in ("points_per_class", "radius", "separation", "margin", "offset"):
             require_positive(k, getattr(self, k))
         require_positive("weight_scale", self.weight_scale)
-        self.flow.check("flow")
         if self.separation <= 2 * self.radius + self.margin + self.offset:
             raise ConfigError(
                 "separation", "too small: cluster 1 must stay out of reach of the thresholds"
             )
-        require_name(self.name)
-        self.output.check("output")
 
 
 def run_spectral_gap(cfg: SpectralGapConfig) -> tuple[dict, dict]:
@@ -135,9 +132,9 @@ def run_spectral_gap(cfg: SpectralGapConfig) -> tuple[dict, dict]:
 def _run_into(cfg: SpectralGapConfig, run_dir: Path, progress: bool) -> dict:
     del progress
     arrays, summary = run_spectral_gap(cfg)
-    save_npz(run_dir / "arrays.npz", **arrays)
-    write_metrics(
-        run_dir / "metrics.jsonl",
+    write_run(
+        run_dir,
+        arrays,
         [
             {"s": float(s), **{f"{c}/e_norm": float(arrays[f"{c}/e_norm"][i]) for c in _CASES}}
             for i, s in enumerate(arrays["ts"])
@@ -158,12 +155,7 @@ _CASES = ("injective", "not_injective")
 
 def _figures(run_dir: Path) -> list[Path]:
     plt = pyplot()
-    run_dir = Path(run_dir)
-    a = load_arrays(run_dir)
-    cfg = read_json(run_dir / "config.json")
-    summary = read_json(run_dir / "summary.json")
-    out = run_dir / "figures"
-    out.mkdir(exist_ok=True)
+    _, cfg, summary, a, out = read_run(run_dir)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for ax, case in zip(axes, _CASES, strict=True):
         entry = summary[case]
@@ -184,9 +176,5 @@ def _figures(run_dir: Path) -> list[Path]:
 
 
 KIND = ExperimentKind(
-    name="spectral_gap",
-    description="spectral-gap bound of the standard cost, injective vs non-injective output",
-    config=SpectralGapConfig,
-    run=_run_into,
-    figures=_figures,
-)
+    "spectral_gap", "spectral gap of the standard cost", SpectralGapConfig, _run_into, _figures
+)  # fmt: skip

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["pyplot", "save_figure", "time_axis"]
-
 
 def pyplot():
     """``matplotlib.pyplot`` with the non-interactive ``Agg`` backend."""

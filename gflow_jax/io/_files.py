@@ -15,8 +15,6 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["load_arrays", "read_json", "save_npz", "write_csv", "write_json", "write_metrics"]
-
 
 def _default(obj: Any):
     if isinstance(obj, np.generic | np.ndarray) or hasattr(obj, "__array__"):

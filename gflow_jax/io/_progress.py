@@ -8,8 +8,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["progress_bar", "scan_progress"]
-
 _bars: dict[str, Any] = {}
 
 

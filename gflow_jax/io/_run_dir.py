@@ -19,8 +19,6 @@ import time
 from importlib import metadata
 from pathlib import Path
 
-__all__ = ["create_run_dir", "environment_info", "utc_now"]
-
 
 def utc_now() -> str:
     """The current UTC time as ``YYYY-mm-ddTHH:MM:SSZ``."""

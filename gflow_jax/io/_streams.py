@@ -23,8 +23,6 @@ import numpy as np
 
 from ._files import read_json, save_npz, write_json
 
-__all__ = ["ChunkedArrayWriter", "read_stream", "stream_is_complete"]
-
 _INDEX = "index.json"
 
 

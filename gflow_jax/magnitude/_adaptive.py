@@ -43,8 +43,6 @@ import numpy as np
 import scipy.linalg as sla
 from scipy.linalg import blas
 
-__all__ = ["AdaptiveSettings", "solve_adaptive"]
-
 # rows per block for the elementwise passes over Z (building its lower triangle, derivative)
 _ROW_BLOCK = 64
 

@@ -41,18 +41,6 @@ from ._clouds import bucket_size
 from ._core import SOLVER_NAMES, MagnitudeResult, duplicate_groups, magnitude_from_distances
 from ._distances import canonical_metric, distance_matrix
 
-__all__ = [
-    "ILL_CONDITIONED",
-    "SCALE_CONVENTION",
-    "MagnitudeFunction",
-    "magnitude",
-    "magnitude_dimension_profile",
-    "magnitude_function",
-    "magnitude_weights",
-    "positive_magnitude",
-    "spread",
-]
-
 SCALE_CONVENTION = "Z_ij = exp(-t d_ij); t in inverse units of the distances"
 #: condition estimates above this trigger a warning
 ILL_CONDITIONED = 1e12

@@ -32,14 +32,6 @@ from jaxtyping import Array, ArrayLike, Bool, Float, Int
 
 from ._core import CHOLESKY, magnitude_from_distances
 
-__all__ = [
-    "CloudMagnitudes",
-    "bucket_size",
-    "cloud_magnitudes",
-    "euclidean_distances",
-    "magnitude_scales",
-]
-
 # bytes of n×n float64 temporaries one compiled call may hold (clouds × scales × 4 n²)
 _CALL_BYTES = 1 << 28
 _MAX_CHUNK = 64

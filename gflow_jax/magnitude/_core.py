@@ -36,14 +36,6 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Bool, Float, Int
 
-__all__ = [
-    "MagnitudeResult",
-    "SOLVER_NAMES",
-    "duplicate_groups",
-    "magnitude_from_distances",
-    "split_group_weights",
-]
-
 #: solver codes of :class:`MagnitudeResult` (``solver`` field) and their names
 SOLVER_NAMES = ("cholesky", "lu", "failed")
 CHOLESKY, LU, FAILED = 0, 1, 2

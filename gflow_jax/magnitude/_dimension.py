@@ -25,8 +25,6 @@ from ._api import (
 )
 from ._distances import canonical_metric, distance_matrix
 
-__all__ = ["MagnitudeDimension", "convergence_scale", "e_alpha", "magnitude_dimension"]
-
 
 class MagnitudeDimension(eqx.Module):
     """Magnitude dimension estimates of a cloud (docs/theory.md#magnitude-dimension).

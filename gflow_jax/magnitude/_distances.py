@@ -19,15 +19,6 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
-__all__ = [
-    "METRICS",
-    "canonical_metric",
-    "check_distance_matrix",
-    "check_points",
-    "distance_matrix",
-    "pairwise_distances",
-]
-
 METRICS = ("euclidean", "cityblock", "chebyshev")
 _ALIASES = {"l2": "euclidean", "l1": "cityblock", "manhattan": "cityblock", "linf": "chebyshev"}
 # elements of one temporary block (float64): 2^23 = 64 MiB

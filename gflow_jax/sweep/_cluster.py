@@ -26,8 +26,6 @@ from ..io import progress_bar, read_json, write_json
 from ._directory import load_sweep, point_states
 from ._points import run_points
 
-__all__ = ["run_chunk", "submit_sweep"]
-
 
 def run_chunk(
     sweep_dir: str,

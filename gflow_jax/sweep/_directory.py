@@ -45,8 +45,6 @@ from ..experiments import config_snapshot, load_experiment
 from ..io import create_run_dir, read_json, utc_now, write_json
 from ._spec import SweepPlan, SweepSpec, parse_sweep
 
-__all__ = ["create_sweep", "load_point_config", "load_sweep", "point_dir", "point_states"]
-
 
 def point_dir(sweep_dir: Path, index: int) -> Path:
     return sweep_dir / "points" / f"p{index:05d}"

@@ -11,8 +11,6 @@ from ..core import resolve_devices
 from ..io import environment_info, progress_bar, read_json, utc_now, write_json
 from ._directory import load_point_config, load_sweep
 
-__all__ = ["Hook", "run_points"]
-
 Hook = Callable[[int, str], None]
 
 

@@ -15,8 +15,6 @@ from typing import Any
 
 from ..io import pyplot, read_json, save_figure, write_csv, write_json
 
-__all__ = ["merge_sweep", "plot_sweep", "sweep_rows"]
-
 
 def _flatten(prefix: str, value: Any, out: dict) -> None:
     """Scalar leaves of a JSON object, keys joined with '.'."""

@@ -11,8 +11,6 @@ from ._cluster import submit_sweep
 from ._points import Hook, run_points
 from ._report import merge_sweep
 
-__all__ = ["run_sweep"]
-
 
 def run_sweep(
     sweep_dir: str | Path,

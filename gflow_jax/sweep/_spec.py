@@ -14,8 +14,6 @@ import numpy as np
 
 from ..experiments import ConfigError, ExperimentKind, apply_overrides, get_kind, load_table
 
-__all__ = ["SweepPlan", "SweepSpec", "expand_points", "parse_sweep", "plan_sweep"]
-
 _SWEEP_KEYS = ("mode", "n_samples", "seed", "axes", "max_batch", "point_figures", "jobs", "slurm")
 _GRID_GENERATORS = ("linspace", "logspace")
 _RANDOM_DISTRIBUTIONS = ("uniform", "log_uniform", "int_uniform", "choice")

@@ -32,14 +32,9 @@ from ._sweep import correlation_table as correlation_table, run_sweep as run_swe
 from ._train import point_id as point_id
 
 KIND = ExperimentKind(
-    name="magnitude_generalization",
-    description="magnitude (dimension) of SGD trajectories and representations vs the "
-    "generalisation gap over a learning-rate x batch-size x seed sweep",
-    config=MagnitudeGeneralizationConfig,
-    run=run_sweep,
-    figures=plot_magnitude_generalization,
-    resumable=True,
-)
+    "magnitude_generalization", "trajectory magnitude vs the generalisation gap over a grid",
+    MagnitudeGeneralizationConfig, run_sweep, plot_magnitude_generalization, resumable=True,
+)  # fmt: skip
 
 __all__ = [
     "KIND",

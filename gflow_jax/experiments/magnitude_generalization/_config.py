@@ -6,25 +6,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ...dynamics import RecordingPlan
 from .._config import (
     ClusterConfig,
     ConfigBase,
     ConfigError,
     OutputConfig,
     require_choice,
-    require_name,
     require_positive,
 )
-
-__all__ = [
-    "GridConfig",
-    "MGDataConfig",
-    "MGTrainingConfig",
-    "MagnitudeGeneralizationConfig",
-    "MeasuresConfig",
-    "ModelConfig",
-    "TrajectoryConfig",
-]
 
 _DIGITS_SIZE = 1797
 
@@ -52,8 +42,8 @@ class MGDataConfig(ClusterConfig):
     def n_train(self) -> int:
         return self.n_total - self.n_test
 
-    def check(self, prefix: str) -> None:
-        super().check(prefix)
+    def check(self, prefix: str, root=None) -> None:
+        super().check(prefix, root)
         require_choice(f"{prefix}.source", self.source, ("digits", "clusters"))
         if not 0.0 < self.test_fraction < 1.0:
             raise ConfigError(
@@ -75,7 +65,7 @@ class ModelConfig:
 
     hidden: tuple[int, ...] = (32, 32)
 
-    def check(self, prefix: str) -> None:
+    def check(self, prefix: str, root=None) -> None:
         if not self.hidden:
             raise ConfigError(f"{prefix}.hidden", "needs at least one hidden layer width")
         for i, w in enumerate(self.hidden):
@@ -94,7 +84,7 @@ class MGTrainingConfig:
     dtype: str = "float64"
     eval_block: int = 512
 
-    def check(self, prefix: str) -> None:
+    def check(self, prefix: str, root=None) -> None:
         require_choice(f"{prefix}.optimizer", self.optimizer, ("sgd", "adam"))
         if not 0.0 <= self.momentum < 1.0:
             raise ConfigError(f"{prefix}.momentum", f"must lie in [0, 1), got {self.momentum}")
@@ -110,7 +100,8 @@ class GridConfig:
     batch_sizes: tuple[int, ...] = (32, 64, 128)
     seeds: tuple[int, ...] = (0, 1, 2)
 
-    def check(self, prefix: str, n_train: int) -> None:
+    def check(self, prefix: str, root) -> None:
+        n_train = root.n_train
         for key in ("learning_rates", "batch_sizes", "seeds"):
             values = getattr(self, key)
             if not values:
@@ -130,40 +121,28 @@ class GridConfig:
 
 
 @dataclass(frozen=True)
-class TrajectoryConfig:
-    """Recording (:class:`~gflow_jax.dynamics.RecordingPlan`) and the probe batch (the first
-    ``probe_size`` test points) whose representations at ``probe_layers`` are kept."""
+class TrajectoryConfig(RecordingPlan):
+    """What is recorded while training (the fields of :class:`~gflow_jax.dynamics.RecordingPlan`,
+    which this section is) and the probe batch: the first ``probe_size`` test points, whose
+    representations at ``probe_layers`` are kept."""
 
-    mode: str = "after_interpolation"
-    n_iterates: int = 1000
-    every: int = 10
-    chunk_steps: int = 200
-    max_steps: int = 20_000
-    monitor_every: int = 200
-    probe_size: int = 200
     probe_layers: tuple[int, ...] = (1, 2)
+    probe_size: int = 200
 
-    def check(self, prefix: str, n_test: int, depth: int) -> None:
-        require_choice(f"{prefix}.mode", self.mode, ("after_interpolation", "every"))
-        for k in ("n_iterates", "every", "chunk_steps", "max_steps", "monitor_every"):
-            require_positive(f"{prefix}.{k}", getattr(self, k))
+    def __post_init__(self):  # checked by ``check`` instead: errors name the config key
+        pass
+
+    def check(self, prefix: str, root) -> None:
+        for name, message in self.problems():
+            raise ConfigError(f"{prefix}.{name}", message)
         require_positive(f"{prefix}.probe_size", self.probe_size)
-        if self.chunk_steps % self.every:
-            raise ConfigError(
-                f"{prefix}.chunk_steps", f"must be a multiple of every = {self.every}"
-            )
-        if self.monitor_every % self.chunk_steps:
-            raise ConfigError(
-                f"{prefix}.monitor_every", f"must be a multiple of chunk_steps = {self.chunk_steps}"
-            )
-        if self.mode == "every" and self.max_steps % self.chunk_steps:
-            raise ConfigError(
-                f"{prefix}.max_steps", f"must be a multiple of chunk_steps = {self.chunk_steps}"
-            )
         if self.mode == "after_interpolation" and self.n_iterates < 3:
             raise ConfigError(f"{prefix}.n_iterates", "needs at least 3 iterates for a dimension")
-        if self.probe_size > n_test:
-            raise ConfigError(f"{prefix}.probe_size", f"must be at most {n_test} (test points)")
+        if self.probe_size > root.n_test:
+            raise ConfigError(
+                f"{prefix}.probe_size", f"must be at most {root.n_test} (test points)"
+            )
+        depth = len(root.model.hidden)
         for i, layer in enumerate(self.probe_layers):
             if not 1 <= layer <= depth:
                 raise ConfigError(
@@ -193,7 +172,8 @@ class MeasuresConfig:
     monitor_window: int = 30
     representation_scales: int = 12
 
-    def check(self, prefix: str, n_train: int) -> None:
+    def check(self, prefix: str, root) -> None:
+        n_train = root.n_train
         if not self.metrics:
             raise ConfigError(f"{prefix}.metrics", "must not be empty")
         for i, metric in enumerate(self.metrics):
@@ -240,13 +220,3 @@ class MagnitudeGeneralizationConfig(ConfigBase):
     @property
     def n_test(self) -> int:
         return self.data.n_test
-
-    def validate(self) -> None:
-        require_name(self.name)
-        self.data.check("data")
-        self.model.check("model")
-        self.training.check("training")
-        self.grid.check("grid", self.n_train)
-        self.trajectory.check("trajectory", self.n_test, len(self.model.hidden))
-        self.measures.check("measures", self.n_train)
-        self.output.check("output")

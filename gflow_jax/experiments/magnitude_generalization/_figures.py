@@ -7,8 +7,6 @@ from pathlib import Path
 from ...io import load_arrays, pyplot, read_json, save_figure
 from ._sweep import GAPS
 
-__all__ = ["plot_magnitude_generalization"]
-
 _SCATTER = (
     "traj_euclidean_mag_dim_max",
     "traj_loss_mag_dim_max",

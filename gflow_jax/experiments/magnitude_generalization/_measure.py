@@ -15,8 +15,6 @@ from ...dynamics import evaluate, flatten_params, init_mlp, loss_matrix, unflatt
 from ...io import load_arrays, read_stream, save_npz
 from ...magnitude import pairwise_distances
 
-__all__ = ["measure_point"]
-
 
 def _gaps(cfg, d64, final) -> dict:
     """Train/test loss and accuracy of the final iterate and the two generalisation gaps."""

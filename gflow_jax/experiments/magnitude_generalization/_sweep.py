@@ -26,8 +26,6 @@ from ._config import MagnitudeGeneralizationConfig
 from ._measure import measure_point
 from ._train import dataset, grid_points, train_group
 
-__all__ = ["GAPS", "aggregate", "correlation_table", "run_sweep"]
-
 
 def _finish_point(cfg, data, p: dict, pdir: Path) -> dict:
     """``result.json`` of one trained point: its measures, or the error (a failed point must

@@ -11,11 +11,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from ...core import clusters_dataset, digits_dataset
-from ...dynamics import MemberRecorder, RecordingPlan, TrainingSpec, init_mlp, train_and_record
+from ...dynamics import MemberRecorder, TrainingSpec, init_mlp, train_and_record
 from ...io import ChunkedArrayWriter, save_npz, write_json
 from ._config import MagnitudeGeneralizationConfig
-
-__all__ = ["dataset", "grid_points", "init_models", "point_id", "train_group"]
 
 
 def point_id(lr: float, bs: int, seed: int) -> str:
@@ -60,15 +58,7 @@ def init_models(cfg, data, seeds):
 def train_group(cfg, data, bs: int, points: list[dict], pending: set[str], root: Path, progress):
     """Train every (lr, seed) of batch size ``bs`` together; write the pending points."""
     tj = cfg.trajectory
-    plan = RecordingPlan(
-        mode=tj.mode,
-        n_iterates=tj.n_iterates,
-        every=tj.every,
-        chunk_steps=tj.chunk_steps,
-        max_steps=tj.max_steps,
-        monitor_every=tj.monitor_every,
-        probe_layers=tuple(tj.probe_layers),
-    )
+    plan = tj  # the trajectory section is the recording plan
     spec = TrainingSpec(
         optimizer=cfg.training.optimizer,
         momentum=cfg.training.momentum,

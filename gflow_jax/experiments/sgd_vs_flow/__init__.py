@@ -28,13 +28,9 @@ def _figures(run_dir) -> list:
 
 
 KIND = ExperimentKind(
-    name="sgd_vs_flow",
-    description="gradient flow (diffrax) vs GD/SGD (optax) of all parameters of the ReLU "
-    "network, tracked in input space (truncation, adaptedness, NC1-NC4)",
-    config=SgdVsFlowConfig,
-    run=run_into,
-    figures=_figures,
-)
+    "sgd_vs_flow", "gradient flow (diffrax) vs GD/SGD (optax) of every parameter of the network",
+    SgdVsFlowConfig, run_into, _figures,
+)  # fmt: skip
 
 __all__ = [
     "KIND",

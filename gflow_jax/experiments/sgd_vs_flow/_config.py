@@ -18,18 +18,9 @@ from .._config import (
     OutputConfig,
     check_clock,
     require_choice,
-    require_name,
+    require_non_negative,
     require_positive,
 )
-
-__all__ = [
-    "SgdVsFlowConfig",
-    "SvfDataConfig",
-    "SvfNetworkConfig",
-    "SvfSGDConfig",
-    "SvfTargetConfig",
-    "initial_network",
-]
 
 
 @dataclass(frozen=True)
@@ -58,12 +49,26 @@ class SvfNetworkConfig:
     output_scale: float = 0.5
     init_quantile: float = 0.15
 
+    def check(self, prefix: str, root=None) -> None:
+        require_positive(f"{prefix}.layers", self.layers)
+        require_choice(f"{prefix}.init", self.init, ("he", "adapted"))
+        require_positive(f"{prefix}.weight_scale", self.weight_scale)
+        require_positive(f"{prefix}.output_scale", self.output_scale)
+        require_non_negative(f"{prefix}.bias_scale", self.bias_scale)
+        if not 0.0 <= self.init_quantile <= 1.0:
+            raise ConfigError(
+                f"{prefix}.init_quantile", f"must lie in [0, 1], got {self.init_quantile}"
+            )
+
 
 @dataclass(frozen=True)
 class SvfTargetConfig:
     """Reference outputs y_j = scale·e_j (one-hot, Q = n_classes)."""
 
     scale: float = 1.0
+
+    def check(self, prefix: str, root=None) -> None:
+        require_positive(f"{prefix}.scale", self.scale)
 
 
 @dataclass(frozen=True)
@@ -93,40 +98,18 @@ class SgdVsFlowConfig(ConfigBase):
     output: OutputConfig = field(default_factory=OutputConfig)
 
     def validate(self) -> None:
-        _validate(self)
-
-
-def _validate(cfg: SgdVsFlowConfig) -> None:
-    d, n = cfg.data, cfg.network
-    d.check("data")
-    if d.n_classes < 2:
-        raise ConfigError("data.n_classes", f"needs at least 2 classes, got {d.n_classes}")
-
-    require_positive("network.layers", n.layers)
-    require_choice("network.init", n.init, ("he", "adapted"))
-    require_positive("network.weight_scale", n.weight_scale)
-    require_positive("network.output_scale", n.output_scale)
-    if n.bias_scale < 0:
-        raise ConfigError("network.bias_scale", f"must be non-negative, got {n.bias_scale}")
-    if not 0.0 <= n.init_quantile <= 1.0:
-        raise ConfigError("network.init_quantile", f"must lie in [0, 1], got {n.init_quantile}")
-    require_positive("targets.scale", cfg.targets.scale)
-
-    cfg.flow.check("flow")
-    etas = [(f"gd.etas[{i}]", e) for i, e in enumerate(cfg.gd.etas)]
-    if cfg.sgd.enabled:
-        etas += [(f"sgd.etas[{i}]", e) for i, e in enumerate(cfg.sgd.etas)]
-        n_points = d.n_classes * d.points_per_class
-        for i, b in enumerate(cfg.sgd.batch_sizes):
-            if not 1 <= b <= n_points:
-                raise ConfigError(
-                    f"sgd.batch_sizes[{i}]", f"must lie in [1, {n_points}] (number of points)"
-                )
-        if not cfg.sgd.etas or not cfg.sgd.batch_sizes:
-            raise ConfigError("sgd", "needs etas and batch_sizes (or enabled = false)")
-    check_clock(cfg.flow.t_final, cfg.flow.n_save, etas)
-    cfg.output.check("output")
-    require_name(cfg.name)
+        if self.data.n_classes < 2:
+            raise ConfigError(
+                "data.n_classes", f"needs at least 2 classes, got {self.data.n_classes}"
+            )
+        sgd, batches = [], []
+        if self.sgd.enabled:
+            if not self.sgd.etas or not self.sgd.batch_sizes:
+                raise ConfigError("sgd", "needs etas and batch_sizes (or enabled = false)")
+            sgd = [(f"sgd.etas[{i}]", e) for i, e in enumerate(self.sgd.etas)]
+            batches = [(f"sgd.batch_sizes[{i}]", b) for i, b in enumerate(self.sgd.batch_sizes)]
+        etas = [(f"gd.etas[{i}]", e) for i, e in enumerate(self.gd.etas)] + sgd
+        check_clock(self.flow.t_final, self.flow.n_save, etas, batches, self.data.n_points)
 
 
 def initial_network(cfg: SgdVsFlowConfig, x: jax.Array, key) -> ReLUNetwork:

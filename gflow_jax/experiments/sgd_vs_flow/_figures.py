@@ -6,9 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ...io import load_arrays, pyplot, read_json, save_figure
-
-__all__ = ["plot_sgd_vs_flow_run"]
+from ...io import pyplot, save_figure
+from .._arrays import read_run
 
 
 def _trajectories(arrays: dict) -> list[str]:
@@ -82,11 +81,7 @@ def _series_panels(a, ts, names, styles, panels, fig_title, path, ncols=3):
 def plot_sgd_vs_flow_run(run_dir: str | Path) -> list[Path]:
     """Write the run's figures into ``run_dir/figures`` and return their paths."""
     plt = pyplot()
-    run_dir = Path(run_dir)
-    cfg = read_json(run_dir / "config.json")
-    a = load_arrays(run_dir)
-    out = run_dir / "figures"
-    out.mkdir(exist_ok=True)
+    _, cfg, _, a, out = read_run(run_dir)
     ts = a["ts"]
     names = _trajectories(a)
     etas = sorted({_eta(n) for n in names if n != "flow"}, reverse=True)

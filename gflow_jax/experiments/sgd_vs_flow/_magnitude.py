@@ -16,8 +16,6 @@ from ...magnitude import magnitude_scales
 from ...magnitude._core import FAILED
 from .._arrays import trajectory_prefixes
 
-__all__ = ["plot_network_magnitude", "write_network_magnitude"]
-
 
 def write_network_magnitude(
     run_dir: str | Path, scales: Float[ArrayLike, " S"] | None = None

@@ -34,12 +34,9 @@ from ...dynamics import (
     network_descent,
     solve_network_flow,
 )
-from ...io import save_npz, write_metrics
-from .._arrays import metrics_rows
+from .._arrays import metrics_rows, write_run
 from .._config import clusters_from_config
 from ._config import SgdVsFlowConfig, initial_network
-
-__all__ = ["run_into", "run_sgd_vs_flow"]
 
 
 def _eta_label(eta: float) -> str:
@@ -202,8 +199,7 @@ _SCALARS = (
 
 def run_into(cfg: SgdVsFlowConfig, run_dir: Path, progress: bool) -> dict:
     arrays, summary = run_sgd_vs_flow(cfg, progress=progress)
-    save_npz(run_dir / "arrays.npz", **arrays)
-    write_metrics(run_dir / "metrics.jsonl", metrics_rows(arrays, _SCALARS))
+    write_run(run_dir, arrays, metrics_rows(arrays, _SCALARS))
     flow = summary["flow"]
     print(
         f"gflow: full-network flow solved in {flow['num_steps']} steps "

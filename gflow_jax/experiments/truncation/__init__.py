@@ -23,13 +23,9 @@ from ._run import run_into, run_truncation as run_truncation
 from ._setup import ExperimentSetup as ExperimentSetup, setup_experiment as setup_experiment
 
 KIND = ExperimentKind(
-    name="truncation",
-    description="effective flow (diffrax) beside GD/SGD (optax) of the adapted network",
-    config=TruncationConfig,
-    run=run_into,
-    figures=plot_truncation_run,
-    run_batch=run_truncation_batch,
-)
+    "truncation", "effective flow (diffrax) beside GD/SGD (optax) of the adapted network",
+    TruncationConfig, run_into, plot_truncation_run, run_batch=run_truncation_batch,
+)  # fmt: skip
 
 __all__ = [
     "KIND",

@@ -27,8 +27,6 @@ from ...dynamics import FlowProblem
 from ...io import load_arrays, read_json, save_npz, write_json
 from .._arrays import trajectory_prefixes
 
-__all__ = ["analyse_trajectory", "analyse_truncation_arrays", "write_analysis"]
-
 
 def _problem(arrays: dict, mode: str) -> tuple[FlowProblem, np.ndarray]:
     frame = jnp.asarray(arrays["frame"])

@@ -31,8 +31,6 @@ from ._config import TruncationConfig
 from ._run import point_result, sgd_key, write_point
 from ._setup import ExperimentSetup, setup_experiment
 
-__all__ = ["run_truncation_batch"]
-
 
 def _batch_member(
     problem: FlowProblem,

@@ -14,19 +14,8 @@ from .._config import (
     check_clock,
     load_table,
     require_choice,
-    require_name,
     require_positive,
 )
-
-__all__ = [
-    "MagnitudeConfig",
-    "NetworkConfig",
-    "SGDConfig",
-    "TargetConfig",
-    "TruncationConfig",
-    "TruncationFlowConfig",
-    "load_config",
-]
 
 
 @dataclass(frozen=True)
@@ -47,7 +36,8 @@ class NetworkConfig:
     init_quantile: float = 0.15
     frame: str = "identity"
 
-    def check(self, prefix: str, dim: int) -> None:
+    def check(self, prefix: str, root) -> None:
+        dim = root.data.dim
         require_positive(f"{prefix}.layers", self.layers)
         require_positive(f"{prefix}.weight_scale", self.weight_scale)
         if self.d:
@@ -88,7 +78,8 @@ class TargetConfig:
     points: tuple[tuple[float, ...], ...] = ((1.0, 1.0), (2.0, 2.0))
     output_scale: float = 1.0
 
-    def check(self, prefix: str, data: ClusterConfig) -> None:
+    def check(self, prefix: str, root) -> None:
+        data = root.data
         require_choice(f"{prefix}.kind", self.kind, ("prescribed", "pulled_back"))
         if self.kind == "prescribed" and (
             len(self.points) != data.n_classes or any(len(p) != data.dim for p in self.points)
@@ -109,8 +100,8 @@ class TruncationFlowConfig(FlowConfig):
     mode: str = "bias"
     cost: str = "input"
 
-    def check(self, prefix: str) -> None:
-        super().check(prefix)
+    def check(self, prefix: str, root=None) -> None:
+        super().check(prefix, root)
         require_choice(f"{prefix}.mode", self.mode, ("bias", "joint"))
         require_choice(f"{prefix}.cost", self.cost, ("input", "standard"))
 
@@ -139,7 +130,7 @@ class MagnitudeConfig:
     scales: tuple[float, ...] = ()
     per_cluster: bool = True
 
-    def check(self, prefix: str) -> None:
+    def check(self, prefix: str, root=None) -> None:
         require_positive(f"{prefix}.t_min", self.t_min)
         require_positive(f"{prefix}.t_max", self.t_max)
         require_positive(f"{prefix}.n_scales", self.n_scales)
@@ -165,24 +156,13 @@ class TruncationConfig(ConfigBase):
     magnitude: MagnitudeConfig = field(default_factory=MagnitudeConfig)
 
     def validate(self) -> None:
-        require_name(self.name)
-        self.data.check("data")
-        self.network.check("network", self.data.dim)
-        self.targets.check("targets", self.data)
-        self.flow.check("flow")
         if self.flow.cost == "standard" and self.targets.kind != "pulled_back":
             raise ConfigError("flow.cost", "the standard cost needs targets.kind = 'pulled_back'")
         etas = [(f"gd.etas[{i}]", e) for i, e in enumerate(self.gd.etas)]
-        if self.sgd.enabled:
-            etas.append(("sgd.eta", self.sgd.eta))
-            n_points = self.data.n_points
-            if not 1 <= self.sgd.batch_size <= n_points:
-                raise ConfigError(
-                    "sgd.batch_size", f"must lie in [1, {n_points}] (number of points)"
-                )
-        check_clock(self.flow.t_final, self.flow.n_save, etas)
-        self.output.check("output")
-        self.magnitude.check("magnitude")
+        sgd = [("sgd.eta", self.sgd.eta)] if self.sgd.enabled else []
+        batch = [("sgd.batch_size", self.sgd.batch_size)] if self.sgd.enabled else []
+        f = self.flow
+        check_clock(f.t_final, f.n_save, etas + sgd, batch, self.data.n_points)
 
 
 def load_config(path=None, overrides: list[str] = ()) -> TruncationConfig:

@@ -6,12 +6,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ...io import load_arrays, pyplot, read_json, save_figure
-from .._arrays import trajectory_prefixes
+from ...io import pyplot, save_figure
+from .._arrays import read_run, trajectory_prefixes
 from ._analysis import write_analysis
 from ._magnitude import plot_truncated_magnitude
-
-__all__ = ["plot_truncation_analysis", "plot_truncation_run"]
 
 
 def _style(name: str) -> dict:
@@ -61,11 +59,7 @@ def _draw_faces(ax, frame: np.ndarray, thresholds: np.ndarray, d: np.ndarray, li
 
 def plot_truncation_run(run_dir: str | Path) -> list[Path]:
     """Write the run's figures into ``run_dir/figures`` and return their paths."""
-    run_dir = Path(run_dir)
-    cfg = read_json(run_dir / "config.json")
-    a = load_arrays(run_dir)
-    out = run_dir / "figures"
-    out.mkdir(exist_ok=True)
+    run_dir, cfg, _, a, out = read_run(run_dir)
     ts, x, labels = a["ts"], a["data/x"], a["data/labels"]
     paths = []
 
@@ -130,9 +124,7 @@ def plot_truncation_analysis(run_dir: str | Path) -> list[Path]:
     summary, t = write_analysis(run_dir)
     if "flow" not in summary:
         return []
-    cfg = read_json(run_dir / "config.json")
-    a = load_arrays(run_dir)
-    out = run_dir / "figures"
+    _, cfg, _, a, out = read_run(run_dir)
     paths = []
 
     plt = pyplot()

@@ -24,8 +24,6 @@ from ...magnitude import cloud_magnitudes, magnitude_scales
 from ...magnitude._core import FAILED, LU
 from .._arrays import trajectory_prefixes
 
-__all__ = ["plot_truncated_magnitude", "write_truncated_magnitude"]
-
 
 def _magnitude_settings(cfg: dict) -> dict:
     mc = dict(cfg.get("magnitude") or {})

@@ -11,12 +11,9 @@ import numpy as np
 
 from ...diagnostics import truncation_diagnostics
 from ...dynamics import FlowSolution, check_solution, gradient_descent, solve_flow
-from ...io import save_npz, write_metrics
-from .._arrays import metrics_rows
+from .._arrays import metrics_rows, write_run
 from ._config import TruncationConfig
 from ._setup import ExperimentSetup, setup_experiment
-
-__all__ = ["descent_runs", "point_result", "run_into", "run_truncation", "sgd_key", "write_point"]
 
 
 def _trajectory_arrays(prefix: str, params, loss, setup: ExperimentSetup) -> dict[str, np.ndarray]:
@@ -118,8 +115,7 @@ def run_truncation(setup: ExperimentSetup, *, progress: bool = False) -> tuple[d
 
 def write_point(run_dir: Path, arrays: dict) -> None:
     """``arrays.npz`` and ``metrics.jsonl`` of one truncation point."""
-    save_npz(run_dir / "arrays.npz", **arrays)
-    write_metrics(run_dir / "metrics.jsonl", metrics_rows(arrays))
+    write_run(run_dir, arrays, metrics_rows(arrays))
 
 
 def run_into(cfg: TruncationConfig, run_dir: Path, progress: bool) -> dict:

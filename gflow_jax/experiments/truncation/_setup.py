@@ -15,8 +15,6 @@ from ...dynamics import FlowProblem, SolverSettings
 from .._config import clusters_from_config
 from ._config import TruncationConfig
 
-__all__ = ["ExperimentSetup", "setup_experiment"]
-
 
 @dataclass(frozen=True)
 class ExperimentSetup:
