@@ -11,7 +11,10 @@ member on another).
 
 Batch sizes are bucketed (:func:`padded_batch_size`): a multiple of the device count and a power
 of two (or 1.5 × one) per device, capped by ``max_batch``, so a sweep compiles few programs
-whatever its size. Padding repeats the last member; padded results are discarded.
+whatever its size. Padding repeats the last member; padded results are discarded. The cap comes
+from the devices' free memory where the caller asks (:func:`member_bytes` estimates one member's
+working set, :func:`~gflow_jax.core.members_per_device` divides the memory by it), so very large
+grids stream through in chunks that fit.
 """
 
 from __future__ import annotations
@@ -54,6 +57,21 @@ def padded_batch_size(n: int, n_devices: int, max_batch: int) -> int:
         else:  # 3·2^(k-1) → 2^(k+1)
             per_device = per_device * 4 // 3
     return min(per_device * n_devices, cap)
+
+
+#: a member's working set, as a multiple of the bytes of its arguments and results (solver
+#: stages, gradient temporaries; a planning figure, generous on purpose)
+WORKING_SET = 4
+
+
+def member_bytes(member: Callable, args: tuple) -> int:
+    """Planning estimate of the device memory one batch member takes: ``WORKING_SET`` × (bytes
+    of the array leaves of ``args``, one member's arguments without a batch axis, plus bytes of
+    its results from ``jax.eval_shape``, which traces but does not compile or run)."""
+    dynamic, static = eqx.partition(args, eqx.is_array)
+    out = jax.eval_shape(lambda d: member(*eqx.combine(d, static)), dynamic)
+    leaves = [x for x in jax.tree.leaves((dynamic, out)) if hasattr(x, "dtype")]
+    return WORKING_SET * max(1, sum(int(np.prod(x.shape)) * x.dtype.itemsize for x in leaves))
 
 
 def stack(trees: Sequence[Any]) -> Any:
