@@ -1,5 +1,6 @@
 """Batched truncation points for ``gflow sweep``: one vmapped program per group of same-shape
-points, sharded over local devices."""
+points, sharded over local devices, in chunks that fit the devices' memory; the next chunk is
+dispatched before the results of the last are written, so the devices never wait for the host."""
 
 from __future__ import annotations
 
@@ -12,8 +13,11 @@ import numpy as np
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from ...core import (
+    MEMORY_FRACTION,
     AdaptedParameters,
     call_batched,
+    member_bytes,
+    members_per_device,
     pad_batch,
     padded_batch_size,
     resolve_devices,
@@ -76,6 +80,7 @@ def _group_key(setup: ExperimentSetup) -> tuple:
         settings.dtmin,
         len(cfg.gd.etas),
         sgd,
+        cfg.flow.dtype,
     )
 
 
@@ -84,11 +89,12 @@ def _member_args(setup: ExperimentSetup, n_rows: int) -> tuple:
     save_ts = np.asarray(setup.save_ts)
     problem = setup.problem.padded(n_rows)
     gd_etas = gd_steps = sgd_eta = sgd_steps = sgd_batch = None
+    dtype = setup.save_ts.dtype  # the precision of the point (flow.dtype)
     if cfg.gd.etas:
-        gd_etas = jnp.asarray(cfg.gd.etas, float)
+        gd_etas = jnp.asarray(cfg.gd.etas, dtype)
         gd_steps = jnp.asarray(np.stack([steps_per_interval(save_ts, e) for e in cfg.gd.etas]))
     if cfg.sgd.enabled:
-        sgd_eta = jnp.asarray(cfg.sgd.eta, float)
+        sgd_eta = jnp.asarray(cfg.sgd.eta, dtype)
         sgd_steps = jnp.asarray(steps_per_interval(save_ts, cfg.sgd.eta))
         full = cfg.sgd.batch_size == setup.problem.n_points
         sgd_batch = n_rows if full else cfg.sgd.batch_size
@@ -124,22 +130,37 @@ def _unpack_point(setup: ExperimentSetup, out: dict, j: int, seconds: float, bat
     return arrays, summary
 
 
+def chunk_size(n_points: int, devices: list, max_batch: int | None, member_args: tuple) -> int:
+    """Points per compiled call for a group of ``n_points``: :func:`padded_batch_size` capped by
+    ``max_batch`` and by what fits in the devices' memory — two chunks are in flight at a time,
+    each planned at half of :data:`~gflow_jax.core.MEMORY_FRACTION` of the memory free on every
+    device, with one member's working set estimated by :func:`~gflow_jax.core.member_bytes`
+    from ``member_args`` (one point's arguments)."""
+    per_device = members_per_device(
+        member_bytes(_batch_member, member_args), devices, fraction=MEMORY_FRACTION / 2
+    )
+    cap = per_device * len(devices)
+    return padded_batch_size(n_points, len(devices), min(cap, max_batch or cap))
+
+
 def run_truncation_batch(
     configs: list[TruncationConfig],
     run_dirs: list[Path],
     *,
     devices: list | None = None,
-    max_batch: int = 256,
+    max_batch: int | None = None,
     log=print,
 ):
     """Run many truncation configs as few vmapped programs (the kind's ``run_batch``).
 
-    Points are grouped by :func:`_group_key` (array shapes and static settings; a group may mix
-    numbers of points N, padded with zero-weight rows). Each group runs in chunks of
-    :func:`~gflow_jax.core.padded_batch_size` points, each chunk one call of one
-    compiled program (flow solve, GD at every η and SGD, all vmapped; sharded over ``devices``).
-    Yields ``(i, summary)`` once ``run_dirs[i]`` holds ``arrays.npz`` and ``metrics.jsonl``
-    (exactly the keys of ``gflow run``), or ``(i, exception)`` for a point that failed.
+    Points are grouped by :func:`_group_key` (array shapes, static settings and precision; a
+    group may mix numbers of points N, padded with zero-weight rows). Each group runs in chunks
+    of :func:`chunk_size` points (``max_batch`` caps it; ``None``: the devices' memory alone),
+    each chunk one call of one compiled program (flow solve, GD at every η and SGD, all vmapped;
+    sharded over ``devices``); chunk k + 1 is dispatched before chunk k's results are copied
+    back and written. Yields ``(i, summary)`` once ``run_dirs[i]`` holds ``arrays.npz`` and
+    ``metrics.jsonl`` (exactly the keys of ``gflow run``), or ``(i, exception)`` for a point
+    that failed.
     """
     devices = resolve_devices(devices)
     groups: dict[tuple, list[tuple[int, ExperimentSetup]]] = {}
@@ -158,7 +179,13 @@ def run_truncation_batch(
                 f"truncation batch: data of {n_padded_rows} of {len(members)} points padded to "
                 f"N = {n_rows} with zero-weight rows"
             )
-        size = padded_batch_size(len(members), len(devices), max_batch)
+        size = chunk_size(len(members), devices, max_batch, _member_args(members[0][1], n_rows))
+        if size < len(members):
+            log(
+                f"truncation batch: {len(members)} points in {-(-len(members) // size)} chunks "
+                f"of {size} ({len(devices)} device(s))"
+            )
+        in_flight = None
         for start in range(0, len(members), size):
             chunk = members[start : start + size]
             if len(chunk) < size:
@@ -168,21 +195,31 @@ def run_truncation_batch(
                 )
             t0 = time.perf_counter()
             args = pad_batch(stack([_member_args(setup, n_rows) for _, setup in chunk]), size)
-            out = jax.tree.map(np.asarray, call_batched(_batch_member, args, devices))
-            seconds = time.perf_counter() - t0
-            info = {
-                "points": len(chunk),
-                "batch_size": size,
-                "devices": len(devices),
-                "n_rows": n_rows,
-                "seconds_including_compile": seconds,
-            }
-            for j, (i, setup) in enumerate(chunk):
-                try:
-                    arrays, summary = _unpack_point(setup, out, j, seconds / len(chunk), info)
-                    write_point(run_dirs[i], arrays)
-                except Exception as err:
-                    result = err
-                else:
-                    result = summary
-                yield i, result
+            launched = (chunk, t0, call_batched(_batch_member, args, devices))  # asynchronous
+            if in_flight is not None:
+                yield from _write_chunk(*in_flight, run_dirs, size, len(devices), n_rows)
+            in_flight = launched
+        if in_flight is not None:
+            yield from _write_chunk(*in_flight, run_dirs, size, len(devices), n_rows)
+
+
+def _write_chunk(chunk, t0: float, out, run_dirs, size: int, n_devices: int, n_rows: int):
+    """Copy one chunk's results back and write its points (``(i, summary_or_exception)``)."""
+    out = jax.tree.map(np.asarray, out)
+    seconds = time.perf_counter() - t0
+    info = {
+        "points": len(chunk),
+        "batch_size": size,
+        "devices": n_devices,
+        "n_rows": n_rows,
+        "seconds_including_compile": seconds,
+    }
+    for j, (i, setup) in enumerate(chunk):
+        try:
+            arrays, summary = _unpack_point(setup, out, j, seconds / len(chunk), info)
+            write_point(run_dirs[i], arrays)
+        except Exception as err:
+            result = err
+        else:
+            result = summary
+        yield i, result
