@@ -25,6 +25,7 @@ from gflow_jax.core import (
     device_memory,
     member_bytes,
     members_per_device,
+    memory_batch_size,
     on_accelerator,
     pad_batch,
     stack,
@@ -107,8 +108,9 @@ def test_a_sweep_group_streams_in_memory_sized_chunks(tmp_path, monkeypatch):
     per_member = member_bytes(_batch._batch_member, one)
     # memory for exactly four members per chunk (a chunk plans with half of MEMORY_FRACTION)
     monkeypatch.setattr(devices_module, "device_memory", lambda d: 4 * per_member * 4)
-    assert _batch.chunk_size(5, jax.local_devices()[:1], None, one) == 4
-    assert _batch.chunk_size(5, jax.local_devices()[:1], 2, one) == 2  # max_batch caps it
+    devices = jax.local_devices()[:1]
+    assert memory_batch_size(_batch._batch_member, one, 5, devices) == 4
+    assert memory_batch_size(_batch._batch_member, one, 5, devices, 2) == 2  # max_batch caps
     run_dirs = [tmp_path / f"p{k}" for k in range(5)]
     for d in run_dirs:
         d.mkdir()

@@ -14,6 +14,7 @@ from ._batching import (
     batched as batched,
     call_batched as call_batched,
     member_bytes as member_bytes,
+    memory_batch_size as memory_batch_size,
     pad_batch as pad_batch,
     padded_batch_size as padded_batch_size,
     stack as stack,
@@ -36,6 +37,7 @@ from ._datasets import (
     split_dataset as split_dataset,
 )
 from ._devices import (
+    MEMORY_FRACTION as MEMORY_FRACTION,
     device_memory as device_memory,
     members_per_device as members_per_device,
     on_accelerator as on_accelerator,
@@ -58,6 +60,7 @@ from ._sorted_field import (
 )
 
 __all__ = [
+    "MEMORY_FRACTION",
     "AdaptedParameters",
     "ClusteredData",
     "Dataset",
@@ -80,6 +83,7 @@ __all__ = [
     "last_truncations",
     "make_clusters",
     "member_bytes",
+    "memory_batch_size",
     "members_per_device",
     "network_input_cost",
     "network_standard_cost",

@@ -29,6 +29,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from ._devices import MEMORY_FRACTION, members_per_device
+
 BATCH_AXIS = "points"
 
 
@@ -72,6 +74,26 @@ def member_bytes(member: Callable, args: tuple) -> int:
     out = jax.eval_shape(lambda d: member(*eqx.combine(d, static)), dynamic)
     leaves = [x for x in jax.tree.leaves((dynamic, out)) if hasattr(x, "dtype")]
     return WORKING_SET * max(1, sum(int(np.prod(x.shape)) * x.dtype.itemsize for x in leaves))
+
+
+def memory_batch_size(
+    member: Callable,
+    args: tuple,
+    n: int,
+    devices: Sequence[jax.Device],
+    max_batch: int | None = None,
+    *,
+    fraction: float = MEMORY_FRACTION / 2,
+) -> int:
+    """Members per compiled call for ``n`` members of ``member``: :func:`padded_batch_size`
+    capped by ``max_batch`` (``None``: no cap of its own) and by what fits in ``fraction`` of
+    the memory free on every device, one member's working set estimated by
+    :func:`member_bytes` from ``args`` (one member's arguments). The default fraction is half
+    of :data:`~gflow_jax.core.MEMORY_FRACTION`: two chunks may be in flight at a time (one
+    computing, the last being copied back)."""
+    per_device = members_per_device(member_bytes(member, args), devices, fraction=fraction)
+    cap = per_device * len(devices)
+    return padded_batch_size(n, len(devices), min(cap, max_batch or cap))
 
 
 def stack(trees: Sequence[Any]) -> Any:

@@ -13,13 +13,10 @@ import numpy as np
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from ...core import (
-    MEMORY_FRACTION,
     AdaptedParameters,
     call_batched,
-    member_bytes,
-    members_per_device,
+    memory_batch_size,
     pad_batch,
-    padded_batch_size,
     resolve_devices,
     stack,
 )
@@ -130,19 +127,6 @@ def _unpack_point(setup: ExperimentSetup, out: dict, j: int, seconds: float, bat
     return arrays, summary
 
 
-def chunk_size(n_points: int, devices: list, max_batch: int | None, member_args: tuple) -> int:
-    """Points per compiled call for a group of ``n_points``: :func:`padded_batch_size` capped by
-    ``max_batch`` and by what fits in the devices' memory — two chunks are in flight at a time,
-    each planned at half of :data:`~gflow_jax.core.MEMORY_FRACTION` of the memory free on every
-    device, with one member's working set estimated by :func:`~gflow_jax.core.member_bytes`
-    from ``member_args`` (one point's arguments)."""
-    per_device = members_per_device(
-        member_bytes(_batch_member, member_args), devices, fraction=MEMORY_FRACTION / 2
-    )
-    cap = per_device * len(devices)
-    return padded_batch_size(n_points, len(devices), min(cap, max_batch or cap))
-
-
 def run_truncation_batch(
     configs: list[TruncationConfig],
     run_dirs: list[Path],
@@ -155,7 +139,8 @@ def run_truncation_batch(
 
     Points are grouped by :func:`_group_key` (array shapes, static settings and precision; a
     group may mix numbers of points N, padded with zero-weight rows). Each group runs in chunks
-    of :func:`chunk_size` points (``max_batch`` caps it; ``None``: the devices' memory alone),
+    of :func:`~gflow_jax.core.memory_batch_size` points (what fits in the devices' memory,
+    capped by ``max_batch`` if given),
     each chunk one call of one compiled program (flow solve, GD at every η and SGD, all vmapped;
     sharded over ``devices``); chunk k + 1 is dispatched before chunk k's results are copied
     back and written. Yields ``(i, summary)`` once ``run_dirs[i]`` holds ``arrays.npz`` and
@@ -179,7 +164,8 @@ def run_truncation_batch(
                 f"truncation batch: data of {n_padded_rows} of {len(members)} points padded to "
                 f"N = {n_rows} with zero-weight rows"
             )
-        size = chunk_size(len(members), devices, max_batch, _member_args(members[0][1], n_rows))
+        one = _member_args(members[0][1], n_rows)
+        size = memory_batch_size(_batch_member, one, len(members), devices, max_batch)
         if size < len(members):
             log(
                 f"truncation batch: {len(members)} points in {-(-len(members) // size)} chunks "
