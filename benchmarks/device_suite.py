@@ -1,6 +1,7 @@
 """The accelerator suite: every figure the toolkit's GPU/TPU goals name, in one command.
 
 Run:  python benchmarks/device_suite.py [--out DIR] [--parts flow_vs_scipy,sweep_flow,...]
+          [--sweep-sizes 256,4096,16384] [--magnitude-sizes 4000,20000]
       python benchmarks/device_suite.py --smoke --out DIR   (tiny sizes; part of the test suite)
 
 Writes ``DIR/device_suite.json`` (the environment — device named, memory, float64 — the load and
@@ -484,6 +485,8 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     p.add_argument("--parts", default=",".join(PARTS), help="comma-separated: " + ", ".join(PARTS))
     p.add_argument("--smoke", action="store_true", help="every part at tiny sizes (CPU, seconds)")
+    p.add_argument("--sweep-sizes", default=None, help="e.g. 256,4096 (default 256,4096,16384)")
+    p.add_argument("--magnitude-sizes", default=None, help="e.g. 2000 (default 4000,20000)")
     args = p.parse_args(argv)
     parts = [x.strip() for x in args.parts.split(",") if x.strip()]
     unknown = set(parts) - set(PARTS)
@@ -491,6 +494,10 @@ def main(argv=None) -> int:
         p.error(f"unknown parts {sorted(unknown)}; known: {', '.join(PARTS)}")
     use_cpu_cores()  # on a CPU: one device per core, as `gflow sweep` does
     sz, repeat = (SMOKE, SMOKE["repeat"]) if args.smoke else (FULL, FULL["repeat"])
+    sz = dict(sz)
+    for key, text in (("sweep_sizes", args.sweep_sizes), ("magnitude_sizes", args.magnitude_sizes)):
+        if text:
+            sz[key] = tuple(int(v) for v in text.split(","))
     devices = resolve_devices(None)
     t_start = time.perf_counter()
     rows: list[dict] = []

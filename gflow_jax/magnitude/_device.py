@@ -20,7 +20,8 @@ engine keeps everything in one compiled program per shape (no host round trip in
   refinement steps (``iterations``), the solver and the condition estimate of every scale are
   reported, exactly as the CPU engines report them;
 * **batching**: ``jax.lax.map`` over scales in steps of :func:`scales_per_step` scales, chosen
-  from the device's free memory (Z, its factor, D∘Z and a temporary: 4 n×n float64 per scale);
+  from the device's free memory (Z, its factor, D∘Z and temporaries: planned as 6 n×n float64
+  per scale);
   many clouds (:func:`cloud_kernel`) are vmapped over clouds and scales, :func:`clouds_per_call`
   clouds per call.
 
@@ -75,8 +76,9 @@ def memory_budget(device: jax.Device | None = None) -> int:
 
 
 def scale_bytes(n: int) -> int:
-    """Device memory of one scale of an n-point space: Z, its factor, D∘Z, a temporary."""
-    return 4 * 8 * n * n
+    """Device memory planned for one scale of an n-point space: Z, its factor, D∘Z and
+    temporaries (exp(−tD) before masking, products), 6 n×n float64."""
+    return 6 * 8 * n * n
 
 
 def scales_per_step(n: int, n_scales: int, device: jax.Device | None = None) -> int:
