@@ -38,6 +38,7 @@ from ._datasets import (
 )
 from ._devices import (
     MEMORY_FRACTION as MEMORY_FRACTION,
+    default_device as default_device,
     device_memory as device_memory,
     members_per_device as members_per_device,
     on_accelerator as on_accelerator,
@@ -76,6 +77,7 @@ __all__ = [
     "call_batched",
     "clusters_dataset",
     "cumulative_parameters",
+    "default_device",
     "device_memory",
     "digits_dataset",
     "general_input_cost_gradient",

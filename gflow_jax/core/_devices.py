@@ -54,9 +54,19 @@ def resolve_devices(devices: int | Sequence[jax.Device] | None) -> list[jax.Devi
     return list(devices)
 
 
+def default_device() -> jax.Device:
+    """The device new arrays and computations go to: the one a ``jax.default_device(...)``
+    context names, else the first device of the default backend."""
+    chosen = jax.config.jax_default_device
+    if isinstance(chosen, str):  # a platform name
+        return jax.devices(chosen)[0]
+    return chosen if chosen is not None else jax.devices()[0]
+
+
 def on_accelerator() -> bool:
-    """Whether JAX's default backend is an accelerator (GPU or TPU), not the CPU."""
-    return jax.default_backend() != "cpu"
+    """Whether computations go to an accelerator (GPU or TPU) by default: the default backend,
+    unless a ``jax.default_device`` context chose a CPU device (or vice versa)."""
+    return default_device().platform != "cpu"
 
 
 def _host_available() -> int | None:

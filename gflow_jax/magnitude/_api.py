@@ -8,7 +8,7 @@ exp(−D)**t (which underflows for distances ≳ 700).
 One mechanism serves every public function: :func:`magnitude_function` checks its inputs,
 computes the distances (:func:`pairwise_distances`, chunked, float64), merges exact duplicates
 (kept in a map back to the input rows: weights stay aligned with the input) and solves with one
-of two engines, which produce the same report, :class:`MagnitudeFunction`:
+of three engines, which produce the same report, :class:`MagnitudeFunction`:
 
 * ``method="cholesky"`` — :func:`magnitude_from_distances`, pure JAX,
   one Cholesky factorisation per scale batched over scales (CPU or GPU), LU fallback reported;

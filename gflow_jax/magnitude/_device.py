@@ -38,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Bool, Float, Int
 
-from ..core import device_memory
+from ..core import default_device, device_memory
 from ._core import (
     CHOLESKY,
     FAILED,
@@ -68,7 +68,7 @@ _BLOCK_ELEMENTS = 1 << 25
 def memory_budget(device: jax.Device | None = None) -> int:
     """Bytes the engine may plan to use on ``device`` (default: JAX's default device):
     :data:`MEMORY_FRACTION` of its free memory on an accelerator, 256 MiB on a CPU."""
-    device = jax.devices()[0] if device is None else device
+    device = default_device() if device is None else device
     free = device_memory(device)
     if device.platform == "cpu":
         return min(_CPU_BUDGET, free or _CPU_BUDGET)
