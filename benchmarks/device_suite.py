@@ -36,9 +36,15 @@ Parts (full sizes; --smoke shrinks each to seconds on a CPU):
 
 from __future__ import annotations
 
+import os
+
+# BLAS threads of the host engines, read when numpy loads: ``--blas-threads N`` (on a shared,
+# loaded CPU OpenBLAS's busy-waiting threads were measured 50-100x slower than one thread)
+if "--blas-threads" in os.sys.argv:
+    os.environ["OPENBLAS_NUM_THREADS"] = os.sys.argv[os.sys.argv.index("--blas-threads") + 1]
+
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
@@ -247,7 +253,9 @@ def _run_chunks(member, args, n, size, devices):
     return outs
 
 
-def _sweep(part, name, member, member_args, single, sz, repeat, devices, compare):
+def _sweep(part, name, member, member_args, single, sz, repeat, devices, compare, steps_of):
+    """Vmapped chunks vs a sequential loop for every size; ``steps_of(out)``: steps per member
+    (a vmapped adaptive solve runs until its slowest member is done)."""
     base = stack(member_args)
     rows = []
     for n in sz["sweep_sizes"]:
@@ -267,6 +275,9 @@ def _sweep(part, name, member, member_args, single, sz, repeat, devices, compare
         gap = max(
             compare(outs[i // size], i % size, s) for i, s in zip(picks, singles, strict=True)
         )
+        steps = np.concatenate(
+            [np.ravel(steps_of(o))[: min(size, n - k * size)] for k, o in enumerate(outs)]
+        )
         goal = "≥ 50× at 4096 (GPU)" if n == 4096 else None
         met = (best and per_solve * n / best >= 50) if n == 4096 and on_accelerator() else None
         rows.append(
@@ -280,6 +291,7 @@ def _sweep(part, name, member, member_args, single, sz, repeat, devices, compare
                 met,
                 compile_seconds=first - best,
                 max_abs_difference=gap,
+                steps_min_mean_max=[int(steps.min()), float(steps.mean()), int(steps.max())],
             )
         )
     return rows
@@ -296,7 +308,16 @@ def part_sweep_flow(sz, repeat, devices, setups):
         return float(jnp.max(jnp.abs(out.params.b[j] - s.params.b)))
 
     return _sweep(
-        "sweep_flow", "flow configurations", flow_member, args, single, sz, repeat, devices, compare
+        "sweep_flow",
+        "flow configurations",
+        flow_member,
+        args,
+        single,
+        sz,
+        repeat,
+        devices,
+        compare,
+        lambda out: out.num_steps,
     )
 
 
@@ -323,8 +344,18 @@ def part_sweep_sgd(sz, repeat, devices, setups):
     def compare(out, j, s):
         return float(jnp.max(jnp.abs(out[0].b[j] - s[0].b)))
 
+    total = int(n_steps.sum())
     return _sweep(
-        "sweep_sgd", "SGD trainings", sgd_member, args, single, sz, repeat, devices, compare
+        "sweep_sgd",
+        "SGD trainings",
+        sgd_member,
+        args,
+        single,
+        sz,
+        repeat,
+        devices,
+        compare,
+        lambda out: np.full(out[1].shape[0], total),
     )
 
 
@@ -487,6 +518,7 @@ def main(argv=None) -> int:
     p.add_argument("--smoke", action="store_true", help="every part at tiny sizes (CPU, seconds)")
     p.add_argument("--sweep-sizes", default=None, help="e.g. 256,4096 (default 256,4096,16384)")
     p.add_argument("--magnitude-sizes", default=None, help="e.g. 2000 (default 4000,20000)")
+    p.add_argument("--blas-threads", default=None, help="OPENBLAS_NUM_THREADS (read at start)")
     args = p.parse_args(argv)
     parts = [x.strip() for x in args.parts.split(",") if x.strip()]
     unknown = set(parts) - set(PARTS)
@@ -524,6 +556,7 @@ def main(argv=None) -> int:
         "mode": "smoke" if args.smoke else "full",
         "environment": environment_info(),
         "load_average": os.getloadavg()[0],
+        "openblas_threads": os.environ.get("OPENBLAS_NUM_THREADS"),
         "seconds": time.perf_counter() - t_start,
         "parts": rows,
     }

@@ -111,6 +111,9 @@ def test_a_sweep_group_streams_in_memory_sized_chunks(tmp_path, monkeypatch):
     devices = jax.local_devices()[:1]
     assert memory_batch_size(_batch._batch_member, one, 5, devices) == 4
     assert memory_batch_size(_batch._batch_member, one, 5, devices, 2) == 2  # max_batch caps
+    monkeypatch.setattr(devices_module, "device_memory", lambda d: 1 << 40)
+    assert memory_batch_size(_batch._batch_member, one, 1000, devices) == 128  # CPU: cache-sized
+    monkeypatch.setattr(devices_module, "device_memory", lambda d: 4 * per_member * 4)
     run_dirs = [tmp_path / f"p{k}" for k in range(5)]
     for d in run_dirs:
         d.mkdir()

@@ -31,8 +31,9 @@ class SweepSpec:
             table ``{generator_or_distribution: arguments}``; in file order.
         n_samples: points of a random sweep.
         seed: seed of a random sweep's generator.
-        max_batch: most points per compiled call of a batched kind, or ``"auto"``: as many as
-            fit in the devices' memory (chunks sized from the memory free on each device).
+        max_batch: most points per compiled call of a batched kind, or ``"auto"``: on
+            accelerators as many as fit in the devices' free memory, on CPUs 128 per device
+            (:func:`~gflow_jax.core.memory_batch_size`).
         point_figures: draw every point's figures.
         jobs: number of array jobs for the submitit executors.
         slurm: parameters for submitit's ``update_parameters``.
