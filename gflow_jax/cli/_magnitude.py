@@ -124,7 +124,7 @@ def register(sub) -> None:
         help="a:b:S for S log-spaced scales, or a comma-separated list (default: automatic)",
     )
     p.add_argument("--n-scales", type=int, default=32, help="number of automatic scales")
-    p.add_argument("--method", default="auto", choices=("auto", "cholesky", "adaptive"))
+    p.add_argument("--method", default="auto", choices=("auto", "cholesky", "adaptive", "device"))
     p.add_argument("--out", type=Path, default=None, help="PNG path (default: next to input)")
     p.add_argument("--progress", action="store_true", help="progress bar (large clouds)")
     p.set_defaults(func=_cmd_magnitude)

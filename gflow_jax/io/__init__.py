@@ -16,6 +16,7 @@ from ._files import (
 from ._progress import progress_bar as progress_bar, scan_progress as scan_progress
 from ._run_dir import (
     create_run_dir as create_run_dir,
+    describe_environment as describe_environment,
     environment_info as environment_info,
     utc_now as utc_now,
 )
@@ -28,6 +29,7 @@ from ._streams import (
 __all__ = [
     "ChunkedArrayWriter",
     "create_run_dir",
+    "describe_environment",
     "environment_info",
     "load_arrays",
     "progress_bar",
