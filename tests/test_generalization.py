@@ -212,7 +212,13 @@ TINY = {
         "probe_size": 5,
         "probe_layers": [1, 2],
     },
-    "measures": {"n_scales": 6, "monitor_window": 5, "representation_scales": 4},
+    "measures": {
+        "n_scales": 6,
+        "monitor_window": 5,
+        "representation_scales": 4,
+        "ph_sizes": [4, 12, 2],
+    },
+    "statistics": {"n_bootstrap": 50},
     "output": {"figures": False, "progress": False},
 }
 
@@ -271,14 +277,30 @@ def test_sweep_writes_every_point_table_and_figures(uninterrupted):
     for metric in ("euclidean", "loss"):
         for q in ("mag_dim_max", "pmag_sqrt_n", "pmag_0.01", "e_alpha", "mag_dim_slope"):
             assert f"traj_{metric}_{q}" in names
+        assert f"traj_{metric}_ph_dim" in names
+        for r in res.values():
+            assert not math.isnan(r["measures"][f"traj_{metric}_ph_dim"])  # computed
     assert {"repr_L1_mag_dim_max", "repr_L2_mag_dim_max"} <= names
-    header = (run_dir / "table.csv").read_text().splitlines()[0]
-    assert header.startswith("measure,tau[acc_gap],psi_lr[acc_gap],psi_bs[acc_gap],Psi[acc_gap]")
+    assert {"hyper_lr", "hyper_batch_size"} <= names  # the reference rows
+    header = (run_dir / "table.csv").read_text().splitlines()[0].split(",")
+    for gap in ("acc_gap", "loss_gap"):
+        for q in ("tau", "psi_lr", "psi_bs", "Psi", "tau_given"):
+            assert {f"{q}[{gap}]", f"{q}_lo[{gap}]", f"{q}_hi[{gap}]"} <= set(header)
+    import json
+
+    corr = json.loads((run_dir / "correlations.json").read_text())
+    assert corr["statistics"]["kendall_variant"] == "b"
+    assert corr["statistics"]["n_bootstrap"] == 50
+    # hyperparameters alone carry no information once they are conditioned on
+    hyper = {row["measure"]: row for row in summary["table"]}["hyper_lr"]
+    assert hyper["tau_given[acc_gap]"] == 0.0 or math.isnan(hyper["tau_given[acc_gap]"])
+    assert "| measure | τ |" in (run_dir / "table.md").read_text()
     assert {p.name for p in figures} == {
         "magnitude_curves.png",
         "measure_vs_acc_gap.png",
         "measure_vs_loss_gap.png",
         "monitoring.png",
+        "statistics.png",
     }
 
 
