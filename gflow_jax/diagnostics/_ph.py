@@ -17,28 +17,27 @@ from scipy.spatial.distance import pdist, squareform
 
 from ..magnitude import canonical_metric, check_distance_matrix
 
-# stands in for a distance of 0 off the diagonal (scipy reads 0 in a dense graph as "no edge")
-_TINY = np.finfo(np.float64).tiny
-
 
 def mst_lengths(D: ArrayLike) -> np.ndarray:
-    """``(n − 1,)`` edge lengths of a minimum spanning tree of the distance matrix ``D`` (n, n).
+    """``(n − 1,)`` edge lengths of a minimum spanning tree of the distance matrix ``D`` (n, n),
+    sorted.
 
-    Zero off-diagonal distances (duplicates, or pseudometric ties such as ρ_S = 0) are edges of
-    length 0, as they should be: scipy treats a 0 in a dense matrix as a missing edge, so they are
-    handed to it as the smallest positive double and mapped back to 0.
+    scipy reads entries of a dense graph within 1e-8 of 0 as missing edges, so the tree is found
+    on the weights 1 + d_ij / max d (the same tree: a spanning tree's weight shifts by a
+    constant) and its lengths are read from ``D``. Zero distances (duplicates, pseudometric ties
+    such as ρ_S = 0) are edges of length 0.
     """
-    D = np.array(D, dtype=np.float64)
+    D = np.asarray(D, dtype=np.float64)
     n = D.shape[0]
     if n < 2:
         return np.zeros(0)
-    upper = np.triu(np.ones((n, n), dtype=bool), 1)
-    D[upper & (D <= 0.0)] = _TINY
-    edges = minimum_spanning_tree(np.where(upper, D, 0.0)).data  # one entry per pair: 2x faster
-    edges = np.where(edges <= _TINY, 0.0, edges)
-    if edges.size != n - 1:  # cannot happen for a finite matrix: every pair is an edge
-        raise RuntimeError(f"the spanning tree has {edges.size} edges, expected {n - 1}")
-    return np.sort(edges)
+    scale = float(np.max(D))
+    if not scale > 0:
+        return np.zeros(n - 1)
+    tree = minimum_spanning_tree(np.triu(1.0 + D / scale, 1)).tocoo()
+    if tree.nnz != n - 1:  # cannot happen for a finite matrix: every pair is an edge
+        raise RuntimeError(f"the spanning tree has {tree.nnz} edges, expected {n - 1}")
+    return np.sort(D[tree.row, tree.col])
 
 
 @dataclass(frozen=True)
