@@ -355,6 +355,10 @@ def test_failed_point_is_recorded_and_the_sweep_goes_on(tmp_path):
         ({"grid.learning_rates": [0.1, -1.0]}, "grid.learning_rates[1]", "positive"),
         ({"measures.slope_window": [5.0, 6.0]}, "measures.slope_window", "fewer than two"),
         ({"model.widths": [3]}, "model.widths", "unknown key"),
+        ({"measures.ph_sizes": [11, 100, 5]}, "measures.ph_sizes", "fewer than two sizes"),
+        ({"measures.ph_sizes": [4, 12]}, "measures.ph_sizes", "[min, max, step]"),
+        ({"statistics.kendall_variant": "c"}, "statistics.kendall_variant", "'a', 'b'"),
+        ({"statistics.level": 1.5}, "statistics.level", "(0, 1)"),
     ],
 )
 def test_config_errors_name_the_key(override, key, message):
@@ -384,7 +388,13 @@ def test_batched_cloud_measures_match_the_library_path():
 
 
 @pytest.mark.parametrize(
-    "path", ["magnitude_generalization.toml", "magnitude_generalization_small.toml"]
+    "path",
+    [
+        "magnitude_generalization.toml",
+        "magnitude_generalization_small.toml",
+        "generalization_grid.toml",
+        "generalization_grid_cpu.toml",
+    ],
 )
 def test_shipped_configs_validate(path):
     from pathlib import Path
@@ -396,6 +406,14 @@ def test_shipped_configs_validate(path):
     assert kind.name == "magnitude_generalization" and kind.resumable
     g = cfg.grid
     assert len(g.learning_rates) * len(g.batch_sizes) * len(g.seeds) >= 12
+    assert cfg.statistics.kendall_variant in ("a", "b")  # the variant is recorded
+    if path.startswith("generalization_grid"):  # the literature's grid (Dupuis et al. 2023)
+        lr, bs = np.array(g.learning_rates), np.array(g.batch_sizes)
+        np.testing.assert_allclose(lr, np.geomspace(0.005, 0.1, 6), rtol=1e-4)
+        np.testing.assert_allclose(bs, np.linspace(32, 256, 6), atol=0.5)
+        assert len(g.seeds) >= 3 and set(cfg.measures.metrics) == {"euclidean", "loss"}
+    if path == "generalization_grid.toml":
+        assert cfg.trajectory.n_iterates == 5000 and cfg.measures.ph_sizes == (200, 1000, 50)
 
 
 @pytest.mark.slow

@@ -167,7 +167,7 @@ def _statistics(rows: list[dict], statistics: dict, st: _Style, fig_dir: Path) -
         ax.set(title=gap, xlim=(-1, 1), xlabel=f"Kendall τ_{statistics['kendall_variant']}")
     axes[0].set_yticks(y, names, fontsize=7)
     axes[0].invert_yaxis()
-    axes[-1].legend(fontsize=7, loc="lower right")
+    axes[0].legend(fontsize=7, loc="lower left")
     fig.suptitle(
         f"Kendall statistics with {statistics['level']:.0%} bootstrap intervals "
         f"({statistics['n_bootstrap']} resamples); τ_given: conditional on (lr, batch size) — "
