@@ -1,50 +1,66 @@
-"""Adaptive host solver for large clouds on CPU: CG, neighbour-preconditioned CG, Cholesky.
+"""Adaptive CPU engine for large clouds: CG, neighbour-preconditioned CG, mixed-precision
+Cholesky (docs/theory.md#magnitude-numerics).
 
-A direct method pays one Cholesky factorisation (m³/3 flops) per scale. Two facts let us pay
-fewer (docs/theory.md#magnitude-numerics):
+A direct method pays one float64 Cholesky factorisation (m³/3 flops) per scale. Three facts let
+us pay far less:
 
 1. Z(t) = exp(−t·D) is well conditioned at *large* t (Z → I), where plain conjugate gradients
    converge in a few matrix–vector products (2m² flops each).
 2. Z(t) changes smoothly with t: the Cholesky factor of a *neighbouring* scale is an excellent
-   preconditioner (typically 5–15 CG iterations for neighbours on a 32-point log grid).
+   preconditioner (typically 5–20 CG iterations for scales up to ~6 grid points away on a
+   32-point log grid, fewer at small t).
+3. A factor used only as a preconditioner need not be exact: a float32 factor (LAPACK
+   ``spotrf``, about half the time of ``dpotrf``; its triangular solves read half the bytes)
+   preconditions float64 CG as well as a float64 one while κ(Z)·ε₃₂ ≪ 1 (ε₃₂ ≈ 6·10⁻⁸).
 
-Scales are processed from the largest to the smallest, warm-starting each solve from the
-previous scale's weights. Plain CG is used while its predicted cost at the next scale (the
-last iteration count extrapolated linearly) stays below a fraction of a factorisation; then a
-factorisation is made ``lead`` (2) scales further down and reused as preconditioner on both sides
-of it: for the scales between (warm-started from their upper neighbours) and for those below it,
-until the predicted preconditioned cost exceeds a fraction of a factorisation, when a new one is
-made the same way. Budgets come from the timings measured during the run (a factorisation vs one
-iteration), so the choice adapts to the machine and to m.
+Scales are processed from the largest to the smallest, each solve warm-started from the
+previous scale's weights. Plain CG runs while its predicted cost at the next scale (the last
+iteration count extrapolated linearly) stays below ``cg_switch·budget`` of a factorisation;
+then a factorisation is made a few scales further down (``lead``, or half the reach of the
+previous factor) and preconditions the scales on both sides of it, until the predicted
+preconditioned cost exceeds ``pcg_switch·budget`` of a factorisation, when the next one is made
+the same way. Costs come from the timings measured during the run (factorisations by precision,
+iterations by kind; priors from flop counts until measured), so the choice adapts to the
+machine and to m.
+
+**Mixed precision** (``mixed_precision``, default): a factorisation is tried in float32 while
+the condition estimate of the latest scale is ≤ ``single_max_condition``. Its own scale is then
+solved by float64 CG preconditioned with it (solver ``"cholesky32"``: iterative refinement with
+Krylov acceleration). If ``spotrf`` fails (Z not positive definite in single precision) or that
+CG does not converge within the time a float64 factorisation would have saved, the scale is
+factorised in float64 instead, the reason is recorded in ``fallback``, and every smaller scale
+(worse conditioned) uses float64 factors.
 
 Nothing is approximated silently: every iterative solve ends with an explicit float64 residual
 ‖Zw − 1‖₂/‖1‖₂ ≤ ``rtol``; if it does not get there within its budget, the scale is solved
-directly (Cholesky, or LU when Cholesky fails). The solver, iteration count and achieved
-residual of every scale are reported. Condition estimates: λ_max ≤ largest row sum of Z; λ_min
-from the Rayleigh quotients of one inverse iteration (direct solves, as in
-:mod:`gflow_jax.magnitude._core`) or from the Lanczos tridiagonal of the (preconditioned) CG run
-(λ_min(Z) ≈ θ_min(P⁻¹Z)·λ_min(P)), an estimate, not a bound.
+directly (float64 Cholesky, or LU when Cholesky fails). The solver, iteration count, precision of
+the factor used and achieved residual of every scale are reported, and the seconds spent per
+phase (building Z, factorisations by precision, iterations, diagnostics). Condition estimates:
+λ_max ≤ largest row sum of Z; λ_min from the Rayleigh quotients of one inverse iteration (direct
+solves, as in :mod:`gflow_jax.magnitude._core`) or from the Lanczos tridiagonal of the
+(preconditioned) CG run (λ_min(Z) ≈ θ_min(P⁻¹Z)·λ_min(P)), an estimate, not a bound.
 
-This engine uses NumPy/SciPy BLAS/LAPACK on the host: JAX's CPU triangular solves copy the
-factor on every call, which would dominate preconditioned CG. Only the lower triangle of the
-symmetric Z is built (row blocks, NumPy exp, into one reused buffer: at most one Z, one factor and
-D are held at a time), which halves the cost of building Z; products with Z use BLAS ``dsymv``
-(which reads one triangle: about half the memory traffic of ``dgemv``) and the preconditioner
-applies the factor by two BLAS-2 ``dtrsv`` calls (several times faster than OpenBLAS's
-single-column ``dpotrs``, which goes through ``dtrsm``).
+Kernels (lower triangle only, BLAS-2 products and triangular solves, at most one Z, one factor
+and D held at a time): :mod:`gflow_jax.magnitude._host`.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import jax
 import numpy as np
 import scipy.linalg as sla
-from scipy.linalg import blas
 
-# rows per block for the elementwise passes over Z (building its lower triangle, derivative)
-_ROW_BLOCK = 64
+from . import _host
+
+#: distinct points from which ``method="auto"`` (and the many-clouds engine) use this engine on CPU
+ADAPTIVE_FROM = 1024
+#: the phases of :func:`solve_adaptive`'s ``profile`` (seconds)
+PHASES = ("build", "factor32", "factor64", "iterate", "diagnostics")
+_EPS32 = float(np.finfo(np.float32).eps)
 
 
 @dataclass(frozen=True)
@@ -55,242 +71,140 @@ class AdaptiveSettings:
         rtol: required relative residual ‖Zw − 1‖₂/‖1‖₂ of every iterative solve.
         budget: an iterative solve may cost at most this fraction of one factorisation.
         cg_switch: plain CG continues while its predicted cost at the next scale is at most
-            this fraction of ``budget`` (then factorisations and preconditioned CG).
+            this fraction of ``budget``·(one factorisation).
         pcg_switch: a factor keeps serving the scales below it while the predicted cost of the
-            next preconditioned solve is at most this fraction of ``budget``.
-        lead: a new factorisation is made this many scales below the first scale that needs
-            it, and preconditions the scales above it as well as those below.
+            next preconditioned solve is at most this multiple of the average cost per scale of
+            its window so far (its factorisation included): the renewal rule, which minimises
+            the long-run cost per scale when costs grow with the distance to the factor.
+        lead: a new factorisation is made at least this many scales below the first scale that
+            needs it (more when the previous factor reached further), and preconditions the
+            scales above it as well as those below.
         allow_cg: try plain CG at the large scales.
         allow_pcg: reuse neighbouring factorisations as preconditioners.
-        mixed_precision: factorise in float32 (LAPACK spotrf, about twice as fast) and use the
-            factor only as a preconditioner of float64 CG, which must reach ``rtol``; float64
-            Cholesky when it does not.
+        mixed_precision: factorise in float32 while the conditioning allows it (see module);
+            the answer is still float64 with residual ≤ ``rtol``.
+        single_max_condition: float32 factorisations are tried while the latest scale's
+            condition estimate is at most this.
         progress: show a tqdm bar over the scales.
     """
 
     rtol: float = 1e-12
     budget: float = 0.8
     cg_switch: float = 0.5
-    pcg_switch: float = 0.5
+    pcg_switch: float = 1.0
     lead: int = 2
     allow_cg: bool = True
     allow_pcg: bool = True
-    mixed_precision: bool = False
+    mixed_precision: bool = True
+    single_max_condition: float = 1e6
     progress: bool = False
 
 
 @dataclass
 class _Clock:
-    """Running estimates (seconds) of one factorisation and of one (P)CG iteration."""
+    """Running estimates (seconds): one factorisation per precision, one iteration per kind
+    (``0`` plain CG, ``32``/``64`` preconditioned by a factor of that precision)."""
 
     m: int
-    chol: list = field(default_factory=list)
-    cg_iter: list = field(default_factory=list)
-    pcg_iter: list = field(default_factory=list)
+    factor: dict = field(default_factory=lambda: {32: [], 64: []})
+    iteration: dict = field(default_factory=lambda: {0: [], 32: [], 64: []})
 
-    def t_chol(self) -> float:
-        return float(np.median(self.chol)) if self.chol else self.m**3 / 3 / 2e10
+    def t_factor(self, bits: int) -> float:
+        seen = self.factor[bits] or self.factor[96 - bits]
+        if seen:
+            scale = 1.0 if self.factor[bits] else (0.5 if bits == 32 else 2.0)
+            return float(np.median(seen)) * scale
+        return self.m**3 / 3 / (4e10 if bits == 32 else 2e10)
 
-    def t_cg(self) -> float:
-        return float(np.median(self.cg_iter)) if self.cg_iter else 2 * 8 * self.m**2 / 1e10
-
-    def t_pcg(self) -> float:
-        if self.pcg_iter:
-            return float(np.median(self.pcg_iter))
-        # a product with Z (one triangle) plus two triangular solves (one triangle each)
-        return 3 * self.t_cg()
-
-
-def _probe(m: int) -> np.ndarray:
-    r = np.random.default_rng(20240531).standard_normal(m)
-    return r / np.linalg.norm(r)
+    def t_iter(self, kind: int) -> float:
+        if self.iteration[kind]:
+            return float(np.median(self.iteration[kind]))
+        cg = float(np.median(self.iteration[0])) if self.iteration[0] else 8 * self.m**2 / 1e10
+        return {0: 1.0, 32: 1.5, 64: 2.0}[kind] * cg
 
 
-def _tridiagonal_extremes(alphas, betas):
-    """Extreme Ritz values of the Lanczos tridiagonal of a CG run (α_k step lengths, β_k)."""
-    k = len(alphas)
-    if k == 0:
-        return np.nan, np.nan
-    a, b = np.asarray(alphas), np.asarray(betas[: k - 1])
-    diag = 1.0 / a
-    diag[1:] += b / a[:-1]
-    off = np.sqrt(np.maximum(b, 0.0)) / a[:-1]
-    theta = sla.eigvalsh_tridiagonal(diag, off) if k > 1 else diag
-    return float(theta.min()), float(theta.max())
+@dataclass
+class _Factor:
+    """A factorisation serving as preconditioner: its position in the processing order, the
+    map r ↦ P⁻¹r, the λ_min estimate of its Z and its precision (32 or 64 bits)."""
+
+    pos: int
+    apply: Callable
+    lam_min: float
+    bits: int
 
 
-def _cg(matvec, b, x0, precondition, rtol, max_iter):
-    """(Preconditioned) CG on Z x = b from x0 (``matvec(v)`` = Z v); returns x, iterations,
-    converged, residual, Ritz extremes. Convergence is checked on the explicitly recomputed
-    float64 residual."""
-    x = x0.copy()
-    r = b - matvec(x)
-    bnorm = np.linalg.norm(b)
-    z = precondition(r)
-    p = z.copy()
-    rz = r @ z
-    alphas, betas = [], []
-    k = 0
-    while k < max_iter and np.linalg.norm(r) > rtol * bnorm:
-        Ap = matvec(p)
-        alpha = rz / (p @ Ap)
-        x += alpha * p
-        r -= alpha * Ap
-        z = precondition(r)
-        rz_new = r @ z
-        beta = rz_new / rz
-        p = z + beta * p
-        rz = rz_new
-        alphas.append(alpha)
-        betas.append(beta)
-        k += 1
-    residual = np.linalg.norm(b - matvec(x)) / bnorm
-    return x, k, residual <= rtol, residual, _tridiagonal_extremes(alphas, betas)
+@dataclass
+class _Solve:
+    """Outcome of one (P)CG run."""
+
+    ok: bool
+    w: np.ndarray
+    iterations: int
+    residual: float
+    seconds: float
 
 
-# Z is held as the lower triangle of a C-ordered buffer, i.e. the *upper* triangle of its
-# Fortran-ordered transpose (no copy): BLAS/LAPACK are called on ``Z.T`` with ``lower=0``; the
-# strictly upper part of the C buffer is never read.
+def _predict(counts: list) -> float:
+    """Iterations expected at the next scale from the last counts (growth never negative)."""
+    if not counts:
+        return 0.0
+    if len(counts) == 1:
+        return 1.25 * counts[-1]
+    return counts[-1] + max(counts[-1] - counts[-2], 0)
 
 
-def _build_lower(D, t, out):
-    """Lower triangle (with diagonal) of exp(−t·D) into ``out``, in row blocks."""
-    m = D.shape[0]
-    for s in range(0, m, _ROW_BLOCK):
-        e = min(m, s + _ROW_BLOCK)
-        o = out[s:e, :e]
-        np.multiply(D[s:e, :e], -t, out=o)
-        np.exp(o, out=o)
-    return out
+class _Run:
+    """State of one :func:`solve_adaptive` call (one Z buffer, the current factor, timings)."""
 
+    def __init__(self, D, scales, settings):
+        self.D, self.scales, self.settings = D, scales, settings
+        m, S = D.shape[0], scales.shape[0]
+        self.b, self.probe = np.ones(m), _probe(m)
+        keys = ("magnitude", "derivative", "positive_magnitude", "spread", "max_eigenvalue")
+        keys += ("min_eigenvalue", "condition", "residual", "preconditioner")
+        self.out = {k: np.full(S, np.nan) for k in keys}
+        self.out["iterations"] = np.zeros(S, dtype=np.int64)
+        self.out["precision"] = np.zeros(S, dtype=np.int64)
+        self.out["weights"] = np.zeros((m, S))
+        self.solver, self.fallback = [""] * S, [""] * S
+        self.profile = dict.fromkeys(PHASES, 0.0)
+        self.clock = _Clock(m)
+        self.order = np.argsort(-scales, kind="stable")  # largest scale first
+        # one Z at a time (at m = 20000 it is 3.2 GB); zeros: the strict upper triangle is never
+        # written, and the float32 rounding of the whole buffer must see finite numbers
+        self.buffer = np.zeros((m, m))
+        self.current = -1
+        self.single = settings.mixed_precision
+        self.abandoned = ""  # why float32 was abandoned, once it was
+        self.kappa = 1.0  # condition estimate of the latest finished scale
+        self.bar = None
+        if settings.progress:
+            from tqdm.auto import tqdm
 
-def _symv(Z, v):
-    """Z v from the lower triangle of ``Z`` (BLAS dsymv)."""
-    return blas.dsymv(1.0, Z.T, v, lower=0)
+            self.bar = tqdm(total=S, desc=f"magnitude m={m}", leave=False)
 
+    def Z(self, i: int) -> np.ndarray:
+        if self.current != i:
+            start = time.perf_counter()
+            _host.build_lower(self.D, self.scales[i], self.buffer)
+            self.profile["build"] += time.perf_counter() - start
+            self.current = i
+        return self.buffer
 
-def _full(Z):
-    """The full symmetric matrix from the lower triangle of ``Z`` (a new array)."""
-    L = np.tril(Z)
-    return L + np.tril(L, -1).T
+    def matvec(self, v):
+        return _host.symv(self.buffer, v)
 
+    def next_factor_bits(self) -> int:
+        return 32 if self.single else 64
 
-def _factor(Z):
-    """Cholesky factor U (Z = UᵀU, upper, Fortran order) from the lower triangle of Z, or None."""
-    F = np.array(Z.T, order="F", copy=True)
-    c, info = sla.lapack.dpotrf(F, lower=0, clean=0, overwrite_a=1)
-    if info != 0:
-        return None
-    return c
-
-
-def _precondition(c):
-    """r ↦ (UᵀU)⁻¹ r by two BLAS-2 triangular solves."""
-
-    def apply(r):
-        return blas.dtrsv(c, blas.dtrsv(c, r, lower=0, trans=1), lower=0, trans=0)
-
-    return apply
-
-
-def _factor32(Z):
-    """Cholesky factor of Z rounded to float32 (LAPACK spotrf, upper), or None."""
-    c, info = sla.lapack.spotrf(Z.T.astype(np.float32, order="F"), lower=0, clean=0, overwrite_a=1)
-    if info != 0:
-        return None
-    return c
-
-
-def _precondition32(c):
-    """r ↦ (UᵀU)⁻¹ r for a float32 factor U by two BLAS-2 single-precision triangular solves,
-    returned in float64."""
-
-    def apply(r):
-        y = blas.strsv(c, r.astype(np.float32), lower=0, trans=1)
-        return blas.strsv(c, y, lower=0, trans=0, overwrite_x=1).astype(np.float64)
-
-    return apply
-
-
-def _cho_solve(c, B):
-    x, info = sla.lapack.dpotrs(c, B, lower=0)
-    if info != 0:  # pragma: no cover - only on invalid arguments
-        raise np.linalg.LinAlgError(f"dpotrs failed with info={info}")
-    return x
-
-
-def _derivative(D, Z, w):
-    """wᵀ(D∘Z)w from the lower triangles (D symmetric), in row blocks (no m×m temporary)."""
-    total = 0.0
-    diagonal = 0.0
-    for s in range(0, D.shape[0], _ROW_BLOCK):
-        e = min(D.shape[0], s + _ROW_BLOCK)
-        total += w[s:e] @ ((D[s:e, :s] * Z[s:e, :s]) @ w[:s])
-        block = D[s:e, s:e] * Z[s:e, s:e]
-        diagonal += w[s:e] @ (np.tril(block, -1) @ w[s:e])
-        diagonal += 0.5 * (w[s:e] ** 2) @ np.diag(block)
-    return float(2.0 * (total + diagonal))
-
-
-def solve_adaptive(D, scales, settings: AdaptiveSettings = AdaptiveSettings()) -> dict:
-    """Weights of the (deduplicated) distance matrix ``D`` ``(m, m)`` at ``scales`` ``(S,)``.
-
-    Returns a dict of NumPy arrays: ``weights`` ``(m, S)`` and, per scale, ``magnitude``,
-    ``derivative``, ``positive_magnitude``, ``spread``, ``max_eigenvalue``, ``min_eigenvalue``,
-    ``condition``, ``residual``, ``iterations``, and ``solver`` (a list of names: ``"cg"``,
-    ``"pcg"`` — preconditioned by the factorisation of the scale named in ``preconditioner`` —,
-    ``"cholesky32"`` — float64 CG preconditioned by this scale's own float32 factor —,
-    ``"cholesky"``, ``"lu"``).
-    """
-    D_host = np.asarray(D, dtype=np.float64)
-    scales = np.asarray(scales, dtype=np.float64)
-    m, S = D_host.shape[0], scales.shape[0]
-    b = np.ones(m)
-    probe = _probe(m)
-    out = {
-        k: np.full(S, np.nan)
-        for k in (
-            "magnitude",
-            "derivative",
-            "positive_magnitude",
-            "spread",
-            "max_eigenvalue",
-            "min_eigenvalue",
-            "condition",
-            "residual",
-            "preconditioner",
-        )
-    }
-    out["iterations"] = np.zeros(S, dtype=np.int64)
-    out["weights"] = np.zeros((m, S))
-    solver = [""] * S
-    clock = _Clock(m)
-    order = np.argsort(-scales, kind="stable")  # largest scale first
-    # one Z at a time (at m = 20000 each is 3.2 GB); zeros: its strict upper triangle is never
-    # written, and the float32 rounding of the whole buffer must see finite numbers
-    buffer = np.zeros((m, m))
-    current = [-1]
-
-    def Z_of(i):
-        if current[0] != i:
-            _build_lower(D_host, scales[i], buffer)
-            current[0] = i
-        return buffer
-
-    factor = None  # (position in order, cholesky factor, λ_min estimate of that Z)
-    cg_phase = settings.allow_cg
-    w_prev = None
-    bar = None
-    if settings.progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=S, desc=f"magnitude m={m}", leave=False)
-
-    def finish(i, w, Z, name, iters, lam_min, residual, precond_scale=np.nan):
-        row_sums = _symv(Z, b)
+    def finish(self, i, w, name, iters, lam_min, residual, bits=0, precond_scale=np.nan):
+        start = time.perf_counter()
+        Z, out = self.Z(i), self.out
+        row_sums = _host.symv(Z, self.b)
         out["weights"][:, i] = w
         out["magnitude"][i] = w.sum()
-        out["derivative"][i] = _derivative(D_host, Z, w)
+        out["derivative"][i] = _host.derivative(self.D, Z, w)
         out["positive_magnitude"][i] = np.maximum(w, 0).sum()
         out["spread"][i] = (1.0 / row_sums).sum()
         out["max_eigenvalue"][i] = row_sums.max()
@@ -298,127 +212,196 @@ def solve_adaptive(D, scales, settings: AdaptiveSettings = AdaptiveSettings()) -
         out["condition"][i] = row_sums.max() / lam_min
         out["residual"][i] = residual
         out["iterations"][i] = iters
+        out["precision"][i] = bits
         out["preconditioner"][i] = precond_scale
-        solver[i] = name
-        if bar is not None:
-            bar.update(1)
+        self.solver[i] = name
+        if np.isfinite(out["condition"][i]) and out["condition"][i] > 0:
+            self.kappa = float(out["condition"][i])
+        self.profile["diagnostics"] += time.perf_counter() - start
+        if self.bar is not None:
+            self.bar.update(1)
 
-    def direct(pos):
-        """Factorise the scale at ``pos`` in ``order``, solve it, and return the factor entry
-        ``(pos, preconditioner, λ_min estimate)``: a float32 factor used as preconditioner of
-        float64 CG when that converges (``"cholesky32"``), else float64 Cholesky or LU."""
-        i = order[pos]
-        Z = Z_of(i)
-        if settings.mixed_precision:
-            c32 = _factor32(Z)
-            if c32 is not None:
-                solve32 = _precondition32(c32)
-                matvec = lambda v: _symv(Z, v)  # noqa: E731
-                w, k, ok, residual, _ = _cg(matvec, b, solve32(b), solve32, settings.rtol, 50)
-                if ok:
-                    y = solve32(probe)
-                    lam_min = min(w.sum() / (w @ w), (y @ matvec(y)) / (y @ y))
-                    finish(i, w, Z, "cholesky32", k, lam_min, residual)
-                    return (pos, solve32, lam_min), w
+    def iterate(self, pos, factor, x0, max_iter, own=False) -> _Solve:
+        """(P)CG at the scale at ``pos`` preconditioned by ``factor`` (None: plain CG); on
+        success the scale is finished (unless ``own``: the caller finishes it)."""
+        i = self.order[pos]
+        self.Z(i)
+        kind = 0 if factor is None else factor.bits
+        precondition = (lambda r: r) if factor is None else factor.apply
         start = time.perf_counter()
-        c = _factor(Z)
+        w, k, ok, residual, (theta_min, _) = _host.cg(
+            self.matvec, self.b, x0, precondition, self.settings.rtol, max_iter
+        )
+        elapsed = time.perf_counter() - start
+        self.profile["iterate"] += elapsed
+        self.clock.iteration[kind].append(elapsed / (k + 2))  # + initial and final products
+        if ok and not own:
+            lam = theta_min * (1.0 if factor is None else factor.lam_min)
+            scale = np.nan if factor is None else self.scales[self.order[factor.pos]]
+            self.finish(i, w, "cg" if factor is None else "pcg", k, lam, residual, kind, scale)
+        return _Solve(ok, w, k, residual, elapsed)
+
+    def abandon(self, i: int, reason: str) -> None:
+        """Stop factorising in float32 (from the scale ``i`` down), saying why."""
+        self.single = False
+        self.fallback[i] = reason
+        self.abandoned = f"float32 abandoned at t = {self.scales[i]:.4g} ({reason})"
+
+    def max_iter(self, kind: int) -> int:
+        """Iterations one solve may spend: ``budget`` × (one factorisation)."""
+        t_f = self.clock.t_factor(self.next_factor_bits())
+        return max(2, int(self.settings.budget * t_f / self.clock.t_iter(kind)))
+
+    def direct(self, pos) -> tuple[_Factor | None, float]:
+        """Factorise the scale at ``pos`` and solve it: float32 factor + float64 CG when allowed
+        and successful (``"cholesky32"``), else float64 Cholesky (or LU). Returns the factor
+        (None after LU) and the seconds spent."""
+        i = self.order[pos]
+        Z = self.Z(i)
+        settings, clock = self.settings, self.clock
+        spent = 0.0
+        if self.single and self.kappa > settings.single_max_condition:
+            self.abandon(i, f"condition estimate {self.kappa:.2g} > single_max_condition")
+        elif not self.single and self.abandoned:
+            self.fallback[i] = f"float64: {self.abandoned}"
+        if self.single:
+            start = time.perf_counter()
+            c32 = _host.factor32(Z)
+            elapsed = time.perf_counter() - start
+            self.profile["factor32"] += elapsed
+            spent += elapsed
+            if c32 is None:
+                self.abandon(i, "float32 Cholesky failed (not positive definite in float32)")
+            else:
+                clock.factor[32].append(elapsed)
+                apply = _host.preconditioner32(c32)
+                saved = clock.t_factor(64) - clock.t_factor(32)
+                max_iter = max(4, int(settings.budget * saved / clock.t_iter(32)))
+                own = _Factor(pos, apply, np.nan, 32)
+                solve = self.iterate(pos, own, apply(self.b), max_iter, own=True)
+                spent += solve.seconds
+                if solve.ok:
+                    start = time.perf_counter()
+                    w, y = solve.w, apply(self.probe)
+                    lam_min = min(w.sum() / (w @ w), (y @ self.matvec(y)) / (y @ y))
+                    self.profile["diagnostics"] += time.perf_counter() - start
+                    self.finish(i, w, "cholesky32", solve.iterations, lam_min, solve.residual, 32)
+                    return _Factor(pos, apply, lam_min, 32), spent
+                self.abandon(
+                    i,
+                    f"float32 factor as preconditioner: residual {solve.residual:.1e} after"
+                    f" {solve.iterations} iterations",
+                )
+        start = time.perf_counter()
+        c = _host.factor64(Z)
         if c is None:  # not positive definite (or numerically singular): LU, reported
-            lu = sla.lu_factor(_full(Z), check_finite=False)
-            W = sla.lu_solve(lu, np.stack([b, probe], axis=1), check_finite=False)
+            lu = sla.lu_factor(_host.full(Z), check_finite=False)
+            W = sla.lu_solve(lu, np.stack([self.b, self.probe], axis=1), check_finite=False)
             name = "lu"
         else:
-            clock.chol.append(time.perf_counter() - start)
-            W = _cho_solve(c, np.stack([b, probe], axis=1))
+            clock.factor[64].append(time.perf_counter() - start)
+            W = _host.cho_solve64(c, np.stack([self.b, self.probe], axis=1))
             name = "cholesky"
+        elapsed = time.perf_counter() - start
+        self.profile["factor64"] += elapsed
         w, y = W[:, 0], W[:, 1]
-        residual = np.linalg.norm(_symv(Z, w) - b) / np.sqrt(m)
-        lam_min = min(w.sum() / (w @ w), (y @ probe) / (y @ y))
-        finish(i, w, Z, name, 0, lam_min, residual)
-        entry = (pos, _precondition(c), lam_min) if c is not None else None
-        return entry, w
+        residual = np.linalg.norm(self.matvec(w) - self.b) / np.sqrt(self.b.size)
+        lam_min = min(w.sum() / (w @ w), (y @ self.probe) / (y @ y))
+        self.finish(i, w, name, 0, lam_min, residual, 64)
+        factor = _Factor(pos, _host.preconditioner64(c), lam_min, 64) if c is not None else None
+        return factor, spent + elapsed
 
-    def try_pcg(pos, fac, x0, max_iter):
-        i = order[pos]
-        Z = Z_of(i)
-        fpos, precondition, lam_p = fac
-        start = time.perf_counter()
-        matvec = lambda v: _symv(Z, v)  # noqa: E731
-        w, k, ok, residual, (theta_min, _) = _cg(
-            matvec, b, x0, precondition, settings.rtol, max_iter
-        )
-        if k:
-            clock.pcg_iter.append((time.perf_counter() - start) / k)
-        if ok:
-            finish(i, w, Z, "pcg", k, theta_min * lam_p, residual, scales[order[fpos]])
-        return ok, w, k
+    def run(self) -> dict:
+        """Largest scale first: plain CG, then factors each serving a window of scales around
+        it while the next solve is predicted to cost no more than the window's average."""
+        settings, clock = self.settings, self.clock
+        S = self.scales.shape[0]
+        weights = self.out["weights"]
+        cg_phase = settings.allow_cg
+        cg_counts: list = []
+        factor: _Factor | None = None
+        counts: list = []  # iterations of the current factor's scales below it
+        served = 0  # scales below the current factor that it served
+        window = [0.0, 1]  # seconds spent on the current factor's window, scales in it
+        w_prev = None
+        pos = 0
+        while pos < S:
+            x0 = self.b if w_prev is None else w_prev
+            t_f = clock.t_factor(self.next_factor_bits())
+            if cg_phase:
+                predicted = (_predict(cg_counts) + 2) * clock.t_iter(0)
+                if predicted <= settings.cg_switch * settings.budget * t_f:
+                    solve = self.iterate(pos, None, x0, self.max_iter(0))
+                    if solve.ok:
+                        cg_counts.append(solve.iterations)
+                        w_prev, pos = solve.w, pos + 1
+                        continue
+                cg_phase = False
+            if factor is not None and settings.allow_pcg:
+                predicted = (_predict(counts) + 2) * clock.t_iter(factor.bits)
+                if predicted <= settings.pcg_switch * window[0] / window[1]:
+                    solve = self.iterate(pos, factor, x0, self.max_iter(factor.bits))
+                    window[0] += solve.seconds
+                    window[1] += 1
+                    if solve.ok:
+                        counts.append(solve.iterations)
+                        served += 1
+                        w_prev, pos = solve.w, pos + 1
+                        continue
+            if settings.allow_pcg and pos + 1 < S:
+                # a new factorisation `lead` scales further down (as far as the previous factor
+                # reached below itself); it preconditions the scales between (warm-started from
+                # their upper neighbours), then those below it
+                fpos = min(pos + max(settings.lead, served), S - 1)
+                entry, seconds = self.direct(fpos)
+                window, counts, served = [seconds, 1], [], 0
+                factor = entry or factor
+                for q in range(pos, fpos):
+                    solve = None
+                    if entry is not None:
+                        start = weights[:, self.order[fpos]] if w_prev is None else w_prev
+                        solve = self.iterate(q, entry, start, self.max_iter(entry.bits))
+                        window[0] += solve.seconds
+                        window[1] += 1
+                        counts = [solve.iterations]
+                    if solve is None or not solve.ok:
+                        self.direct(q)
+                    w_prev = weights[:, self.order[q]]
+                w_prev, pos = weights[:, self.order[fpos]], fpos + 1
+                continue
+            factor = self.direct(pos)[0] or factor
+            counts, served, window = [], 0, [np.inf, 1]
+            w_prev, pos = weights[:, self.order[pos]], pos + 1
+        if self.bar is not None:
+            self.bar.close()
+        self.out["solver"], self.out["fallback"] = self.solver, self.fallback
+        self.out["profile"] = self.profile
+        return self.out
 
-    def predict(counts):
-        """Iterations expected at the next scale from the last counts (growth never negative)."""
-        if not counts:
-            return 0.0
-        if len(counts) == 1:
-            return 1.25 * counts[-1]
-        return counts[-1] + max(counts[-1] - counts[-2], 0)
 
-    cg_counts: list = []
-    pcg_counts: list = []  # iterations of the current factor's scales below it
-    pos = 0
-    while pos < S:
-        i = order[pos]
-        x0 = b if w_prev is None else w_prev
-        if cg_phase:
-            if (
-                predict(cg_counts) * clock.t_cg()
-                <= settings.cg_switch * settings.budget * clock.t_chol()
-            ):
-                max_iter = max(2, int(settings.budget * clock.t_chol() / clock.t_cg()))
-                Z = Z_of(i)
-                matvec = lambda v, Z=Z: _symv(Z, v)  # noqa: E731
-                start = time.perf_counter()
-                w, k, ok, residual, (theta_min, _) = _cg(
-                    matvec, b, x0, lambda r: r, settings.rtol, max_iter
-                )
-                if k:
-                    clock.cg_iter.append((time.perf_counter() - start) / k)
-                if ok:
-                    finish(i, w, Z, "cg", k, theta_min, residual)
-                    cg_counts.append(k)
-                    w_prev, pos = w, pos + 1
-                    continue
-            cg_phase = False
-        budget = max(2, int(settings.budget * clock.t_chol() / clock.t_pcg()))
-        if factor is not None and settings.allow_pcg:
-            if (
-                predict(pcg_counts) * clock.t_pcg()
-                <= settings.pcg_switch * settings.budget * clock.t_chol()
-            ):
-                ok, w, k = try_pcg(pos, factor, x0, budget)
-                if ok:
-                    pcg_counts.append(k)
-                    w_prev, pos = w, pos + 1
-                    continue
-        if settings.allow_pcg and pos + 1 < S:
-            # a new factorisation `lead` scales further down; it also preconditions the
-            # scales between (warm-started from their upper neighbours), then those below it
-            fpos = min(pos + max(settings.lead, 1), S - 1)
-            entry, w_f = direct(fpos)
-            factor = entry or factor
-            pcg_counts = []
-            for q in range(pos, fpos):
-                ok = False
-                if entry is not None:
-                    ok, w, k = try_pcg(q, entry, w_f if w_prev is None else w_prev, budget)
-                if ok:
-                    pcg_counts = [k]
-                else:
-                    _, w = direct(q)
-                w_prev = w
-            w_prev, pos = w_f, fpos + 1
-            continue
-        factor, w = direct(pos)
-        pcg_counts = []
-        w_prev, pos = w, pos + 1
-    if bar is not None:
-        bar.close()
-    out["solver"] = solver
-    return out
+def use_adaptive(n_unique: float) -> bool:
+    """The CPU engine rule: this engine for ≥ :data:`ADAPTIVE_FROM` distinct points when JAX
+    runs on CPU (elsewhere the batched JAX Cholesky core)."""
+    return jax.default_backend() == "cpu" and n_unique >= ADAPTIVE_FROM
+
+
+def _probe(m: int) -> np.ndarray:
+    r = np.random.default_rng(20240531).standard_normal(m)
+    return r / np.linalg.norm(r)
+
+
+def solve_adaptive(D, scales, settings: AdaptiveSettings = AdaptiveSettings()) -> dict:
+    """Weights of the (deduplicated) distance matrix ``D`` ``(m, m)`` at ``scales`` ``(S,)``.
+
+    Returns a dict of NumPy arrays: ``weights`` ``(m, S)`` and, per scale, ``magnitude``,
+    ``derivative``, ``positive_magnitude``, ``spread``, ``max_eigenvalue``, ``min_eigenvalue``,
+    ``condition``, ``residual``, ``iterations``, ``precision`` (bits of the factor the solve
+    used: 0 none, 32, 64), ``preconditioner`` (the scale whose factor preconditioned a
+    ``"pcg"`` solve), ``solver`` (names: ``"cg"``, ``"pcg"`` — preconditioned by a neighbouring
+    scale's factor —, ``"cholesky32"`` — float64 CG preconditioned by this scale's own float32
+    factor —, ``"cholesky"``, ``"lu"``), ``fallback`` (why float32 was abandoned at a scale,
+    else ``""``) and ``profile`` (seconds per phase, :data:`PHASES`).
+    """
+    D_host = np.asarray(D, dtype=np.float64)
+    scales = np.asarray(scales, dtype=np.float64)
+    return _Run(D_host, scales, settings).run()

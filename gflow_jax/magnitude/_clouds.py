@@ -14,9 +14,17 @@ representations over training and windows of checkpoints are all *many* clouds o
   scale, the masked duplicates of the core as a second, tolerance-aware merge);
 * scales are common ``(S,)`` or per cloud ``(C, S)`` (e.g. relative to each cloud's diameter).
 
+* a cloud with ≥ 1024 distinct points on CPU (e.g. a long trajectory's iterates) is solved by
+  the CPU engine of :func:`~gflow_jax.magnitude.magnitude_function` instead
+  (:func:`~gflow_jax.magnitude.solve_adaptive`, the rule
+  :func:`~gflow_jax.magnitude._adaptive.use_adaptive`): host distances and duplicate merge,
+  CG / neighbour-preconditioned CG / mixed-precision Cholesky, every scale's float64 residual
+  ≤ 1e-12 verified.
+
 Failures are reported, not hidden: the vmapped solves run without the core's LU fallback (under
 ``vmap`` it would compute LU for every scale); a cloud with a failed Cholesky factorisation is
-re-solved with ``fallback=True`` (LU) and ``solver`` says so (0 Cholesky, 1 LU, 2 failed: NaN).
+re-solved with ``fallback=True`` (LU) and ``solver`` says so (0 Cholesky — for the CPU engine:
+any solve verified to the residual bound —, 1 LU, 2 failed: NaN).
 """
 
 from __future__ import annotations
@@ -30,7 +38,10 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Bool, Float, Int
 
-from ._core import CHOLESKY, magnitude_from_distances
+from . import _host
+from ._adaptive import solve_adaptive, use_adaptive
+from ._core import CHOLESKY, LU, magnitude_from_distances
+from ._distances import pairwise_distances
 
 # bytes of n×n float64 temporaries one compiled call may hold (clouds × scales × 4 n²)
 _CALL_BYTES = 1 << 28
@@ -60,7 +71,8 @@ class CloudMagnitudes(eqx.Module):
         diameter: ``(C,)`` largest distance within each cloud.
         condition: ``(C, S)`` estimate of κ₂(Z) of the distinct points.
         residual: ``(C, S)`` relative residual ‖Zw − 1‖₂/‖1‖₂.
-        solver: ``(C, S)`` 0 Cholesky, 1 LU (fallback), 2 failed (NaN results).
+        solver: ``(C, S)`` 0 Cholesky (CPU engine: a solve verified to residual ≤ 1e-12), 1 LU
+            (fallback), 2 failed (NaN results).
     """
 
     scales: Float[Array, "*C S"]
@@ -132,6 +144,23 @@ def _chunk_kernel(
             lambda a: _one_cloud(a[0], a[1], a[2], duplicate_tol, True), (X, valid, scales)
         )
     return jax.vmap(lambda x, v, s: _one_cloud(x, v, s, duplicate_tol, False))(X, valid, scales)
+
+
+def _host_cloud(x: np.ndarray, scales: np.ndarray, duplicate_tol: float) -> dict:
+    """One large cloud ``(n, M)`` by the CPU engine: the fields of :class:`CloudMagnitudes`."""
+    D = np.asarray(pairwise_distances(x))
+    index = np.flatnonzero(_host.duplicate_groups(D, duplicate_tol)[0])
+    out = solve_adaptive(D if index.size == D.shape[0] else D[np.ix_(index, index)], scales)
+    return {
+        "magnitude": out["magnitude"],
+        "dimension": scales * out["derivative"] / out["magnitude"],
+        "positive_magnitude": out["positive_magnitude"],
+        "n_unique": index.size,
+        "diameter": D.max(),
+        "condition": out["condition"],
+        "residual": out["residual"],
+        "solver": np.where(np.asarray(out["solver"]) == "lu", LU, CHOLESKY),
+    }
 
 
 def _chunk(B: int, S: int) -> int:
@@ -207,8 +236,9 @@ def cloud_magnitudes(
     if compact:
         points = [_compact(p) for p in points]
     sizes = np.array([p.shape[0] for p in points])
+    host = [c for c in range(C) if use_adaptive(int(sizes[c]))]
     buckets: dict[int, list[int]] = {}
-    for c in range(C):
+    for c in sorted(set(range(C)) - set(host)):
         buckets.setdefault(bucket_size(int(sizes[c])) if compact else bucket_size(n), []).append(c)
 
     tol = jnp.asarray(duplicate_tol, dtype=jnp.float64)
@@ -237,6 +267,9 @@ def cloud_magnitudes(
         "residual": np.empty((C, S)),
         "solver": np.empty((C, S), dtype=np.int64),
     }
+    for c in host:
+        for key, value in _host_cloud(points[c], s[c], duplicate_tol).items():
+            out[key][c] = value
     for idx, xb, vb, sb, res in pending:
         res = jax.tree.map(np.array, res)
         failed = np.flatnonzero((res["solver"][: len(idx)] != CHOLESKY).any(axis=1))

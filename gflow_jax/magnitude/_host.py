@@ -1,0 +1,205 @@
+"""Host kernels of the CPU magnitude engine (NumPy and SciPy BLAS/LAPACK, no JAX).
+
+docs/theory.md#magnitude-numerics. Z(t) = exp(−t·D) is symmetric, so only its lower triangle
+is built and read. It lives in a C-ordered ``(m, m)`` float64 buffer whose strictly upper part
+is never written (zeros): that lower triangle is the *upper* triangle of the Fortran-ordered
+transpose ``Z.T`` (no copy), so every BLAS/LAPACK call gets ``Z.T`` with ``lower=0``.
+
+* products Z v: BLAS ``dsymv`` (reads one triangle);
+* factors Z = UᵀU: LAPACK ``dpotrf`` (float64) or ``spotrf`` (float32, about half the time) on
+  a Fortran-ordered copy;
+* preconditioner r ↦ (UᵀU)⁻¹ r: two BLAS-2 triangular solves (``dtrsv``/``strsv``; OpenBLAS's
+  single-column ``dpotrs`` goes through ``dtrsm`` and is several times slower);
+* conjugate gradients whose stopping test is the explicitly recomputed float64 residual;
+* the derivative wᵀ(D∘Z)w from the two lower triangles, in row blocks;
+* duplicate groups of a distance matrix (the same greedy rule as
+  :func:`gflow_jax.magnitude.duplicate_groups`, without compiling anything).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import scipy.linalg as sla
+from jaxtyping import Bool, Float, Int
+from scipy.linalg import blas
+
+# rows per block of the elementwise passes over Z (building its lower triangle, derivative)
+_ROW_BLOCK = 64
+# rows per block of the duplicate search (bounds the boolean temporary to ~64 MiB at m = 10⁵)
+_DUP_BLOCK = 512
+
+Vector = Float[np.ndarray, " m"]
+Matrix = Float[np.ndarray, "m m"]
+
+
+def build_lower(D: Matrix, t: float, out: Matrix) -> Matrix:
+    """Lower triangle (with diagonal) of exp(−t·D) written into ``out`` (row blocks; one
+    multiply and one exp per entry of the triangle, each block in cache)."""
+    m = D.shape[0]
+    for s in range(0, m, _ROW_BLOCK):
+        e = min(m, s + _ROW_BLOCK)
+        o = out[s:e, :e]
+        np.multiply(D[s:e, :e], -t, out=o)
+        np.exp(o, out=o)
+    return out
+
+
+def symv(Z: Matrix, v: Vector) -> Vector:
+    """Z v from the lower triangle of ``Z`` (BLAS ``dsymv``)."""
+    return blas.dsymv(1.0, Z.T, v, lower=0)
+
+
+def full(Z: Matrix) -> Matrix:
+    """The full symmetric matrix from the lower triangle of ``Z`` (a new array)."""
+    L = np.tril(Z)
+    return L + np.tril(L, -1).T
+
+
+def factor64(Z: Matrix) -> np.ndarray | None:
+    """Float64 Cholesky factor U (Z = UᵀU, upper, Fortran order), or None if ``dpotrf`` fails."""
+    F = np.array(Z.T, order="F", copy=True)
+    c, info = sla.lapack.dpotrf(F, lower=0, clean=0, overwrite_a=1)
+    return c if info == 0 else None
+
+
+def factor32(Z: Matrix) -> np.ndarray | None:
+    """Cholesky factor of Z rounded to float32 (``spotrf``, upper), or None if it fails (Z not
+    positive definite in single precision: κ(Z) ≳ 1/ε₃₂ ≈ 10⁷)."""
+    c, info = sla.lapack.spotrf(Z.T.astype(np.float32, order="F"), lower=0, clean=0, overwrite_a=1)
+    return c if info == 0 else None
+
+
+def preconditioner64(c: np.ndarray) -> Callable[[Vector], Vector]:
+    """r ↦ (UᵀU)⁻¹ r by two float64 triangular solves."""
+
+    def apply(r):
+        return blas.dtrsv(c, blas.dtrsv(c, r, lower=0, trans=1), lower=0, trans=0)
+
+    return apply
+
+
+def preconditioner32(c: np.ndarray) -> Callable[[Vector], Vector]:
+    """r ↦ (UᵀU)⁻¹ r for a float32 factor by two float32 triangular solves, in float64 out."""
+
+    def apply(r):
+        y = blas.strsv(c, r.astype(np.float32), lower=0, trans=1)
+        return blas.strsv(c, y, lower=0, trans=0, overwrite_x=1).astype(np.float64)
+
+    return apply
+
+
+def cho_solve64(c: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """Z⁻¹B from a float64 factor (``dpotrs``)."""
+    x, info = sla.lapack.dpotrs(c, B, lower=0)
+    if info != 0:  # pragma: no cover - only on invalid arguments
+        raise np.linalg.LinAlgError(f"dpotrs failed with info={info}")
+    return x
+
+
+def tridiagonal_extremes(alphas: list, betas: list) -> tuple[float, float]:
+    """Extreme Ritz values of the Lanczos tridiagonal of a CG run (step lengths α_k, β_k)."""
+    k = len(alphas)
+    if k == 0:
+        return np.nan, np.nan
+    a, b = np.asarray(alphas), np.asarray(betas[: k - 1])
+    diag = 1.0 / a
+    diag[1:] += b / a[:-1]
+    off = np.sqrt(np.maximum(b, 0.0)) / a[:-1]
+    theta = sla.eigvalsh_tridiagonal(diag, off) if k > 1 else diag
+    return float(theta.min()), float(theta.max())
+
+
+def cg(
+    matvec: Callable[[Vector], Vector],
+    b: Vector,
+    x0: Vector,
+    precondition: Callable[[Vector], Vector],
+    rtol: float,
+    max_iter: int,
+) -> tuple[Vector, int, bool, float, tuple[float, float]]:
+    """(Preconditioned) conjugate gradients on Z x = b from ``x0`` (``matvec(v)`` = Z v).
+
+    Stops when the recursively updated residual reaches ``rtol``·‖b‖ or after ``max_iter``
+    iterations; convergence is then judged on the explicitly recomputed float64 residual
+    ‖b − Zx‖₂/‖b‖₂ (a further iteration is spent when only the recursive one had converged).
+
+    Returns:
+        x, iterations, converged, relative residual, extreme Ritz values of P⁻¹Z.
+    """
+    x = x0.copy()
+    r = b - matvec(x)
+    bnorm = np.linalg.norm(b)
+    z = precondition(r)
+    p = z.copy()
+    rz = r @ z
+    alphas, betas = [], []
+    k = 0
+    residual, exact = np.linalg.norm(r) / bnorm, True
+    while k < max_iter and residual > rtol:
+        Ap = matvec(p)
+        alpha = rz / (p @ Ap)
+        x += alpha * p
+        r -= alpha * Ap
+        k += 1
+        alphas.append(alpha)
+        residual, exact = np.linalg.norm(r) / bnorm, False
+        if residual <= rtol:  # the true residual decides (and replaces the recursive one)
+            r = b - matvec(x)
+            residual, exact = np.linalg.norm(r) / bnorm, True
+            if residual <= rtol:
+                break
+        z = precondition(r)
+        rz_new = r @ z
+        beta = rz_new / rz
+        p = z + beta * p
+        rz = rz_new
+        betas.append(beta)
+    if not exact:
+        residual = np.linalg.norm(b - matvec(x)) / bnorm
+    return x, k, bool(residual <= rtol), float(residual), tridiagonal_extremes(alphas, betas)
+
+
+def derivative(D: Matrix, Z: Matrix, w: Vector) -> float:
+    """wᵀ(D∘Z)w from the lower triangles (D symmetric), in row blocks (no m×m temporary)."""
+    total = 0.0
+    diagonal = 0.0
+    for s in range(0, D.shape[0], _ROW_BLOCK):
+        e = min(D.shape[0], s + _ROW_BLOCK)
+        total += w[s:e] @ ((D[s:e, :s] * Z[s:e, :s]) @ w[:s])
+        block = D[s:e, s:e] * Z[s:e, s:e]
+        diagonal += w[s:e] @ (np.tril(block, -1) @ w[s:e])
+        diagonal += 0.5 * (w[s:e] ** 2) @ np.diag(block)
+    return float(2.0 * (total + diagonal))
+
+
+def duplicate_groups(
+    D: Matrix, duplicate_tol: float = 0.0
+) -> tuple[Bool[np.ndarray, " m"], Int[np.ndarray, " m"], Int[np.ndarray, " m"]]:
+    """Greedy duplicate groups in index order, on the host: point i starts a group unless
+    D_ij ≤ ``duplicate_tol`` for an earlier representative j, else it joins the first such j
+    (the rule of :func:`gflow_jax.magnitude.duplicate_groups`). Only points with a neighbour
+    within the tolerance enter the sequential pass, so distinct clouds cost one O(m²) scan.
+
+    Returns:
+        keep ``(m,)`` (representatives), representative ``(m,)``, group_size ``(m,)``.
+    """
+    m = D.shape[0]
+    has_close = np.zeros(m, dtype=bool)
+    for s in range(0, m, _DUP_BLOCK):
+        e = min(m, s + _DUP_BLOCK)
+        close = D[s:e] <= duplicate_tol
+        close[np.arange(e - s), np.arange(s, e)] = False
+        has_close[s:e] = close.any(axis=1)
+    keep = np.ones(m, dtype=bool)
+    representative = np.arange(m)
+    candidates = np.flatnonzero(has_close)
+    for k, i in enumerate(candidates.tolist()):
+        earlier = candidates[:k]
+        near = earlier[keep[earlier] & (D[i, earlier] <= duplicate_tol)]
+        if near.size:
+            keep[i] = False
+            representative[i] = near[0]
+    counts = np.bincount(representative, minlength=m)
+    return keep, representative, counts[representative]
