@@ -277,7 +277,7 @@ def test_adaptive_iterative_paths_against_scipy():
     )
     for allow_cg, mixed, used in cases:
         settings = AdaptiveSettings(
-            rtol=1e-13, budget=1e6, allow_cg=allow_cg, mixed_precision=mixed
+            rtol=1e-13, budget=1e6, cg_switch=1e9, allow_cg=allow_cg, mixed_precision=mixed
         )
         out = solve_adaptive(D, ts, settings)
         assert set(out["solver"]) == used

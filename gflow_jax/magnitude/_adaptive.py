@@ -35,7 +35,9 @@ Nothing is approximated silently: every iterative solve ends with an explicit fl
 ‖Zw − 1‖₂/‖1‖₂ ≤ ``rtol``; if it does not get there within its budget, the scale is solved
 directly (float64 Cholesky, or LU when Cholesky fails). The solver, iteration count, precision of
 the factor used and achieved residual of every scale are reported, and the seconds spent per
-phase (building Z, factorisations by precision, iterations, diagnostics). Condition estimates:
+phase (:data:`PHASES`: building Z with its row sums; factorisations by precision; CG
+iterations; the verification pass, which gives Z w for the explicit residual and the derivative
+wᵀ(D∘Z)w from one read of D and Z). Condition estimates:
 λ_max ≤ largest row sum of Z; λ_min from the Rayleigh quotients of one inverse iteration (direct
 solves, as in :mod:`gflow_jax.magnitude._core`) or from the Lanczos tridiagonal of the
 (preconditioned) CG run (λ_min(Z) ≈ θ_min(P⁻¹Z)·λ_min(P)), an estimate, not a bound.
@@ -59,7 +61,7 @@ from . import _host
 #: distinct points from which ``method="auto"`` (and the many-clouds engine) use this engine on CPU
 ADAPTIVE_FROM = 1024
 #: the phases of :func:`solve_adaptive`'s ``profile`` (seconds)
-PHASES = ("build", "factor32", "factor64", "iterate", "diagnostics")
+PHASES = ("build", "factor32", "factor64", "iterate", "verify")
 _EPS32 = float(np.finfo(np.float32).eps)
 
 
@@ -69,9 +71,12 @@ class AdaptiveSettings:
 
     Attributes:
         rtol: required relative residual ‖Zw − 1‖₂/‖1‖₂ of every iterative solve.
-        budget: an iterative solve may cost at most this fraction of one factorisation.
+        budget: an iterative solve may cost at most this multiple of one factorisation (and
+            at least ``min_iter`` iterations) before the scale is solved directly: generous,
+            since giving up means paying for a factorisation on top.
+        min_iter: the smallest iteration budget of an iterative solve.
         cg_switch: plain CG continues while its predicted cost at the next scale is at most
-            this fraction of ``budget``·(one factorisation).
+            this fraction of one factorisation.
         pcg_switch: a factor keeps serving the scales below it while the predicted cost of the
             next preconditioned solve is at most this multiple of the average cost per scale of
             its window so far (its factorisation included): the renewal rule, which minimises
@@ -89,10 +94,11 @@ class AdaptiveSettings:
     """
 
     rtol: float = 1e-12
-    budget: float = 0.8
-    cg_switch: float = 0.5
+    budget: float = 2.0
+    min_iter: int = 30
+    cg_switch: float = 0.4
     pcg_switch: float = 1.0
-    lead: int = 2
+    lead: int = 1
     allow_cg: bool = True
     allow_pcg: bool = True
     mixed_precision: bool = True
@@ -103,7 +109,9 @@ class AdaptiveSettings:
 @dataclass
 class _Clock:
     """Running estimates (seconds): one factorisation per precision, one iteration per kind
-    (``0`` plain CG, ``32``/``64`` preconditioned by a factor of that precision)."""
+    (``0`` plain CG, ``32``/``64`` preconditioned by a factor of that precision). The fastest
+    observation is used: on a shared machine other processes only ever add time, and the
+    decisions should follow the costs, not that noise."""
 
     m: int
     factor: dict = field(default_factory=lambda: {32: [], 64: []})
@@ -113,13 +121,13 @@ class _Clock:
         seen = self.factor[bits] or self.factor[96 - bits]
         if seen:
             scale = 1.0 if self.factor[bits] else (0.5 if bits == 32 else 2.0)
-            return float(np.median(seen)) * scale
+            return float(np.min(seen)) * scale
         return self.m**3 / 3 / (4e10 if bits == 32 else 2e10)
 
     def t_iter(self, kind: int) -> float:
         if self.iteration[kind]:
-            return float(np.median(self.iteration[kind]))
-        cg = float(np.median(self.iteration[0])) if self.iteration[0] else 8 * self.m**2 / 1e10
+            return float(np.min(self.iteration[kind]))
+        cg = float(np.min(self.iteration[0])) if self.iteration[0] else 8 * self.m**2 / 1e10
         return {0: 1.0, 32: 1.5, 64: 2.0}[kind] * cg
 
 
@@ -142,6 +150,7 @@ class _Solve:
     w: np.ndarray
     iterations: int
     residual: float
+    derivative: float
     seconds: float
 
 
@@ -187,7 +196,7 @@ class _Run:
     def Z(self, i: int) -> np.ndarray:
         if self.current != i:
             start = time.perf_counter()
-            _host.build_lower(self.D, self.scales[i], self.buffer)
+            self.row_sums = _host.build_lower(self.D, self.scales[i], self.buffer)
             self.profile["build"] += time.perf_counter() - start
             self.current = i
         return self.buffer
@@ -198,48 +207,68 @@ class _Run:
     def next_factor_bits(self) -> int:
         return 32 if self.single else 64
 
-    def finish(self, i, w, name, iters, lam_min, residual, bits=0, precond_scale=np.nan):
+    def verify(self, w) -> tuple[np.ndarray, float, float]:
+        """The explicit float64 residual b − Zw, its relative norm and the derivative
+        wᵀ(D∘Z)w, from one pass over D and the current Z."""
         start = time.perf_counter()
-        Z, out = self.Z(i), self.out
-        row_sums = _host.symv(Z, self.b)
+        Zw, derivative = _host.product_and_derivative(self.D, self.buffer, w)
+        r = self.b - Zw
+        self.profile["verify"] += time.perf_counter() - start
+        return r, float(np.linalg.norm(r) / np.linalg.norm(self.b)), derivative
+
+    def finish(self, i, solve, name, lam_min, bits=0, precond_scale=np.nan):
+        out, w, row_sums = self.out, solve.w, self.row_sums
         out["weights"][:, i] = w
         out["magnitude"][i] = w.sum()
-        out["derivative"][i] = _host.derivative(self.D, Z, w)
+        out["derivative"][i] = solve.derivative
         out["positive_magnitude"][i] = np.maximum(w, 0).sum()
         out["spread"][i] = (1.0 / row_sums).sum()
         out["max_eigenvalue"][i] = row_sums.max()
         out["min_eigenvalue"][i] = lam_min
         out["condition"][i] = row_sums.max() / lam_min
-        out["residual"][i] = residual
-        out["iterations"][i] = iters
+        out["residual"][i] = solve.residual
+        out["iterations"][i] = solve.iterations
         out["precision"][i] = bits
         out["preconditioner"][i] = precond_scale
         self.solver[i] = name
         if np.isfinite(out["condition"][i]) and out["condition"][i] > 0:
             self.kappa = float(out["condition"][i])
-        self.profile["diagnostics"] += time.perf_counter() - start
         if self.bar is not None:
             self.bar.update(1)
 
     def iterate(self, pos, factor, x0, max_iter, own=False) -> _Solve:
-        """(P)CG at the scale at ``pos`` preconditioned by ``factor`` (None: plain CG); on
-        success the scale is finished (unless ``own``: the caller finishes it)."""
+        """(P)CG at the scale at ``pos`` preconditioned by ``factor`` (None: plain CG), each
+        stop verified by the explicit float64 residual (and continued from there if it fails);
+        on success the scale is finished (unless ``own``: the caller finishes it)."""
         i = self.order[pos]
         self.Z(i)
         kind = 0 if factor is None else factor.bits
         precondition = (lambda r: r) if factor is None else factor.apply
-        start = time.perf_counter()
-        w, k, ok, residual, (theta_min, _) = _host.cg(
-            self.matvec, self.b, x0, precondition, self.settings.rtol, max_iter
-        )
-        elapsed = time.perf_counter() - start
+        rtol = self.settings.rtol
+        start, verifying = time.perf_counter(), self.profile["verify"]
+        w, r, k, theta_min = x0, None, 0, np.nan
+        while True:
+            w, done, converged, _, (theta, _) = _host.cg(
+                self.matvec, self.b, w, precondition, rtol, max_iter - k, r
+            )
+            k += done
+            theta_min = theta if np.isfinite(theta) else theta_min
+            r, residual, derivative = self.verify(w)
+            ok = residual <= rtol
+            if ok or not converged or k >= max_iter:
+                break
+        # CG only: the verification pass is the same fixed cost for every kind of solve
+        elapsed = time.perf_counter() - start - (self.profile["verify"] - verifying)
         self.profile["iterate"] += elapsed
-        self.clock.iteration[kind].append(elapsed / (k + 2))  # + initial and final products
+        self.clock.iteration[kind].append(elapsed / (k + 1))  # + the initial product
+        solve = _Solve(ok, w, k, residual, derivative, elapsed)
         if ok and not own:
             lam = theta_min * (1.0 if factor is None else factor.lam_min)
+            if not np.isfinite(lam):  # no iteration ran: the Rayleigh quotient of w
+                lam = w.sum() / (w @ w)
             scale = np.nan if factor is None else self.scales[self.order[factor.pos]]
-            self.finish(i, w, "cg" if factor is None else "pcg", k, lam, residual, kind, scale)
-        return _Solve(ok, w, k, residual, elapsed)
+            self.finish(i, solve, "cg" if factor is None else "pcg", lam, kind, scale)
+        return solve
 
     def abandon(self, i: int, reason: str) -> None:
         """Stop factorising in float32 (from the scale ``i`` down), saying why."""
@@ -250,16 +279,16 @@ class _Run:
     def max_iter(self, kind: int) -> int:
         """Iterations one solve may spend: ``budget`` × (one factorisation)."""
         t_f = self.clock.t_factor(self.next_factor_bits())
-        return max(2, int(self.settings.budget * t_f / self.clock.t_iter(kind)))
+        budget = int(self.settings.budget * t_f / self.clock.t_iter(kind))
+        return max(self.settings.min_iter, budget)
 
-    def direct(self, pos) -> tuple[_Factor | None, float]:
+    def direct(self, pos) -> tuple[_Factor | None, int]:
         """Factorise the scale at ``pos`` and solve it: float32 factor + float64 CG when allowed
         and successful (``"cholesky32"``), else float64 Cholesky (or LU). Returns the factor
-        (None after LU) and the seconds spent."""
+        (None after LU) and the CG iterations its own solve took."""
         i = self.order[pos]
         Z = self.Z(i)
         settings, clock = self.settings, self.clock
-        spent = 0.0
         if self.single and self.kappa > settings.single_max_condition:
             self.abandon(i, f"condition estimate {self.kappa:.2g} > single_max_condition")
         elif not self.single and self.abandoned:
@@ -269,7 +298,6 @@ class _Run:
             c32 = _host.factor32(Z)
             elapsed = time.perf_counter() - start
             self.profile["factor32"] += elapsed
-            spent += elapsed
             if c32 is None:
                 self.abandon(i, "float32 Cholesky failed (not positive definite in float32)")
             else:
@@ -279,14 +307,11 @@ class _Run:
                 max_iter = max(4, int(settings.budget * saved / clock.t_iter(32)))
                 own = _Factor(pos, apply, np.nan, 32)
                 solve = self.iterate(pos, own, apply(self.b), max_iter, own=True)
-                spent += solve.seconds
                 if solve.ok:
-                    start = time.perf_counter()
                     w, y = solve.w, apply(self.probe)
                     lam_min = min(w.sum() / (w @ w), (y @ self.matvec(y)) / (y @ y))
-                    self.profile["diagnostics"] += time.perf_counter() - start
-                    self.finish(i, w, "cholesky32", solve.iterations, lam_min, solve.residual, 32)
-                    return _Factor(pos, apply, lam_min, 32), spent
+                    self.finish(i, solve, "cholesky32", lam_min, 32)
+                    return _Factor(pos, apply, lam_min, 32), solve.iterations
                 self.abandon(
                     i,
                     f"float32 factor as preconditioner: residual {solve.residual:.1e} after"
@@ -305,11 +330,11 @@ class _Run:
         elapsed = time.perf_counter() - start
         self.profile["factor64"] += elapsed
         w, y = W[:, 0], W[:, 1]
-        residual = np.linalg.norm(self.matvec(w) - self.b) / np.sqrt(self.b.size)
+        _, residual, derivative = self.verify(w)
         lam_min = min(w.sum() / (w @ w), (y @ self.probe) / (y @ y))
-        self.finish(i, w, name, 0, lam_min, residual, 64)
+        self.finish(i, _Solve(True, w, 0, residual, derivative, elapsed), name, lam_min, 64)
         factor = _Factor(pos, _host.preconditioner64(c), lam_min, 64) if c is not None else None
-        return factor, spent + elapsed
+        return factor, 0
 
     def run(self) -> dict:
         """Largest scale first: plain CG, then factors each serving a window of scales around
@@ -322,55 +347,64 @@ class _Run:
         factor: _Factor | None = None
         counts: list = []  # iterations of the current factor's scales below it
         served = 0  # scales below the current factor that it served
-        window = [0.0, 1]  # seconds spent on the current factor's window, scales in it
+        window: list = []  # iterations of every solve in the current factor's window
+
+        def average() -> float:
+            """Modelled seconds per scale of the current window, its factorisation included
+            (timings are the fastest seen, iteration counts exact: the decision follows the
+            work, not the noise of a shared machine)."""
+            t_it = clock.t_iter(factor.bits)
+            return (clock.t_factor(factor.bits) + t_it * sum(k + 1 for k in window)) / len(window)
+
         w_prev = None
         pos = 0
         while pos < S:
             x0 = self.b if w_prev is None else w_prev
             t_f = clock.t_factor(self.next_factor_bits())
             if cg_phase:
-                predicted = (_predict(cg_counts) + 2) * clock.t_iter(0)
-                if predicted <= settings.cg_switch * settings.budget * t_f:
+                predicted = (_predict(cg_counts) + 1) * clock.t_iter(0)
+                if predicted <= settings.cg_switch * t_f:
                     solve = self.iterate(pos, None, x0, self.max_iter(0))
                     if solve.ok:
                         cg_counts.append(solve.iterations)
                         w_prev, pos = solve.w, pos + 1
                         continue
                 cg_phase = False
-            if factor is not None and settings.allow_pcg:
-                predicted = (_predict(counts) + 2) * clock.t_iter(factor.bits)
-                if predicted <= settings.pcg_switch * window[0] / window[1]:
+            if factor is not None and settings.allow_pcg and window:
+                predicted = (_predict(counts) + 1) * clock.t_iter(factor.bits)
+                if predicted <= settings.pcg_switch * average():
                     solve = self.iterate(pos, factor, x0, self.max_iter(factor.bits))
-                    window[0] += solve.seconds
-                    window[1] += 1
+                    window.append(solve.iterations)
                     if solve.ok:
                         counts.append(solve.iterations)
                         served += 1
                         w_prev, pos = solve.w, pos + 1
                         continue
             if settings.allow_pcg and pos + 1 < S:
-                # a new factorisation `lead` scales further down (as far as the previous factor
-                # reached below itself); it preconditions the scales between (warm-started from
-                # their upper neighbours), then those below it
-                fpos = min(pos + max(settings.lead, served), S - 1)
-                entry, seconds = self.direct(fpos)
-                window, counts, served = [seconds, 1], [], 0
+                # a new factorisation `lead` scales further down (or half as far as the
+                # previous factor reached below itself); it preconditions the scales between
+                # (warm-started from their upper neighbours), then those below it
+                fpos = min(pos + max(settings.lead, served // 2), S - 1)
+                entry, own = self.direct(fpos)
+                window, counts, served = [own], [], 0
                 factor = entry or factor
                 for q in range(pos, fpos):
                     solve = None
                     if entry is not None:
                         start = weights[:, self.order[fpos]] if w_prev is None else w_prev
                         solve = self.iterate(q, entry, start, self.max_iter(entry.bits))
-                        window[0] += solve.seconds
-                        window[1] += 1
+                        window.append(solve.iterations)
                         counts = [solve.iterations]
                     if solve is None or not solve.ok:
                         self.direct(q)
                     w_prev = weights[:, self.order[q]]
+                if entry is None:
+                    window = []
                 w_prev, pos = weights[:, self.order[fpos]], fpos + 1
                 continue
-            factor = self.direct(pos)[0] or factor
-            counts, served, window = [], 0, [np.inf, 1]
+            entry, own = self.direct(pos)
+            factor = entry or factor
+            counts, served, window = [], 0, ([own] if entry is not None else [])
             w_prev, pos = weights[:, self.order[pos]], pos + 1
         if self.bar is not None:
             self.bar.close()

@@ -10,8 +10,9 @@ transpose ``Z.T`` (no copy), so every BLAS/LAPACK call gets ``Z.T`` with ``lower
   a Fortran-ordered copy;
 * preconditioner r ↦ (UᵀU)⁻¹ r: two BLAS-2 triangular solves (``dtrsv``/``strsv``; OpenBLAS's
   single-column ``dpotrs`` goes through ``dtrsm`` and is several times slower);
-* conjugate gradients whose stopping test is the explicitly recomputed float64 residual;
-* the derivative wᵀ(D∘Z)w from the two lower triangles, in row blocks;
+* conjugate gradients (stopping on the recursive residual; the caller verifies);
+* the row sums Z·1 while Z is built, and Z w with the derivative wᵀ(D∘Z)w in one further pass
+  over D and Z (the explicit float64 residual that verifies every solve comes from that Z w);
 * duplicate groups of a distance matrix (the same greedy rule as
   :func:`gflow_jax.magnitude.duplicate_groups`, without compiling anything).
 """
@@ -34,16 +35,39 @@ Vector = Float[np.ndarray, " m"]
 Matrix = Float[np.ndarray, "m m"]
 
 
-def build_lower(D: Matrix, t: float, out: Matrix) -> Matrix:
-    """Lower triangle (with diagonal) of exp(−t·D) written into ``out`` (row blocks; one
-    multiply and one exp per entry of the triangle, each block in cache)."""
+def build_lower(D: Matrix, t: float, out: Matrix) -> Vector:
+    """Lower triangle (with diagonal) of Z = exp(−t·D) written into ``out``, in row blocks (one
+    multiply and one exp per entry, each block in cache); returns the row sums Z·1 ``(m,)``,
+    accumulated from the blocks while they are in cache (no further pass over Z)."""
     m = D.shape[0]
+    rows = np.zeros(m)
     for s in range(0, m, _ROW_BLOCK):
         e = min(m, s + _ROW_BLOCK)
         o = out[s:e, :e]
         np.multiply(D[s:e, :e], -t, out=o)
         np.exp(o, out=o)
-    return out
+        rows[s:e] += o.sum(axis=1)  # columns < e (the diagonal block is computed in full)
+        rows[:s] += o[:, :s].sum(axis=0)  # and, by symmetry, rows < s
+    return rows
+
+
+def product_and_derivative(D: Matrix, Z: Matrix, w: Vector) -> tuple[Vector, float]:
+    """Z w and wᵀ(D∘Z)w from the lower triangles of Z and D in one pass over both (row blocks:
+    each block of Z is read once for both and for the transposed contribution of Z w)."""
+    m = D.shape[0]
+    Zw = np.zeros(m)
+    off, diagonal = 0.0, 0.0
+    for s in range(0, m, _ROW_BLOCK):
+        e = min(m, s + _ROW_BLOCK)
+        z, d = Z[s:e, :s], D[s:e, :s]
+        Zw[s:e] += z @ w[:s]
+        Zw[:s] += w[s:e] @ z
+        off += w[s:e] @ ((d * z) @ w[:s])
+        lower = np.tril(Z[s:e, s:e])
+        block = lower + np.tril(lower, -1).T
+        Zw[s:e] += block @ w[s:e]
+        diagonal += w[s:e] @ ((D[s:e, s:e] * block) @ w[s:e])
+    return Zw, float(2.0 * off + diagonal)
 
 
 def symv(Z: Matrix, v: Vector) -> Vector:
@@ -118,25 +142,29 @@ def cg(
     precondition: Callable[[Vector], Vector],
     rtol: float,
     max_iter: int,
+    r0: Vector | None = None,
 ) -> tuple[Vector, int, bool, float, tuple[float, float]]:
-    """(Preconditioned) conjugate gradients on Z x = b from ``x0`` (``matvec(v)`` = Z v).
+    """(Preconditioned) conjugate gradients on Z x = b from ``x0`` (``matvec(v)`` = Z v;
+    ``r0`` = b − Z x0 when the caller has it).
 
     Stops when the recursively updated residual reaches ``rtol``·‖b‖ or after ``max_iter``
-    iterations; convergence is then judged on the explicitly recomputed float64 residual
-    ‖b − Zx‖₂/‖b‖₂ (a further iteration is spent when only the recursive one had converged).
+    iterations. The recursive residual drifts from the true one, so callers must verify the
+    result with an explicit float64 residual (:func:`product_and_derivative` does it in the pass
+    that also gives the derivative) and call again from x if it fails.
 
     Returns:
-        x, iterations, converged, relative residual, extreme Ritz values of P⁻¹Z.
+        x, iterations, recursive residual ≤ rtol, that relative residual, extreme Ritz values
+        of P⁻¹Z.
     """
     x = x0.copy()
-    r = b - matvec(x)
+    r = b - matvec(x) if r0 is None else r0.copy()
     bnorm = np.linalg.norm(b)
     z = precondition(r)
     p = z.copy()
     rz = r @ z
     alphas, betas = [], []
     k = 0
-    residual, exact = np.linalg.norm(r) / bnorm, True
+    residual = np.linalg.norm(r) / bnorm
     while k < max_iter and residual > rtol:
         Ap = matvec(p)
         alpha = rz / (p @ Ap)
@@ -144,34 +172,16 @@ def cg(
         r -= alpha * Ap
         k += 1
         alphas.append(alpha)
-        residual, exact = np.linalg.norm(r) / bnorm, False
-        if residual <= rtol:  # the true residual decides (and replaces the recursive one)
-            r = b - matvec(x)
-            residual, exact = np.linalg.norm(r) / bnorm, True
-            if residual <= rtol:
-                break
+        residual = np.linalg.norm(r) / bnorm
+        if residual <= rtol:
+            break
         z = precondition(r)
         rz_new = r @ z
         beta = rz_new / rz
         p = z + beta * p
         rz = rz_new
         betas.append(beta)
-    if not exact:
-        residual = np.linalg.norm(b - matvec(x)) / bnorm
     return x, k, bool(residual <= rtol), float(residual), tridiagonal_extremes(alphas, betas)
-
-
-def derivative(D: Matrix, Z: Matrix, w: Vector) -> float:
-    """wᵀ(D∘Z)w from the lower triangles (D symmetric), in row blocks (no m×m temporary)."""
-    total = 0.0
-    diagonal = 0.0
-    for s in range(0, D.shape[0], _ROW_BLOCK):
-        e = min(D.shape[0], s + _ROW_BLOCK)
-        total += w[s:e] @ ((D[s:e, :s] * Z[s:e, :s]) @ w[:s])
-        block = D[s:e, s:e] * Z[s:e, s:e]
-        diagonal += w[s:e] @ (np.tril(block, -1) @ w[s:e])
-        diagonal += 0.5 * (w[s:e] ** 2) @ np.diag(block)
-    return float(2.0 * (total + diagonal))
 
 
 def duplicate_groups(
