@@ -88,6 +88,10 @@ class AdaptiveSettings:
         allow_pcg: reuse neighbouring factorisations as preconditioners.
         mixed_precision: factorise in float32 while the conditioning allows it (see module);
             the answer is still float64 with residual ≤ ``rtol``.
+        single_products: with ``mixed_precision``, also compute the products inside CG in
+            float32 (float64 "reliable updates" of the residual keep the final accuracy) while
+            the latest condition estimate is at most ``single_products_max_condition``; a solve
+            that does not converge so continues with float64 products.
         single_max_condition: float32 factorisations are tried while the latest scale's
             condition estimate is at most this.
         progress: show a tqdm bar over the scales.
@@ -102,6 +106,8 @@ class AdaptiveSettings:
     allow_cg: bool = True
     allow_pcg: bool = True
     mixed_precision: bool = True
+    single_products: bool = True
+    single_products_max_condition: float = 1e4
     single_max_condition: float = 1e6
     progress: bool = False
 
@@ -183,6 +189,10 @@ class _Run:
         # one Z at a time (at m = 20000 it is 3.2 GB); zeros: the strict upper triangle is never
         # written, and the float32 rounding of the whole buffer must see finite numbers
         self.buffer = np.zeros((m, m))
+        # its float32 rounding, for the products inside CG while float32 is in use
+        low = settings.mixed_precision and settings.single_products
+        self.buffer32 = np.zeros((m, m), np.float32) if low else None
+        self.has32 = False
         self.current = -1
         self.single = settings.mixed_precision
         self.abandoned = ""  # why float32 was abandoned, once it was
@@ -196,13 +206,23 @@ class _Run:
     def Z(self, i: int) -> np.ndarray:
         if self.current != i:
             start = time.perf_counter()
-            self.row_sums = _host.build_lower(self.D, self.scales[i], self.buffer)
+            self.has32 = self.single and self.buffer32 is not None
+            out32 = self.buffer32 if self.has32 else None
+            self.row_sums = _host.build_lower(self.D, self.scales[i], self.buffer, out32)
             self.profile["build"] += time.perf_counter() - start
             self.current = i
         return self.buffer
 
     def matvec(self, v):
         return _host.symv(self.buffer, v)
+
+    def reliable(self) -> float:
+        """Residual reduction between float64 recomputations when products are float32: each
+        stretch of float32 products can gain about a factor ε₃₂·κ, so ask for a bit less."""
+        return float(np.clip(30 * _EPS32 * self.kappa, 1e-4, 0.1))
+
+    def matvec32(self, v):
+        return _host.symv32(self.buffer32, v)
 
     def next_factor_bits(self) -> int:
         return 32 if self.single else 64
@@ -247,16 +267,27 @@ class _Run:
         rtol = self.settings.rtol
         start, verifying = time.perf_counter(), self.profile["verify"]
         w, r, k, theta_min = x0, None, 0, np.nan
+        # float32 products while κ·ε₃₂ is small; float64 ones after any failure
+        low = self.has32 and self.kappa <= self.settings.single_products_max_condition
         while True:
             w, done, converged, _, (theta, _) = _host.cg(
-                self.matvec, self.b, w, precondition, rtol, max_iter - k, r
+                self.matvec,
+                self.b,
+                w,
+                precondition,
+                rtol,
+                max_iter - k,
+                r,
+                self.matvec32 if low else None,
+                self.reliable(),
             )
             k += done
             theta_min = theta if np.isfinite(theta) else theta_min
             r, residual, derivative = self.verify(w)
             ok = residual <= rtol
-            if ok or not converged or k >= max_iter:
+            if ok or k >= max_iter or not (converged or low):
                 break
+            low = False
         # CG only: the verification pass is the same fixed cost for every kind of solve
         elapsed = time.perf_counter() - start - (self.profile["verify"] - verifying)
         self.profile["iterate"] += elapsed
@@ -273,6 +304,7 @@ class _Run:
     def abandon(self, i: int, reason: str) -> None:
         """Stop factorising in float32 (from the scale ``i`` down), saying why."""
         self.single = False
+        self.clock.iteration = {0: [], 32: [], 64: []}  # products are float64 from here
         self.fallback[i] = reason
         self.abandoned = f"float32 abandoned at t = {self.scales[i]:.4g} ({reason})"
 
@@ -295,7 +327,7 @@ class _Run:
             self.fallback[i] = f"float64: {self.abandoned}"
         if self.single:
             start = time.perf_counter()
-            c32 = _host.factor32(Z)
+            c32 = _host.factor32(Z, self.buffer32 if self.has32 else None)
             elapsed = time.perf_counter() - start
             self.profile["factor32"] += elapsed
             if c32 is None:
