@@ -35,9 +35,9 @@ Nothing is approximated silently: every iterative solve ends with an explicit fl
 ‖Zw − 1‖₂/‖1‖₂ ≤ ``rtol``; if it does not get there within its budget, the scale is solved
 directly (float64 Cholesky, or LU when Cholesky fails). The solver, iteration count, precision of
 the factor used and achieved residual of every scale are reported, and the seconds spent per
-phase (:data:`PHASES`: building Z with its row sums; factorisations by precision; CG
-iterations; the verification pass, which gives Z w for the explicit residual and the derivative
-wᵀ(D∘Z)w from one read of D and Z). Condition estimates:
+phase (:data:`PHASES`: building Z and its row sums, with the derivative wᵀ(D∘Z)w of the
+previous scale read in the same pass; factorisations by precision; CG iterations; the explicit
+residuals that verify them). Condition estimates:
 λ_max ≤ largest row sum of Z; λ_min from the Rayleigh quotients of one inverse iteration (direct
 solves, as in :mod:`gflow_jax.magnitude._core`) or from the Lanczos tridiagonal of the
 (preconditioned) CG run (λ_min(Z) ≈ θ_min(P⁻¹Z)·λ_min(P)), an estimate, not a bound.
@@ -156,7 +156,6 @@ class _Solve:
     w: np.ndarray
     iterations: int
     residual: float
-    derivative: float
     seconds: float
 
 
@@ -194,6 +193,7 @@ class _Run:
         self.buffer32 = np.zeros((m, m), np.float32) if low else None
         self.has32 = False
         self.current = -1
+        self.pending = None  # (scale, weights) finished in the buffer, derivative still due
         self.single = settings.mixed_precision
         self.abandoned = ""  # why float32 was abandoned, once it was
         self.kappa = 1.0  # condition estimate of the latest finished scale
@@ -204,14 +204,30 @@ class _Run:
             self.bar = tqdm(total=S, desc=f"magnitude m={m}", leave=False)
 
     def Z(self, i: int) -> np.ndarray:
+        """Z at scale ``i`` in the buffer (built unless it is there); the build also gives the
+        derivative of the scale finished in the buffer before."""
         if self.current != i:
             start = time.perf_counter()
             self.has32 = self.single and self.buffer32 is not None
             out32 = self.buffer32 if self.has32 else None
-            self.row_sums = _host.build_lower(self.D, self.scales[i], self.buffer, out32)
+            done, w_old = self.pending if self.pending else (None, None)
+            value = _host.build_lower(self.D, self.scales[i], self.buffer, out32, w_old)
+            if done is not None:
+                self.out["derivative"][done] = value
+            self.pending = None
+            self.row_sums = self.matvec(self.b)
             self.profile["build"] += time.perf_counter() - start
             self.current = i
         return self.buffer
+
+    def settle(self) -> None:
+        """The derivative of the scale still in the buffer (the last one finished)."""
+        if self.pending:
+            done, w = self.pending
+            start = time.perf_counter()
+            self.out["derivative"][done] = _host.derivative(self.D, self.buffer, w)
+            self.profile["build"] += time.perf_counter() - start
+            self.pending = None
 
     def matvec(self, v):
         return _host.symv(self.buffer, v)
@@ -227,20 +243,18 @@ class _Run:
     def next_factor_bits(self) -> int:
         return 32 if self.single else 64
 
-    def verify(self, w) -> tuple[np.ndarray, float, float]:
-        """The explicit float64 residual b − Zw, its relative norm and the derivative
-        wᵀ(D∘Z)w, from one pass over D and the current Z."""
+    def verify(self, w) -> tuple[np.ndarray, float]:
+        """The explicit float64 residual b − Zw and its relative norm (current Z)."""
         start = time.perf_counter()
-        Zw, derivative = _host.product_and_derivative(self.D, self.buffer, w)
-        r = self.b - Zw
+        r = self.b - self.matvec(w)
         self.profile["verify"] += time.perf_counter() - start
-        return r, float(np.linalg.norm(r) / np.linalg.norm(self.b)), derivative
+        return r, float(np.linalg.norm(r) / np.linalg.norm(self.b))
 
     def finish(self, i, solve, name, lam_min, bits=0, precond_scale=np.nan):
         out, w, row_sums = self.out, solve.w, self.row_sums
         out["weights"][:, i] = w
         out["magnitude"][i] = w.sum()
-        out["derivative"][i] = solve.derivative
+        self.pending = (i, w)  # its derivative comes with the next build (or settle)
         out["positive_magnitude"][i] = np.maximum(w, 0).sum()
         out["spread"][i] = (1.0 / row_sums).sum()
         out["max_eigenvalue"][i] = row_sums.max()
@@ -283,7 +297,7 @@ class _Run:
             )
             k += done
             theta_min = theta if np.isfinite(theta) else theta_min
-            r, residual, derivative = self.verify(w)
+            r, residual = self.verify(w)
             ok = residual <= rtol
             if ok or k >= max_iter or not (converged or low):
                 break
@@ -292,7 +306,7 @@ class _Run:
         elapsed = time.perf_counter() - start - (self.profile["verify"] - verifying)
         self.profile["iterate"] += elapsed
         self.clock.iteration[kind].append(elapsed / (k + 1))  # + the initial product
-        solve = _Solve(ok, w, k, residual, derivative, elapsed)
+        solve = _Solve(ok, w, k, residual, elapsed)
         if ok and not own:
             lam = theta_min * (1.0 if factor is None else factor.lam_min)
             if not np.isfinite(lam):  # no iteration ran: the Rayleigh quotient of w
@@ -362,9 +376,9 @@ class _Run:
         elapsed = time.perf_counter() - start
         self.profile["factor64"] += elapsed
         w, y = W[:, 0], W[:, 1]
-        _, residual, derivative = self.verify(w)
+        _, residual = self.verify(w)
         lam_min = min(w.sum() / (w @ w), (y @ self.probe) / (y @ y))
-        self.finish(i, _Solve(True, w, 0, residual, derivative, elapsed), name, lam_min, 64)
+        self.finish(i, _Solve(True, w, 0, residual, elapsed), name, lam_min, 64)
         factor = _Factor(pos, _host.preconditioner64(c), lam_min, 64) if c is not None else None
         return factor, 0
 
@@ -438,6 +452,7 @@ class _Run:
             factor = entry or factor
             counts, served, window = [], 0, ([own] if entry is not None else [])
             w_prev, pos = weights[:, self.order[pos]], pos + 1
+        self.settle()
         if self.bar is not None:
             self.bar.close()
         self.out["solver"], self.out["fallback"] = self.solver, self.fallback

@@ -11,8 +11,8 @@ transpose ``Z.T`` (no copy), so every BLAS/LAPACK call gets ``Z.T`` with ``lower
 * preconditioner r ↦ (UᵀU)⁻¹ r: two BLAS-2 triangular solves (``dtrsv``/``strsv``; OpenBLAS's
   single-column ``dpotrs`` goes through ``dtrsm`` and is several times slower);
 * conjugate gradients (stopping on the recursive residual; the caller verifies);
-* the row sums Z·1 while Z is built, and Z w with the derivative wᵀ(D∘Z)w in one further pass
-  over D and Z (the explicit float64 residual that verifies every solve comes from that Z w);
+* the derivative wᵀ(D∘Z)w of one scale in the pass that builds the next scale's Z (D is read
+  once for both; the old Z is read where it is overwritten);
 * duplicate groups of a distance matrix (the same greedy rule as
   :func:`gflow_jax.magnitude.duplicate_groups`, without compiling anything).
 """
@@ -35,42 +35,54 @@ Vector = Float[np.ndarray, " m"]
 Matrix = Float[np.ndarray, "m m"]
 
 
-def build_lower(D: Matrix, t: float, out: Matrix, out32: np.ndarray | None = None) -> Vector:
-    """Lower triangle (with diagonal) of Z = exp(−t·D) written into ``out``, in row blocks (one
-    multiply and one exp per entry, each block in cache), and rounded to float32 into ``out32``
-    when given; returns the row sums Z·1 ``(m,)``, accumulated from the blocks while they are in
-    cache (no further pass over Z)."""
+def build_lower(
+    D: Matrix,
+    t: float,
+    out: Matrix,
+    out32: np.ndarray | None = None,
+    w_old: Vector | None = None,
+) -> float:
+    """Z = exp(−t·D) written into ``out`` (and rounded to float32 into ``out32`` when given), in
+    row blocks: one multiply and one exp per entry, each block in cache. Every block covers the
+    columns up to the end of its diagonal block, so the lower triangle and the full diagonal
+    blocks are written; nothing else is.
+
+    With ``w_old``, the same pass first reads the *previous* content of ``out`` (a Z built
+    here, with weights ``w_old``) and returns its derivative wᵀ(D∘Z)w: D is read once for both,
+    and the old Z is read where it is being overwritten anyway. Otherwise returns NaN.
+    """
     m = D.shape[0]
-    rows = np.zeros(m)
+    work = np.empty((min(_ROW_BLOCK, m), m)) if w_old is not None else None
+    total = 0.0
     for s in range(0, m, _ROW_BLOCK):
         e = min(m, s + _ROW_BLOCK)
-        o = out[s:e, :e]
-        np.multiply(D[s:e, :e], -t, out=o)
+        o, d = out[s:e, :e], D[s:e, :e]
+        if work is not None:
+            total += _derivative_rows(d, o, work, w_old, s, e)
+        np.multiply(d, -t, out=o)
         np.exp(o, out=o)
         if out32 is not None:
             out32[s:e, :e] = o
-        rows[s:e] += o.sum(axis=1)  # columns < e (the diagonal block is computed in full)
-        rows[:s] += o[:, :s].sum(axis=0)  # and, by symmetry, rows < s
-    return rows
+    return total if work is not None else np.nan
 
 
-def product_and_derivative(D: Matrix, Z: Matrix, w: Vector) -> tuple[Vector, float]:
-    """Z w and wᵀ(D∘Z)w from the lower triangles of Z and D in one pass over both (row blocks:
-    each block of Z is read once for both and for the transposed contribution of Z w)."""
+def _derivative_rows(d, o, work, w, s, e) -> float:
+    """The rows s:e of wᵀ(D∘Z)w from their blocks ``d``, ``o`` (columns < e): the columns < s
+    count twice (symmetry), the full diagonal block once (its diagonal is 0: D_ii = 0)."""
+    P = work[: e - s, :e]
+    np.multiply(d, o, out=P)
+    return float(w[s:e] @ (P @ w[:e]) + w[s:e] @ (P[:, :s] @ w[:s]))
+
+
+def derivative(D: Matrix, Z: Matrix, w: Vector) -> float:
+    """wᵀ(D∘Z)w for a Z built by :func:`build_lower` (one pass over D and Z, row blocks)."""
     m = D.shape[0]
-    Zw = np.zeros(m)
-    off, diagonal = 0.0, 0.0
+    work = np.empty((min(_ROW_BLOCK, m), m))
+    total = 0.0
     for s in range(0, m, _ROW_BLOCK):
         e = min(m, s + _ROW_BLOCK)
-        z, d = Z[s:e, :s], D[s:e, :s]
-        Zw[s:e] += z @ w[:s]
-        Zw[:s] += w[s:e] @ z
-        off += w[s:e] @ ((d * z) @ w[:s])
-        lower = np.tril(Z[s:e, s:e])
-        block = lower + np.tril(lower, -1).T
-        Zw[s:e] += block @ w[s:e]
-        diagonal += w[s:e] @ ((D[s:e, s:e] * block) @ w[s:e])
-    return Zw, float(2.0 * off + diagonal)
+        total += _derivative_rows(D[s:e, :e], Z[s:e, :e], work, w, s, e)
+    return total
 
 
 def symv(Z: Matrix, v: Vector) -> Vector:
@@ -167,8 +179,7 @@ def cg(
 
     Stops when the recursively updated residual reaches ``rtol``·‖b‖ or after ``max_iter``
     iterations. The recursive residual drifts from the true one, so callers must verify the
-    result with an explicit float64 residual (:func:`product_and_derivative` does it in the pass
-    that also gives the derivative) and call again from x if it fails.
+    result with an explicit float64 residual and call again from x if it fails.
 
     Returns:
         x, iterations, recursive residual ≤ rtol, that relative residual, extreme Ritz values
