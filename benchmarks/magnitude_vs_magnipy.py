@@ -21,8 +21,9 @@ printed):
   for this task: ``"cholesky"`` (Z = exp(−D)**t, scipy ``cho_factor`` + two triangular solves
   per scale) and ``"cg"`` (scipy's conjugate gradients on Z = exp(−D)**t, warm-started across
   scales, at scipy's default tolerance rtol = 1e-5, which magnipy does not expose: its answer
-  agrees to ~1e-5 only), and ``"cg-1e-12"``: the same with scipy's rtol set to 1e-12 in the
-  worker (magnipy's cg asked for our accuracy);
+  agrees to ~1e-5 only), and ``"cg-1e-9"``: the same with scipy's rtol set to 1e-9 in the
+  worker, the loosest power of ten that meets the 1e-8 agreement bar here (magnipy's cg at the
+  accuracy of the comparison; ours stops at a residual of 1e-12);
 * the floor of any direct method: 32 bare LAPACK ``dpotrf`` factorisations of size n (scipy),
   Z already built and not timed.
 
@@ -82,8 +83,10 @@ import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 MISSING = "magnipy not installed: skipping the magnipy comparison"
-# magnipy's methods as its API runs them, and its "cg" with scipy's tolerance tightened to ours
-PEER_METHODS = ("cholesky", "cg", "cg-1e-12")
+# magnipy's methods as its API runs them, and its "cg" with scipy's tolerance tightened to the
+# loosest power of ten at which it meets the 1e-8 agreement bar on this problem (1e-8 gives
+# 9.7e-9 at n = 2000: too close; 1e-9 gives 7e-10)
+PEER_METHODS = ("cholesky", "cg", "cg-1e-9")
 
 
 # --------------------------------------------------------------------------------------------
@@ -101,9 +104,9 @@ def magnipy_worker(inp: str, out: str) -> None:
     D, ts, repeats = data["D"], data["ts"], int(data["repeats"])
     result = {}
     for method in PEER_METHODS:
-        name = method.split("-")[0]
-        # magnipy calls scipy's cg at its default rtol 1e-5; "cg-1e-12" asks for our tolerance
-        tight = functools.partial(cg, rtol=1e-12) if method == "cg-1e-12" else cg
+        name, _, rtol = method.partition("-")
+        # magnipy calls scipy's cg at its default rtol 1e-5; "cg-<rtol>" asks for another
+        tight = functools.partial(cg, rtol=float(rtol)) if rtol else cg
         magnipy_weights.cg = tight
         compute_magnitude_from_distances(D[:50, :50], ts[:2], method=name)  # warm-up
         seconds = []

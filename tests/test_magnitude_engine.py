@@ -194,3 +194,20 @@ def test_float32_products_with_reliable_updates_reach_float64_accuracy():
     two = solve_adaptive(D, ts, AdaptiveSettings(single_products=False))
     np.testing.assert_allclose(one["magnitude"], two["magnitude"], rtol=1e-12)
     assert np.all(one["residual"] <= 1e-12)
+
+
+def test_build_shares_blocks_among_threads_exactly():
+    X = near_pairs(100, 3, 1e-2, 5)
+    D = cdist(X, X)
+    w = np.random.default_rng(0).standard_normal(D.shape[0])
+    one, two = np.zeros_like(D), np.zeros_like(D)
+    one32, two32 = np.zeros(D.shape, np.float32), np.zeros(D.shape, np.float32)
+    _host.build_lower(D, 0.7, one, one32)
+    _host.build_lower(D, 0.7, two, two32)
+    d1 = _host.build_lower(D, 1.3, one, one32, w_old=w, threads=1)
+    d2 = _host.build_lower(D, 1.3, two, two32, w_old=w, threads=2)
+    np.testing.assert_array_equal(one, two)
+    np.testing.assert_array_equal(one32, two32)
+    np.testing.assert_array_equal(np.tril(one), np.tril(np.exp(-1.3 * D)))
+    Z = np.exp(-0.7 * D)
+    np.testing.assert_allclose([d1, d2], w @ ((D * Z) @ w), rtol=1e-13)

@@ -94,6 +94,9 @@ class AdaptiveSettings:
             that does not converge so continues with float64 products.
         single_max_condition: float32 factorisations are tried while the latest scale's
             condition estimate is at most this.
+        threads: threads of the elementwise passes over Z (building it, the derivative);
+            None: as many as BLAS uses (threadpoolctl), so that one setting
+            (``OPENBLAS_NUM_THREADS``) governs the whole engine.
         progress: show a tqdm bar over the scales.
     """
 
@@ -109,6 +112,7 @@ class AdaptiveSettings:
     single_products: bool = True
     single_products_max_condition: float = 1e4
     single_max_condition: float = 1e6
+    threads: int | None = None
     progress: bool = False
 
 
@@ -194,6 +198,7 @@ class _Run:
         self.has32 = False
         self.current = -1
         self.pending = None  # (scale, weights) finished in the buffer, derivative still due
+        self.threads = settings.threads or _blas_threads()
         self.single = settings.mixed_precision
         self.abandoned = ""  # why float32 was abandoned, once it was
         self.kappa = 1.0  # condition estimate of the latest finished scale
@@ -211,7 +216,9 @@ class _Run:
             self.has32 = self.single and self.buffer32 is not None
             out32 = self.buffer32 if self.has32 else None
             done, w_old = self.pending if self.pending else (None, None)
-            value = _host.build_lower(self.D, self.scales[i], self.buffer, out32, w_old)
+            value = _host.build_lower(
+                self.D, self.scales[i], self.buffer, out32, w_old, self.threads
+            )
             if done is not None:
                 self.out["derivative"][done] = value
             self.pending = None
@@ -464,6 +471,16 @@ def use_adaptive(n_unique: float) -> bool:
     """The CPU engine rule: this engine for ≥ :data:`ADAPTIVE_FROM` distinct points when JAX
     runs on CPU (elsewhere the batched JAX Cholesky core)."""
     return jax.default_backend() == "cpu" and n_unique >= ADAPTIVE_FROM
+
+
+def _blas_threads() -> int:
+    """Threads of the BLAS library NumPy/SciPy use (1 if that cannot be told)."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+        return 1
+    counts = [p["num_threads"] for p in threadpool_info() if p.get("user_api") == "blas"]
+    return max(1, min(counts)) if counts else 1
 
 
 def _probe(m: int) -> np.ndarray:

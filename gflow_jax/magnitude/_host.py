@@ -19,7 +19,9 @@ transpose ``Z.T`` (no copy), so every BLAS/LAPACK call gets ``Z.T`` with ``lower
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import scipy.linalg as sla
@@ -41,6 +43,7 @@ def build_lower(
     out: Matrix,
     out32: np.ndarray | None = None,
     w_old: Vector | None = None,
+    threads: int = 1,
 ) -> float:
     """Z = exp(−t·D) written into ``out`` (and rounded to float32 into ``out32`` when given), in
     row blocks: one multiply and one exp per entry, each block in cache. Every block covers the
@@ -50,20 +53,37 @@ def build_lower(
     With ``w_old``, the same pass first reads the *previous* content of ``out`` (a Z built
     here, with weights ``w_old``) and returns its derivative wᵀ(D∘Z)w: D is read once for both,
     and the old Z is read where it is being overwritten anyway. Otherwise returns NaN.
+    ``threads`` > 1 shares the blocks among that many threads (NumPy releases the GIL).
     """
     m = D.shape[0]
-    work = np.empty((min(_ROW_BLOCK, m), m)) if w_old is not None else None
-    total = 0.0
-    for s in range(0, m, _ROW_BLOCK):
-        e = min(m, s + _ROW_BLOCK)
-        o, d = out[s:e, :e], D[s:e, :e]
-        if work is not None:
-            total += _derivative_rows(d, o, work, w_old, s, e)
-        np.multiply(d, -t, out=o)
-        np.exp(o, out=o)
-        if out32 is not None:
-            out32[s:e, :e] = o
-    return total if work is not None else np.nan
+    starts = list(range(0, m, _ROW_BLOCK))
+
+    def rows(share) -> float:
+        work = np.empty((min(_ROW_BLOCK, m), m)) if w_old is not None else None
+        total = 0.0
+        for s in share:
+            e = min(m, s + _ROW_BLOCK)
+            o, d = out[s:e, :e], D[s:e, :e]
+            if work is not None:
+                total += _derivative_rows(d, o, work, w_old, s, e)
+            np.multiply(d, -t, out=o)
+            np.exp(o, out=o)
+            if out32 is not None:
+                out32[s:e, :e] = o
+        return total
+
+    if threads > 1 and len(starts) > 1:
+        # interleaved shares balance the triangle; largest blocks first
+        shares = [starts[::-1][k::threads] for k in range(threads)]
+        total = sum(_pool(threads).map(rows, shares))
+    else:
+        total = rows(starts)
+    return total if w_old is not None else np.nan
+
+
+@functools.cache
+def _pool(threads: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=threads, thread_name_prefix="magnitude-build")
 
 
 def _derivative_rows(d, o, work, w, s, e) -> float:
