@@ -19,7 +19,6 @@ transpose ``Z.T`` (no copy), so every BLAS/LAPACK call gets ``Z.T`` with ``lower
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -73,17 +72,14 @@ def build_lower(
         return total
 
     if threads > 1 and len(starts) > 1:
-        # interleaved shares balance the triangle; largest blocks first
+        # interleaved shares balance the triangle; largest blocks first. A pool per call (its
+        # start costs microseconds): nothing outlives the call, e.g. across a fork
         shares = [starts[::-1][k::threads] for k in range(threads)]
-        total = sum(_pool(threads).map(rows, shares))
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            total = sum(pool.map(rows, shares))
     else:
         total = rows(starts)
     return total if w_old is not None else np.nan
-
-
-@functools.cache
-def _pool(threads: int) -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=threads, thread_name_prefix="magnitude-build")
 
 
 def _derivative_rows(d, o, work, w, s, e) -> float:
