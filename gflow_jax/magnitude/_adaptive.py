@@ -15,13 +15,14 @@ us pay far less:
 
 Scales are processed from the largest to the smallest, each solve warm-started from the
 previous scale's weights. Plain CG runs while its predicted cost at the next scale (the last
-iteration count extrapolated linearly) stays below ``cg_switch·budget`` of a factorisation;
-then a factorisation is made a few scales further down (``lead``, or half the reach of the
-previous factor) and preconditions the scales on both sides of it, until the predicted
-preconditioned cost exceeds ``pcg_switch·budget`` of a factorisation, when the next one is made
-the same way. Costs come from the timings measured during the run (factorisations by precision,
-iterations by kind; priors from flop counts until measured), so the choice adapts to the
-machine and to m.
+iteration count extrapolated linearly) stays below ``cg_switch`` of a factorisation. Then a
+factorisation is made ``lead`` scales further down (or half as far as the previous factor
+reached below itself); it preconditions the scales between (from above) and then those below
+it while the next solve is predicted to cost at most the average cost per scale of its window,
+factorisation included (the renewal rule: stop when the marginal cost exceeds the average). Costs
+are modelled as the fastest timings seen during the run (factorisations by precision, one
+iteration by kind; priors from flop counts until measured) times exact iteration counts: the
+choice adapts to the machine and to m, and the noise of other jobs does not steer it.
 
 **Mixed precision** (``mixed_precision``, default): a factorisation is tried in float32 while
 the condition estimate of the latest scale is ≤ ``single_max_condition``. Its own scale is then
@@ -29,7 +30,10 @@ solved by float64 CG preconditioned with it (solver ``"cholesky32"``: iterative 
 Krylov acceleration). If ``spotrf`` fails (Z not positive definite in single precision) or that
 CG does not converge within the time a float64 factorisation would have saved, the scale is
 factorised in float64 instead, the reason is recorded in ``fallback``, and every smaller scale
-(worse conditioned) uses float64 factors.
+(worse conditioned) uses float64 factors. While κ ≤ ``single_products_max_condition`` the
+products inside CG use Z rounded to float32 (``ssymv``: half the bytes), the float64 residual
+being recomputed whenever the recursive one has fallen by ~30·ε₃₂·κ ("reliable updates"), so
+the float32 errors never limit the final accuracy.
 
 Nothing is approximated silently: every iterative solve ends with an explicit float64 residual
 ‖Zw − 1‖₂/‖1‖₂ ≤ ``rtol``; if it does not get there within its budget, the scale is solved
@@ -42,8 +46,8 @@ residuals that verify them). Condition estimates:
 solves, as in :mod:`gflow_jax.magnitude._core`) or from the Lanczos tridiagonal of the
 (preconditioned) CG run (λ_min(Z) ≈ θ_min(P⁻¹Z)·λ_min(P)), an estimate, not a bound.
 
-Kernels (lower triangle only, BLAS-2 products and triangular solves, at most one Z, one factor
-and D held at a time): :mod:`gflow_jax.magnitude._host`.
+Kernels (lower triangle only, BLAS-2 products and triangular solves; D, one Z with its float32
+copy and one factor held at a time): :mod:`gflow_jax.magnitude._host`.
 """
 
 from __future__ import annotations
@@ -178,7 +182,7 @@ class _Run:
     def __init__(self, D, scales, settings):
         self.D, self.scales, self.settings = D, scales, settings
         m, S = D.shape[0], scales.shape[0]
-        self.b, self.probe = np.ones(m), _probe(m)
+        self.b, self.probe = np.ones(m), _host.probe(m)
         keys = ("magnitude", "derivative", "positive_magnitude", "spread", "max_eigenvalue")
         keys += ("min_eigenvalue", "condition", "residual", "preconditioner")
         self.out = {k: np.full(S, np.nan) for k in keys}
@@ -198,7 +202,7 @@ class _Run:
         self.has32 = False
         self.current = -1
         self.pending = None  # (scale, weights) finished in the buffer, derivative still due
-        self.threads = settings.threads or _blas_threads()
+        self.threads = settings.threads or _host.blas_threads()
         self.single = settings.mixed_precision
         self.abandoned = ""  # why float32 was abandoned, once it was
         self.kappa = 1.0  # condition estimate of the latest finished scale
@@ -471,21 +475,6 @@ def use_adaptive(n_unique: float) -> bool:
     """The CPU engine rule: this engine for ≥ :data:`ADAPTIVE_FROM` distinct points when JAX
     runs on CPU (elsewhere the batched JAX Cholesky core)."""
     return jax.default_backend() == "cpu" and n_unique >= ADAPTIVE_FROM
-
-
-def _blas_threads() -> int:
-    """Threads of the BLAS library NumPy/SciPy use (1 if that cannot be told)."""
-    try:
-        from threadpoolctl import threadpool_info
-    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
-        return 1
-    counts = [p["num_threads"] for p in threadpool_info() if p.get("user_api") == "blas"]
-    return max(1, min(counts)) if counts else 1
-
-
-def _probe(m: int) -> np.ndarray:
-    r = np.random.default_rng(20240531).standard_normal(m)
-    return r / np.linalg.norm(r)
 
 
 def solve_adaptive(D, scales, settings: AdaptiveSettings = AdaptiveSettings()) -> dict:

@@ -266,3 +266,19 @@ def duplicate_groups(
             representative[i] = near[0]
     counts = np.bincount(representative, minlength=m)
     return keep, representative, counts[representative]
+
+
+def blas_threads() -> int:
+    """Threads of the BLAS library NumPy/SciPy use (1 if that cannot be told)."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+        return 1
+    counts = [p["num_threads"] for p in threadpool_info() if p.get("user_api") == "blas"]
+    return max(1, min(counts)) if counts else 1
+
+
+def probe(m: int) -> np.ndarray:
+    """A fixed pseudo-random unit vector (m,) for the inverse-iteration estimate of λ_min."""
+    r = np.random.default_rng(20240531).standard_normal(m)
+    return r / np.linalg.norm(r)
