@@ -115,6 +115,7 @@ SMOKE = {
         "measures.n_scales=6",
         "measures.monitor_window=4",
         "measures.representation_scales=3",
+        "measures.ph_sizes=[4, 10, 3]",
     ],
     "repeat": 1,
 }

@@ -1,23 +1,44 @@
-"""Magnitude functions: gflow_jax vs magnipy, and vs the floor of a direct method.
+"""Magnitude functions: gflow_jax vs magnipy (cholesky and cg), and vs the floor of a direct
+method; the magnitude of a K-iterate trajectory.
 
-Run:  .venv/bin/python benchmarks/magnitude_vs_magnipy.py [--sizes 2000 4000] [--n-large 20000]
+Run:  .venv/bin/python benchmarks/magnitude_vs_magnipy.py [--sizes 2000 4000] [--threads 1]
+      [--repeats 2] [--trajectory 5000] [--n-large 20000]
 
 Problem (docs/theory.md#magnitude): n standard-normal points in R^10, Euclidean distances, 32
 log-spaced scales spanning |tX| from 1.5 to 0.9·n (found beforehand with
 :func:`gflow_jax.convergence_scale`; not timed), float64. Everything starts from the same distance
-matrix. Timed, one after the other on the same CPU:
+matrix. Timed, one after the other on the same CPU, each ``--repeats`` times (median and spread
+printed):
 
-* gflow_jax ``method="adaptive"`` (CG at large scales, CG preconditioned by a neighbouring
-  scale's Cholesky factor, Cholesky; every scale's residual ‖Zw − 1‖/‖1‖ ≤ 1e-12 is checked,
-  and the solver of every scale is printed);
-* gflow_jax ``method="cholesky"`` (the JAX core: one Cholesky per scale, batched), for reference;
-* magnipy 1.0 ``compute_magnitude_from_distances(D, ts, method="cholesky")`` (Z = exp(−D)**t,
-  scipy ``cho_factor`` + two triangular solves per scale);
+* gflow_jax ``magnitude_function(method="adaptive")``, the CPU engine
+  (:mod:`gflow_jax.magnitude._adaptive`: CG at large scales, CG preconditioned by a neighbouring
+  scale's float32 or float64 Cholesky factor, float32 factors refined by float64 CG; every
+  scale's residual ‖Zw − 1‖/‖1‖ ≤ 1e-12 is checked; the solver of every scale is summarised and
+  one more run prints where the time goes, per phase);
+* gflow_jax ``method="cholesky"`` (the JAX core: one Cholesky per scale, batched), with
+  ``--with-core``;
+* magnipy 1.0 ``compute_magnitude_from_distances(D, ts, method=...)`` in its two configurations
+  for this task: ``"cholesky"`` (Z = exp(−D)**t, scipy ``cho_factor`` + two triangular solves
+  per scale) and ``"cg"`` (scipy's conjugate gradients on Z = exp(−D)**t, warm-started across
+  scales, at scipy's default tolerance rtol = 1e-5, which magnipy does not expose: its answer
+  agrees to ~1e-5 only), and ``"cg-1e-9"``: the same with scipy's rtol set to 1e-9 in the
+  worker, the loosest power of ten that meets the 1e-8 agreement bar here (magnipy's cg at the
+  accuracy of the comparison; ours stops at a residual of 1e-12);
 * the floor of any direct method: 32 bare LAPACK ``dpotrf`` factorisations of size n (scipy),
   Z already built and not timed.
 
-Printed: times, the speed-up over magnipy, the ratio of our time to the Cholesky floor, and the
-largest relative difference between the two magnitude functions (must be ≤ 1e-8).
+Printed: times, the speed-up over each magnipy method, the ratio of our time to the Cholesky
+floor, and the largest relative difference between the magnitude functions (must be ≤ 1e-8).
+
+``--trajectory K`` (default 5000; 0 skips): the magnitude of a synthetic training trajectory, K
+iterates of a random walk in R^2000 (steps N(0, I/2000)), through
+:func:`gflow_jax.diagnostics.trajectory_measures` (16 scales t·diam ∈ [0.1, 10⁴] plus t = √K and
+0.01; E_α not computed): distances and magnitude timed separately.
+
+Threads: ``--threads`` (default 1) sets ``OPENBLAS_NUM_THREADS`` and ``NUMEXPR_NUM_THREADS`` for
+this process and the magnipy worker before NumPy loads; the number of BLAS threads actually in
+use is printed. Load: the load average is printed before and after every size, with a WARNING
+when it exceeds 1 (figures taken above that are not comparable with quiet-machine ones).
 
 magnipy lives in its own environment: it pins scipy==1.13.0 and imports
 ``scipy.integrate.trapz`` (removed in scipy 1.14), while jax/jaxlib 0.10.2 require
@@ -29,47 +50,43 @@ way pulls gigabytes of CUDA packages):
     .venv-bench/bin/pip install torch==2.13.0
     .venv-bench/bin/pip install magnipy
 
-Timings on a shared machine are only comparable under the same load: the script prints the load
-average, and ``OPENBLAS_NUM_THREADS=1`` (inherited by the magnipy worker) avoids the collapse
-of multi-threaded LAPACK when other processes hold the cores.
-
 This script (run with the project's .venv) calls ``.venv-bench/bin/python`` on itself in
 ``--magnipy-worker`` mode for the magnipy timings (override with ``--magnipy-python``); the
 worker imports only numpy and magnipy. Without it the script prints
 "magnipy not installed: skipping the magnipy comparison".
 
-Measured on this 2-core machine while other jobs held it (load average 4.6; OPENBLAS_NUM_THREADS=1):
-n = 2000: ours 2.49 s, magnipy 8.97 s (3.60×), floor 3.51 s (ours/floor 0.71);
-n = 4000: ours 12.2 s, magnipy 42.8 s (3.52×), floor 23.5 s (ours/floor 0.52);
-magnitude functions agree to 2.4e-13 relative. The engine builds only the lower triangle of Z,
-multiplies by it with ``dsymv`` and applies a neighbouring factor with two ``dtrsv`` calls
-(OpenBLAS's single-column ``dpotrs`` was 3–4× slower). Before these changes, under the load
-average 8 of the previous measurement: n = 2000 ours 5.8 s (1.78×), n = 4000 ours 26.8 s (2.46×);
-old and new engines interleaved in one process: n = 2000 4.4–6.1 s → 2.5–3.0 s, n = 4000
-19.9–21.9 s → 9.4–11.3 s.
-n = 20000 (``--n-large``): ours 663.9 s (distances included; CG at all 32 scales, 12–316
-iterations, 6518 in all, max residual 9.9e-13), extrapolated floor 2360 s (ours/floor 0.28).
-
 ``--n-large 20000`` adds one large cloud (20000² float64 = 3.2 GB per matrix): the adaptive
 engine processes scales one at a time (peak ≈ 4 such matrices) with a progress bar; its floor
 is extrapolated from two timed factorisations (32 × the mean) and magnipy is not run.
+Measured figures: benchmarks/README.md.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
-import platform
-import subprocess
 import sys
-import tempfile
-import time
-from pathlib import Path
 
-import numpy as np
+if __name__ == "__main__":  # BLAS/numexpr threads must be fixed before NumPy loads
+    _threads = sys.argv[sys.argv.index("--threads") + 1] if "--threads" in sys.argv else "1"
+    if "--magnipy-worker" not in sys.argv:
+        os.environ["OPENBLAS_NUM_THREADS"] = _threads
+        os.environ["NUMEXPR_NUM_THREADS"] = _threads
+
+import argparse  # noqa: E402
+import platform  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 MISSING = "magnipy not installed: skipping the magnipy comparison"
+# magnipy's methods as its API runs them, and its "cg" with scipy's tolerance tightened to the
+# loosest power of ten at which it meets the 1e-8 agreement bar on this problem (1e-8 gives
+# 9.7e-9 at n = 2000: too close; 1e-9 gives 7e-10)
+PEER_METHODS = ("cholesky", "cg", "cg-1e-9")
 
 
 # --------------------------------------------------------------------------------------------
@@ -77,15 +94,29 @@ MISSING = "magnipy not installed: skipping the magnipy comparison"
 
 
 def magnipy_worker(inp: str, out: str) -> None:
+    import functools
+
+    import magnipy.magnitude.weights as magnipy_weights
     from magnipy.magnitude.compute import compute_magnitude_from_distances
+    from scipy.sparse.linalg import cg
 
     data = np.load(inp)
-    D, ts = data["D"], data["ts"]
-    compute_magnitude_from_distances(D[:50, :50], ts[:2], method="cholesky")  # warm-up
-    start = time.perf_counter()
-    mag = compute_magnitude_from_distances(D, ts, method="cholesky")
-    seconds = time.perf_counter() - start
-    np.savez(out, magnitude=np.asarray(mag), seconds=seconds)
+    D, ts, repeats = data["D"], data["ts"], int(data["repeats"])
+    result = {}
+    for method in PEER_METHODS:
+        name, _, rtol = method.partition("-")
+        # magnipy calls scipy's cg at its default rtol 1e-5; "cg-<rtol>" asks for another
+        tight = functools.partial(cg, rtol=float(rtol)) if rtol else cg
+        magnipy_weights.cg = tight
+        compute_magnitude_from_distances(D[:50, :50], ts[:2], method=name)  # warm-up
+        seconds = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            mag = compute_magnitude_from_distances(D, ts, method=name)
+            seconds.append(time.perf_counter() - start)
+        result[f"{method}_magnitude"] = np.asarray(mag)
+        result[f"{method}_seconds"] = np.asarray(seconds)
+    np.savez(out, **result)
 
 
 def find_magnipy(explicit: str | None) -> list[str] | None:
@@ -107,25 +138,49 @@ def find_magnipy(explicit: str | None) -> list[str] | None:
     return None
 
 
-def run_magnipy(cmd: list[str], D: np.ndarray, ts: np.ndarray) -> tuple[np.ndarray, float]:
+def run_magnipy(cmd: list[str], D: np.ndarray, ts: np.ndarray, repeats: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         inp, out = os.path.join(tmp, "in.npz"), os.path.join(tmp, "out.npz")
-        np.savez(inp, D=D, ts=ts)
+        np.savez(inp, D=D, ts=ts, repeats=repeats)
         subprocess.run([*cmd, __file__, "--magnipy-worker", inp, out], check=True)
-        res = np.load(out)
-        return res["magnitude"], float(res["seconds"])
+        return dict(np.load(out))
 
 
 # --------------------------------------------------------------------------------------------
-# our side
+# measuring honestly
 
 
-def cholesky_floor(D: np.ndarray, ts: np.ndarray, count: int | None = None) -> float:
+def load_line(when: str) -> str:
+    """The 1-minute load average, with a warning above 1."""
+    load = os.getloadavg()
+    text = f"load average {when}: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
+    if load[0] > 1.0:
+        text += "   WARNING: load > 1, timings are not those of a quiet machine"
+    return text
+
+
+def stats(seconds) -> str:
+    """Median and spread (max − min) of repeated timings."""
+    s = np.asarray(seconds, dtype=float)
+    spread = f" ± {(s.max() - s.min()) / 2:.2f}" if s.size > 1 else ""
+    return f"{np.median(s):8.3f} s{spread} (runs: {', '.join(f'{x:.3f}' for x in s)})"
+
+
+def timed(fn, repeats: int) -> tuple[list[float], object]:
+    seconds, out = [], None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        out = fn()
+        seconds.append(time.perf_counter() - start)
+    return seconds, out
+
+
+def cholesky_floor(D: np.ndarray, ts: np.ndarray) -> float:
     """Seconds of bare LAPACK dpotrf on exp(−tD) for each scale (Z built outside the clock)."""
     from scipy.linalg import lapack
 
     total = 0.0
-    for t in ts[:count] if count else ts:
+    for t in ts:
         Z = np.exp(-t * D).T  # symmetric, so Z.T is Z in Fortran order: no copy inside dpotrf
         start = time.perf_counter()
         _, info = lapack.dpotrf(Z, lower=1, clean=0, overwrite_a=1)
@@ -143,13 +198,30 @@ def scale_range(D, n: int) -> tuple[float, float]:
     return lo, hi
 
 
-def solver_summary(result) -> str:
-    names = list(result.solver)
+def solver_summary(solver, iterations) -> str:
+    names = list(solver)
     counts = {s: names.count(s) for s in dict.fromkeys(names)}
-    iters = np.asarray(result.iterations)
-    it = [int(i) for i, s in zip(iters, names, strict=True) if s in ("cg", "pcg")]
+    it = [int(i) for i, s in zip(np.asarray(iterations), names, strict=True) if s != "cholesky"]
     extra = f", CG iterations {min(it)}–{max(it)} (total {sum(it)})" if it else ""
     return ", ".join(f"{k} ×{v}" for k, v in counts.items()) + extra
+
+
+def profile_line(D, ts) -> str:
+    """One more engine run on the same problem: seconds per phase (where the time goes)."""
+    from gflow_jax.magnitude import solve_adaptive
+
+    start = time.perf_counter()
+    out = solve_adaptive(D, ts)
+    total = time.perf_counter() - start
+    phases = ", ".join(f"{k} {v:.3f}" for k, v in out["profile"].items())
+    rest = total - sum(out["profile"].values())
+    fallback = sorted({f for f in out["fallback"] if f})
+    note = f"; float32 fallbacks: {'; '.join(fallback)}" if fallback else ""
+    return f"{total:.3f} s = {phases}, other {rest:.3f}{note}"
+
+
+# --------------------------------------------------------------------------------------------
+# the comparisons
 
 
 def bench_size(n: int, args, magnipy_cmd) -> None:
@@ -159,57 +231,91 @@ def bench_size(n: int, args, magnipy_cmd) -> None:
 
     rng = np.random.default_rng(args.seed)
     X = rng.standard_normal((n, args.dim))
-    start = time.perf_counter()
     D = pairwise_distances(X)
-    t_dist = time.perf_counter() - start
     D_host = np.asarray(D)
     if args.t_range:
         t_lo, t_hi = args.t_range
     else:
         t_lo, t_hi = scale_range(D, n)
     ts = np.geomspace(t_lo, t_hi, args.n_scales)
-    print(
-        f"\n== n = {n} points in R^{args.dim}, {args.n_scales} scales t ∈ [{t_lo:.4g}, {t_hi:.4g}]"
-    )
-    print(f"distances (gflow_jax, chunked float64): {t_dist:.3f} s")
+    print(f"\n== n = {n} points in R^{args.dim}, {args.n_scales} scales", end="")
+    print(f" t ∈ [{t_lo:.4g}, {t_hi:.4g}]")
+    print(load_line("before"))
 
-    def ours(method):
-        start = time.perf_counter()
-        r = magnitude_function(D, ts, metric="precomputed", method=method)
+    def ours(method, scales=ts):
+        r = magnitude_function(D_host, scales, metric="precomputed", method=method)
         jax.block_until_ready(r.magnitude)
-        return r, time.perf_counter() - start
+        return r
 
-    magnitude_function(D[:64, :64], ts[:8], metric="precomputed", method="cholesky")  # compile
-    result, t_ours = min((ours("adaptive") for _ in range(args.repeats)), key=lambda a: a[1])
+    warm, _ = timed(lambda: ours("adaptive", ts[-1:]), 1)  # compiles the input checks for n
+    seconds, result = timed(lambda: ours("adaptive"), args.repeats)
+    t_ours = float(np.median(seconds))
     mag = np.asarray(result.magnitude)
+    print(f"gflow_jax adaptive : {stats(seconds)}", end="")
+    print(f"   (first call at this n, 1 scale: {warm[0]:.3f} s)")
     print(
-        f"gflow_jax adaptive : {t_ours:8.3f} s   |tX| from {mag[0]:.4g} to {mag[-1]:.6g};"
-        f" max residual {float(np.max(result.residual)):.1e}; {solver_summary(result)}"
+        f"                     |tX| from {mag[0]:.4g} to {mag[-1]:.6g}; max residual"
+        f" {float(np.max(result.residual)):.1e}; {solver_summary(result.solver, result.iterations)}"
     )
+    print(f"  profile (1 run)  : {profile_line(D_host, ts)}")
     if args.with_core and n <= 8000:
-        core, t_core = ours("cholesky")
-        print(
-            f"gflow_jax cholesky : {t_core:8.3f} s   (JAX core; max |Δ|/|tX| vs adaptive "
-            f"{np.max(np.abs(np.asarray(core.magnitude) - mag) / mag):.1e})"
-        )
-    t_floor = cholesky_floor(D_host, ts)
-    print(f"Cholesky floor     : {t_floor:8.3f} s   ({args.n_scales} bare LAPACK dpotrf, n = {n})")
+        ours("cholesky", ts[:8])  # compile
+        core_s, core = timed(lambda: ours("cholesky"), 1)
+        diff = np.max(np.abs(np.asarray(core.magnitude) - mag) / mag)
+        print(f"gflow_jax cholesky : {stats(core_s)}   (JAX core; max |Δ|/|tX| {diff:.1e})")
+    floors = [cholesky_floor(D_host, ts) for _ in range(args.repeats)]
+    t_floor = float(np.median(floors))
+    print(f"Cholesky floor     : {stats(floors)}   ({args.n_scales} bare LAPACK dpotrf, n = {n})")
     print(f"ratio ours / floor : {t_ours / t_floor:8.3f}")
     if magnipy_cmd is None:
         print(MISSING)
-        return
-    ref, t_mp = run_magnipy(magnipy_cmd, D_host, ts)
-    rel = float(np.max(np.abs(ref - mag) / np.abs(ref)))
-    print(f"magnipy cholesky   : {t_mp:8.3f} s   max relative difference {rel:.1e}")
-    print(f"speed-up vs magnipy: {t_mp / t_ours:8.2f}×   (magnipy / floor = {t_mp / t_floor:.2f})")
-    if rel > 1e-8:
-        print("WARNING: the two magnitude functions differ by more than 1e-8 (relative)")
+    else:
+        peer = run_magnipy(magnipy_cmd, D_host, ts, args.repeats)
+        for method in PEER_METHODS:
+            ref, secs = peer[f"{method}_magnitude"], peer[f"{method}_seconds"]
+            rel = float(np.max(np.abs(ref - mag) / np.abs(ref)))
+            flag = "" if rel <= 1e-8 else "   (agreement > 1e-8: not the same answer)"
+            print(f"magnipy {method:<10s} : {stats(secs)}", end="")
+            print(f"   max relative difference {rel:.1e}{flag}")
+            print(
+                f"  speed-up vs magnipy {method}: {np.median(secs) / t_ours:6.2f}×"
+                f"   (magnipy {method} / floor = {np.median(secs) / t_floor:.2f})"
+            )
+    print(load_line("after"))
+
+
+def bench_trajectory(K: int, args) -> None:
+    from gflow_jax.diagnostics import trajectory_measures
+    from gflow_jax.magnitude import pairwise_distances
+
+    p = args.trajectory_dim
+    rng = np.random.default_rng(args.seed)
+    X = np.cumsum(rng.standard_normal((K, p)) / np.sqrt(p), axis=0)
+    print(f"\n== trajectory: K = {K} iterates of a random walk in R^{p}, 16 scales + 2")
+    print(load_line("before"))
+    dist_s, D = timed(lambda: np.asarray(pairwise_distances(X)), 1)
+    print(f"distances          : {stats(dist_s)}   (gflow_jax pairwise_distances, float64)")
+
+    def measures():
+        return trajectory_measures(D, n_scales=16, e_alpha_measure=False)
+
+    seconds, m = timed(measures, args.repeats)
+    print(f"trajectory_measures: {stats(seconds)}   (magnitude at 18 scales; first run included)")
+    print(
+        f"                     |tX| from {m.magnitude[0]:.4g} to {m.magnitude[-1]:.6g};"
+        f" max condition {m.values['max_condition']:.2g}; warnings {len(m.warnings)}"
+    )
+    from gflow_jax.diagnostics._trajectory import relative_scales
+
+    ts = np.concatenate([relative_scales(D, 16, (-1.0, 4.0)), [np.sqrt(K), 0.01]])
+    print(f"  profile (1 run)  : {profile_line(D, ts)}")
+    print(load_line("after"))
 
 
 def bench_large(n: int, args) -> None:
     import jax
 
-    from gflow_jax import magnitude_function
+    from gflow_jax import magnitude_function, pairwise_distances
 
     rng = np.random.default_rng(args.seed)
     X = rng.standard_normal((n, args.dim))
@@ -218,14 +324,13 @@ def bench_large(n: int, args) -> None:
     if args.large_t_range:
         t_lo, t_hi = args.large_t_range
     else:
-        from gflow_jax import pairwise_distances
-
         D4 = pairwise_distances(X[:4000])
         t_lo, t_hi = scale_range(D4, 4000)
         t_hi *= (n / 4000) ** (1.0 / args.dim)
         del D4
     ts = np.geomspace(t_lo, t_hi, args.n_scales)
     print(f"\n== n = {n} (large), {args.n_scales} scales t ∈ [{t_lo:.4g}, {t_hi:.4g}]")
+    print(load_line("before"))
     start = time.perf_counter()
     r = magnitude_function(X, ts, method="adaptive", progress=True)
     jax.block_until_ready(r.magnitude)
@@ -233,27 +338,38 @@ def bench_large(n: int, args) -> None:
     mag = np.asarray(r.magnitude)
     print(
         f"gflow_jax adaptive : {t_ours:8.1f} s (distances included)  |tX| from {mag[0]:.4g} to"
-        f" {mag[-1]:.6g}; max residual {float(np.max(r.residual)):.1e}; {solver_summary(r)}"
+        f" {mag[-1]:.6g}; max residual {float(np.max(r.residual)):.1e};"
+        f" {solver_summary(r.solver, r.iterations)}"
     )
-    from gflow_jax import pairwise_distances
-
     D = np.asarray(pairwise_distances(X))
-    two = cholesky_floor(D, ts[[0, -1]])
-    floor = two / 2 * args.n_scales
+    floor = cholesky_floor(D, ts[[0, -1]]) / 2 * args.n_scales
     print(f"Cholesky floor     : {floor:8.1f} s   (32 × mean of 2 timed dpotrf, extrapolated)")
     print(f"ratio ours / floor : {t_ours / floor:8.3f}")
     print("magnipy            : not run at this size (it would cost more than the floor)")
+    print(load_line("after"))
+
+
+def blas_threads() -> str:
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return "threadpoolctl not installed"
+    pools = {(p["internal_api"], p["num_threads"]) for p in threadpool_info()}
+    return ", ".join(f"{api} {threads}" for api, threads in sorted(pools))
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument(
-        "--sizes", type=int, nargs="*", default=[2000, 4000], help="(none: only --n-large)"
+        "--sizes", type=int, nargs="*", default=[2000, 4000], help="(none: only the others)"
     )
     p.add_argument("--n-scales", type=int, default=32)
     p.add_argument("--dim", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--repeats", type=int, default=1, help="best of this many runs of ours")
+    p.add_argument("--repeats", type=int, default=2, help="runs of every configuration")
+    p.add_argument("--threads", type=int, default=1, help="BLAS/numexpr threads (all sides)")
+    p.add_argument("--trajectory", type=int, default=5000, help="iterates K (0: skip)")
+    p.add_argument("--trajectory-dim", type=int, default=2000)
     p.add_argument("--n-large", type=int, default=None, help="also run one large cloud")
     p.add_argument("--with-core", action="store_true", help="also time the JAX Cholesky core")
     p.add_argument("--t-range", type=float, nargs=2, default=None, help="fix t_min t_max")
@@ -269,20 +385,24 @@ def main(argv=None) -> int:
 
     import gflow_jax  # noqa: F401  (float64)
 
-    threads = os.environ.get("OPENBLAS_NUM_THREADS", "default")
     print(
-        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, load"
-        f" average {os.getloadavg()[0]:.1f}; OPENBLAS_NUM_THREADS={threads}; jax"
-        f" {jax.__version__} ({jax.default_backend()}), float64 ="
-        f" {jax.config.read('jax_enable_x64')}"
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs;"
+        f" OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset')},"
+        f" NUMEXPR_NUM_THREADS={os.environ.get('NUMEXPR_NUM_THREADS', 'unset')}"
+        f" (BLAS pools: {blas_threads()}); jax {jax.__version__} ({jax.default_backend()}),"
+        f" float64 = {jax.config.read('jax_enable_x64')}; repeats {args.repeats}"
     )
+    print(load_line("at start"))
     magnipy_cmd = find_magnipy(args.magnipy_python)
     if magnipy_cmd is None:
         print(MISSING)
     for n in args.sizes:
         bench_size(n, args, magnipy_cmd)
+    if args.trajectory:
+        bench_trajectory(args.trajectory, args)
     if args.n_large:
         bench_large(args.n_large, args)
+    print("\n" + load_line("at end"))
     return 0
 
 

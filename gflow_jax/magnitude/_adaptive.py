@@ -1,50 +1,72 @@
-"""Adaptive host solver for large clouds on CPU: CG, neighbour-preconditioned CG, Cholesky.
+"""Adaptive CPU engine for large clouds: CG, neighbour-preconditioned CG, mixed-precision
+Cholesky (docs/theory.md#magnitude-numerics).
 
-A direct method pays one Cholesky factorisation (m³/3 flops) per scale. Two facts let us pay
-fewer (docs/theory.md#magnitude-numerics):
+A direct method pays one float64 Cholesky factorisation (m³/3 flops) per scale. Three facts let
+us pay far less:
 
 1. Z(t) = exp(−t·D) is well conditioned at *large* t (Z → I), where plain conjugate gradients
    converge in a few matrix–vector products (2m² flops each).
 2. Z(t) changes smoothly with t: the Cholesky factor of a *neighbouring* scale is an excellent
-   preconditioner (typically 5–15 CG iterations for neighbours on a 32-point log grid).
+   preconditioner (typically 5–20 CG iterations for scales up to ~6 grid points away on a
+   32-point log grid, fewer at small t).
+3. A factor used only as a preconditioner need not be exact: a float32 factor (LAPACK
+   ``spotrf``, about half the time of ``dpotrf``; its triangular solves read half the bytes)
+   preconditions float64 CG as well as a float64 one while κ(Z)·ε₃₂ ≪ 1 (ε₃₂ ≈ 6·10⁻⁸).
 
-Scales are processed from the largest to the smallest, warm-starting each solve from the
-previous scale's weights. Plain CG is used while its predicted cost at the next scale (the
-last iteration count extrapolated linearly) stays below a fraction of a factorisation; then a
-factorisation is made ``lead`` (2) scales further down and reused as preconditioner on both sides
-of it: for the scales between (warm-started from their upper neighbours) and for those below it,
-until the predicted preconditioned cost exceeds a fraction of a factorisation, when a new one is
-made the same way. Budgets come from the timings measured during the run (a factorisation vs one
-iteration), so the choice adapts to the machine and to m.
+Scales are processed from the largest to the smallest, each solve warm-started from the
+previous scale's weights. Plain CG runs while its predicted cost at the next scale (the last
+iteration count extrapolated linearly) stays below ``cg_switch`` of a factorisation. Then a
+factorisation is made ``lead`` scales further down (or half as far as the previous factor
+reached below itself); it preconditions the scales between (from above) and then those below
+it while the next solve is predicted to cost at most the average cost per scale of its window,
+factorisation included (the renewal rule: stop when the marginal cost exceeds the average). Costs
+are modelled as the fastest timings seen during the run (factorisations by precision, one
+iteration by kind; priors from flop counts until measured) times exact iteration counts: the
+choice adapts to the machine and to m, and the noise of other jobs does not steer it.
+
+**Mixed precision** (``mixed_precision``, default): a factorisation is tried in float32 while
+the condition estimate of the latest scale is ≤ ``single_max_condition``. Its own scale is then
+solved by float64 CG preconditioned with it (solver ``"cholesky32"``: iterative refinement with
+Krylov acceleration). If ``spotrf`` fails (Z not positive definite in single precision) or that
+CG does not converge within the time a float64 factorisation would have saved, the scale is
+factorised in float64 instead, the reason is recorded in ``fallback``, and every smaller scale
+(worse conditioned) uses float64 factors. While κ ≤ ``single_products_max_condition`` the
+products inside CG use Z rounded to float32 (``ssymv``: half the bytes), the float64 residual
+being recomputed whenever the recursive one has fallen by ~30·ε₃₂·κ ("reliable updates"), so
+the float32 errors never limit the final accuracy.
 
 Nothing is approximated silently: every iterative solve ends with an explicit float64 residual
 ‖Zw − 1‖₂/‖1‖₂ ≤ ``rtol``; if it does not get there within its budget, the scale is solved
-directly (Cholesky, or LU when Cholesky fails). The solver, iteration count and achieved
-residual of every scale are reported. Condition estimates: λ_max ≤ largest row sum of Z; λ_min
-from the Rayleigh quotients of one inverse iteration (direct solves, as in
-:mod:`gflow_jax.magnitude._core`) or from the Lanczos tridiagonal of the (preconditioned) CG run
-(λ_min(Z) ≈ θ_min(P⁻¹Z)·λ_min(P)), an estimate, not a bound.
+directly (float64 Cholesky, or LU when Cholesky fails). The solver, iteration count, precision of
+the factor used and achieved residual of every scale are reported, and the seconds spent per
+phase (:data:`PHASES`: building Z and its row sums, with the derivative wᵀ(D∘Z)w of the
+previous scale read in the same pass; factorisations by precision; CG iterations; the explicit
+residuals that verify them). Condition estimates:
+λ_max ≤ largest row sum of Z; λ_min from the Rayleigh quotients of one inverse iteration (direct
+solves, as in :mod:`gflow_jax.magnitude._core`) or from the Lanczos tridiagonal of the
+(preconditioned) CG run (λ_min(Z) ≈ θ_min(P⁻¹Z)·λ_min(P)), an estimate, not a bound.
 
-This engine uses NumPy/SciPy BLAS/LAPACK on the host: JAX's CPU triangular solves copy the
-factor on every call, which would dominate preconditioned CG. Only the lower triangle of the
-symmetric Z is built (row blocks, NumPy exp, into one reused buffer: at most one Z, one factor and
-D are held at a time), which halves the cost of building Z; products with Z use BLAS ``dsymv``
-(which reads one triangle: about half the memory traffic of ``dgemv``) and the preconditioner
-applies the factor by two BLAS-2 ``dtrsv`` calls (several times faster than OpenBLAS's
-single-column ``dpotrs``, which goes through ``dtrsm``).
+Kernels (lower triangle only, BLAS-2 products and triangular solves; D, one Z with its float32
+copy and one factor held at a time): :mod:`gflow_jax.magnitude._host`.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import jax
 import numpy as np
 import scipy.linalg as sla
-from scipy.linalg import blas
 
-# rows per block for the elementwise passes over Z (building its lower triangle, derivative)
-_ROW_BLOCK = 64
+from . import _host
+
+#: distinct points from which ``method="auto"`` (and the many-clouds engine) use this engine on CPU
+ADAPTIVE_FROM = 1024
+#: the phases of :func:`solve_adaptive`'s ``profile`` (seconds)
+PHASES = ("build", "factor32", "factor64", "iterate", "verify")
+_EPS32 = float(np.finfo(np.float32).eps)
 
 
 @dataclass(frozen=True)
@@ -53,183 +75,406 @@ class AdaptiveSettings:
 
     Attributes:
         rtol: required relative residual ‖Zw − 1‖₂/‖1‖₂ of every iterative solve.
-        budget: an iterative solve may cost at most this fraction of one factorisation.
+        budget: an iterative solve may cost at most this multiple of one factorisation (and
+            at least ``min_iter`` iterations) before the scale is solved directly: generous,
+            since giving up means paying for a factorisation on top.
+        min_iter: the smallest iteration budget of an iterative solve.
         cg_switch: plain CG continues while its predicted cost at the next scale is at most
-            this fraction of ``budget`` (then factorisations and preconditioned CG).
+            this fraction of one factorisation.
         pcg_switch: a factor keeps serving the scales below it while the predicted cost of the
-            next preconditioned solve is at most this fraction of ``budget``.
-        lead: a new factorisation is made this many scales below the first scale that needs
-            it, and preconditions the scales above it as well as those below.
+            next preconditioned solve is at most this multiple of the average cost per scale of
+            its window so far (its factorisation included): the renewal rule, which minimises
+            the long-run cost per scale when costs grow with the distance to the factor.
+        lead: a new factorisation is made at least this many scales below the first scale that
+            needs it (more when the previous factor reached further), and preconditions the
+            scales above it as well as those below.
         allow_cg: try plain CG at the large scales.
         allow_pcg: reuse neighbouring factorisations as preconditioners.
-        mixed_precision: factorise in float32 (LAPACK spotrf, about twice as fast) and use the
-            factor only as a preconditioner of float64 CG, which must reach ``rtol``; float64
-            Cholesky when it does not.
+        mixed_precision: factorise in float32 while the conditioning allows it (see module);
+            the answer is still float64 with residual ≤ ``rtol``.
+        single_products: with ``mixed_precision``, also compute the products inside CG in
+            float32 (float64 "reliable updates" of the residual keep the final accuracy) while
+            the latest condition estimate is at most ``single_products_max_condition``; a solve
+            that does not converge so continues with float64 products.
+        single_max_condition: float32 factorisations are tried while the latest scale's
+            condition estimate is at most this.
+        threads: threads of the elementwise passes over Z (building it, the derivative);
+            None: as many as BLAS uses (threadpoolctl), so that one setting
+            (``OPENBLAS_NUM_THREADS``) governs the whole engine.
         progress: show a tqdm bar over the scales.
     """
 
     rtol: float = 1e-12
-    budget: float = 0.8
-    cg_switch: float = 0.5
-    pcg_switch: float = 0.5
-    lead: int = 2
+    budget: float = 2.0
+    min_iter: int = 30
+    cg_switch: float = 0.4
+    pcg_switch: float = 1.0
+    lead: int = 1
     allow_cg: bool = True
     allow_pcg: bool = True
-    mixed_precision: bool = False
+    mixed_precision: bool = True
+    single_products: bool = True
+    single_products_max_condition: float = 1e4
+    single_max_condition: float = 1e6
+    threads: int | None = None
     progress: bool = False
 
 
 @dataclass
 class _Clock:
-    """Running estimates (seconds) of one factorisation and of one (P)CG iteration."""
+    """Running estimates (seconds): one factorisation per precision, one iteration per kind
+    (``0`` plain CG, ``32``/``64`` preconditioned by a factor of that precision). The fastest
+    observation is used: on a shared machine other processes only ever add time, and the
+    decisions should follow the costs, not that noise."""
 
     m: int
-    chol: list = field(default_factory=list)
-    cg_iter: list = field(default_factory=list)
-    pcg_iter: list = field(default_factory=list)
+    factor: dict = field(default_factory=lambda: {32: [], 64: []})
+    iteration: dict = field(default_factory=lambda: {0: [], 32: [], 64: []})
 
-    def t_chol(self) -> float:
-        return float(np.median(self.chol)) if self.chol else self.m**3 / 3 / 2e10
+    def t_factor(self, bits: int) -> float:
+        seen = self.factor[bits] or self.factor[96 - bits]
+        if seen:
+            scale = 1.0 if self.factor[bits] else (0.5 if bits == 32 else 2.0)
+            return float(np.min(seen)) * scale
+        return self.m**3 / 3 / (4e10 if bits == 32 else 2e10)
 
-    def t_cg(self) -> float:
-        return float(np.median(self.cg_iter)) if self.cg_iter else 2 * 8 * self.m**2 / 1e10
-
-    def t_pcg(self) -> float:
-        if self.pcg_iter:
-            return float(np.median(self.pcg_iter))
-        # a product with Z (one triangle) plus two triangular solves (one triangle each)
-        return 3 * self.t_cg()
-
-
-def _probe(m: int) -> np.ndarray:
-    r = np.random.default_rng(20240531).standard_normal(m)
-    return r / np.linalg.norm(r)
+    def t_iter(self, kind: int) -> float:
+        if self.iteration[kind]:
+            return float(np.min(self.iteration[kind]))
+        cg = float(np.min(self.iteration[0])) if self.iteration[0] else 8 * self.m**2 / 1e10
+        return {0: 1.0, 32: 1.5, 64: 2.0}[kind] * cg
 
 
-def _tridiagonal_extremes(alphas, betas):
-    """Extreme Ritz values of the Lanczos tridiagonal of a CG run (α_k step lengths, β_k)."""
-    k = len(alphas)
-    if k == 0:
-        return np.nan, np.nan
-    a, b = np.asarray(alphas), np.asarray(betas[: k - 1])
-    diag = 1.0 / a
-    diag[1:] += b / a[:-1]
-    off = np.sqrt(np.maximum(b, 0.0)) / a[:-1]
-    theta = sla.eigvalsh_tridiagonal(diag, off) if k > 1 else diag
-    return float(theta.min()), float(theta.max())
+@dataclass
+class _Factor:
+    """A factorisation serving as preconditioner: its position in the processing order, the
+    map r ↦ P⁻¹r, the λ_min estimate of its Z and its precision (32 or 64 bits)."""
+
+    pos: int
+    apply: Callable
+    lam_min: float
+    bits: int
 
 
-def _cg(matvec, b, x0, precondition, rtol, max_iter):
-    """(Preconditioned) CG on Z x = b from x0 (``matvec(v)`` = Z v); returns x, iterations,
-    converged, residual, Ritz extremes. Convergence is checked on the explicitly recomputed
-    float64 residual."""
-    x = x0.copy()
-    r = b - matvec(x)
-    bnorm = np.linalg.norm(b)
-    z = precondition(r)
-    p = z.copy()
-    rz = r @ z
-    alphas, betas = [], []
-    k = 0
-    while k < max_iter and np.linalg.norm(r) > rtol * bnorm:
-        Ap = matvec(p)
-        alpha = rz / (p @ Ap)
-        x += alpha * p
-        r -= alpha * Ap
-        z = precondition(r)
-        rz_new = r @ z
-        beta = rz_new / rz
-        p = z + beta * p
-        rz = rz_new
-        alphas.append(alpha)
-        betas.append(beta)
-        k += 1
-    residual = np.linalg.norm(b - matvec(x)) / bnorm
-    return x, k, residual <= rtol, residual, _tridiagonal_extremes(alphas, betas)
+@dataclass
+class _Solve:
+    """Outcome of one (P)CG run."""
+
+    ok: bool
+    w: np.ndarray
+    iterations: int
+    residual: float
+    seconds: float
 
 
-# Z is held as the lower triangle of a C-ordered buffer, i.e. the *upper* triangle of its
-# Fortran-ordered transpose (no copy): BLAS/LAPACK are called on ``Z.T`` with ``lower=0``; the
-# strictly upper part of the C buffer is never read.
+def _predict(counts: list) -> float:
+    """Iterations expected at the next scale from the last counts (growth never negative)."""
+    if not counts:
+        return 0.0
+    if len(counts) == 1:
+        return 1.25 * counts[-1]
+    return counts[-1] + max(counts[-1] - counts[-2], 0)
 
 
-def _build_lower(D, t, out):
-    """Lower triangle (with diagonal) of exp(−t·D) into ``out``, in row blocks."""
-    m = D.shape[0]
-    for s in range(0, m, _ROW_BLOCK):
-        e = min(m, s + _ROW_BLOCK)
-        o = out[s:e, :e]
-        np.multiply(D[s:e, :e], -t, out=o)
-        np.exp(o, out=o)
-    return out
+class _Run:
+    """State of one :func:`solve_adaptive` call (one Z buffer, the current factor, timings)."""
+
+    def __init__(self, D, scales, settings):
+        self.D, self.scales, self.settings = D, scales, settings
+        m, S = D.shape[0], scales.shape[0]
+        self.b, self.probe = np.ones(m), _host.probe(m)
+        keys = ("magnitude", "derivative", "positive_magnitude", "spread", "max_eigenvalue")
+        keys += ("min_eigenvalue", "condition", "residual", "preconditioner")
+        self.out = {k: np.full(S, np.nan) for k in keys}
+        self.out["iterations"] = np.zeros(S, dtype=np.int64)
+        self.out["precision"] = np.zeros(S, dtype=np.int64)
+        self.out["weights"] = np.zeros((m, S))
+        self.solver, self.fallback = [""] * S, [""] * S
+        self.profile = dict.fromkeys(PHASES, 0.0)
+        self.clock = _Clock(m)
+        self.order = np.argsort(-scales, kind="stable")  # largest scale first
+        # one Z at a time (at m = 20000 it is 3.2 GB); zeros: the strict upper triangle is never
+        # written, and the float32 rounding of the whole buffer must see finite numbers
+        self.buffer = np.zeros((m, m))
+        # its float32 rounding, for the products inside CG while float32 is in use
+        low = settings.mixed_precision and settings.single_products
+        self.buffer32 = np.zeros((m, m), np.float32) if low else None
+        self.has32 = False
+        self.current = -1
+        self.pending = None  # (scale, weights) finished in the buffer, derivative still due
+        self.threads = settings.threads or _host.blas_threads()
+        self.single = settings.mixed_precision
+        self.abandoned = ""  # why float32 was abandoned, once it was
+        self.kappa = 1.0  # condition estimate of the latest finished scale
+        self.bar = None
+        if settings.progress:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=S, desc=f"magnitude m={m}", leave=False)
+
+    def Z(self, i: int) -> np.ndarray:
+        """Z at scale ``i`` in the buffer (built unless it is there); the build also gives the
+        derivative of the scale finished in the buffer before."""
+        if self.current != i:
+            start = time.perf_counter()
+            self.has32 = self.single and self.buffer32 is not None
+            out32 = self.buffer32 if self.has32 else None
+            done, w_old = self.pending if self.pending else (None, None)
+            value = _host.build_lower(
+                self.D, self.scales[i], self.buffer, out32, w_old, self.threads
+            )
+            if done is not None:
+                self.out["derivative"][done] = value
+            self.pending = None
+            self.row_sums = self.matvec(self.b)
+            self.profile["build"] += time.perf_counter() - start
+            self.current = i
+        return self.buffer
+
+    def settle(self) -> None:
+        """The derivative of the scale still in the buffer (the last one finished)."""
+        if self.pending:
+            done, w = self.pending
+            start = time.perf_counter()
+            self.out["derivative"][done] = _host.derivative(self.D, self.buffer, w)
+            self.profile["build"] += time.perf_counter() - start
+            self.pending = None
+
+    def matvec(self, v):
+        return _host.symv(self.buffer, v)
+
+    def reliable(self) -> float:
+        """Residual reduction between float64 recomputations when products are float32: each
+        stretch of float32 products can gain about a factor ε₃₂·κ, so ask for a bit less."""
+        return float(np.clip(30 * _EPS32 * self.kappa, 1e-4, 0.1))
+
+    def matvec32(self, v):
+        return _host.symv32(self.buffer32, v)
+
+    def next_factor_bits(self) -> int:
+        return 32 if self.single else 64
+
+    def verify(self, w) -> tuple[np.ndarray, float]:
+        """The explicit float64 residual b − Zw and its relative norm (current Z)."""
+        start = time.perf_counter()
+        r = self.b - self.matvec(w)
+        self.profile["verify"] += time.perf_counter() - start
+        return r, float(np.linalg.norm(r) / np.linalg.norm(self.b))
+
+    def finish(self, i, solve, name, lam_min, bits=0, precond_scale=np.nan):
+        out, w, row_sums = self.out, solve.w, self.row_sums
+        out["weights"][:, i] = w
+        out["magnitude"][i] = w.sum()
+        self.pending = (i, w)  # its derivative comes with the next build (or settle)
+        out["positive_magnitude"][i] = np.maximum(w, 0).sum()
+        out["spread"][i] = (1.0 / row_sums).sum()
+        out["max_eigenvalue"][i] = row_sums.max()
+        out["min_eigenvalue"][i] = lam_min
+        out["condition"][i] = row_sums.max() / lam_min
+        out["residual"][i] = solve.residual
+        out["iterations"][i] = solve.iterations
+        out["precision"][i] = bits
+        out["preconditioner"][i] = precond_scale
+        self.solver[i] = name
+        if np.isfinite(out["condition"][i]) and out["condition"][i] > 0:
+            self.kappa = float(out["condition"][i])
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def iterate(self, pos, factor, x0, max_iter, own=False) -> _Solve:
+        """(P)CG at the scale at ``pos`` preconditioned by ``factor`` (None: plain CG), each
+        stop verified by the explicit float64 residual (and continued from there if it fails);
+        on success the scale is finished (unless ``own``: the caller finishes it)."""
+        i = self.order[pos]
+        self.Z(i)
+        kind = 0 if factor is None else factor.bits
+        precondition = (lambda r: r) if factor is None else factor.apply
+        rtol = self.settings.rtol
+        start, verifying = time.perf_counter(), self.profile["verify"]
+        w, r, k, theta_min = x0, None, 0, np.nan
+        # float32 products while κ·ε₃₂ is small; float64 ones after any failure
+        low = self.has32 and self.kappa <= self.settings.single_products_max_condition
+        while True:
+            w, done, converged, _, (theta, _) = _host.cg(
+                self.matvec,
+                self.b,
+                w,
+                precondition,
+                rtol,
+                max_iter - k,
+                r,
+                self.matvec32 if low else None,
+                self.reliable(),
+            )
+            k += done
+            theta_min = theta if np.isfinite(theta) else theta_min
+            r, residual = self.verify(w)
+            ok = residual <= rtol
+            if ok or k >= max_iter or not (converged or low):
+                break
+            low = False
+        # CG only: the verification pass is the same fixed cost for every kind of solve
+        elapsed = time.perf_counter() - start - (self.profile["verify"] - verifying)
+        self.profile["iterate"] += elapsed
+        self.clock.iteration[kind].append(elapsed / (k + 1))  # + the initial product
+        solve = _Solve(ok, w, k, residual, elapsed)
+        if ok and not own:
+            lam = theta_min * (1.0 if factor is None else factor.lam_min)
+            if not np.isfinite(lam):  # no iteration ran: the Rayleigh quotient of w
+                lam = w.sum() / (w @ w)
+            scale = np.nan if factor is None else self.scales[self.order[factor.pos]]
+            self.finish(i, solve, "cg" if factor is None else "pcg", lam, kind, scale)
+        return solve
+
+    def abandon(self, i: int, reason: str) -> None:
+        """Stop factorising in float32 (from the scale ``i`` down), saying why."""
+        self.single = False
+        self.clock.iteration = {0: [], 32: [], 64: []}  # products are float64 from here
+        self.fallback[i] = reason
+        self.abandoned = f"float32 abandoned at t = {self.scales[i]:.4g} ({reason})"
+
+    def max_iter(self, kind: int) -> int:
+        """Iterations one solve may spend: ``budget`` × (one factorisation)."""
+        t_f = self.clock.t_factor(self.next_factor_bits())
+        budget = int(self.settings.budget * t_f / self.clock.t_iter(kind))
+        return max(self.settings.min_iter, budget)
+
+    def direct(self, pos) -> tuple[_Factor | None, int]:
+        """Factorise the scale at ``pos`` and solve it: float32 factor + float64 CG when allowed
+        and successful (``"cholesky32"``), else float64 Cholesky (or LU). Returns the factor
+        (None after LU) and the CG iterations its own solve took."""
+        i = self.order[pos]
+        Z = self.Z(i)
+        settings, clock = self.settings, self.clock
+        if self.single and self.kappa > settings.single_max_condition:
+            self.abandon(i, f"condition estimate {self.kappa:.2g} > single_max_condition")
+        elif not self.single and self.abandoned:
+            self.fallback[i] = f"float64: {self.abandoned}"
+        if self.single:
+            start = time.perf_counter()
+            c32 = _host.factor32(Z, self.buffer32 if self.has32 else None)
+            elapsed = time.perf_counter() - start
+            self.profile["factor32"] += elapsed
+            if c32 is None:
+                self.abandon(i, "float32 Cholesky failed (not positive definite in float32)")
+            else:
+                clock.factor[32].append(elapsed)
+                apply = _host.preconditioner32(c32)
+                saved = clock.t_factor(64) - clock.t_factor(32)
+                max_iter = max(4, int(settings.budget * saved / clock.t_iter(32)))
+                own = _Factor(pos, apply, np.nan, 32)
+                solve = self.iterate(pos, own, apply(self.b), max_iter, own=True)
+                if solve.ok:
+                    w, y = solve.w, apply(self.probe)
+                    lam_min = min(w.sum() / (w @ w), (y @ self.matvec(y)) / (y @ y))
+                    self.finish(i, solve, "cholesky32", lam_min, 32)
+                    return _Factor(pos, apply, lam_min, 32), solve.iterations
+                self.abandon(
+                    i,
+                    f"float32 factor as preconditioner: residual {solve.residual:.1e} after"
+                    f" {solve.iterations} iterations",
+                )
+        start = time.perf_counter()
+        c = _host.factor64(Z)
+        if c is None:  # not positive definite (or numerically singular): LU, reported
+            lu = sla.lu_factor(_host.full(Z), check_finite=False)
+            W = sla.lu_solve(lu, np.stack([self.b, self.probe], axis=1), check_finite=False)
+            name = "lu"
+        else:
+            clock.factor[64].append(time.perf_counter() - start)
+            W = _host.cho_solve64(c, np.stack([self.b, self.probe], axis=1))
+            name = "cholesky"
+        elapsed = time.perf_counter() - start
+        self.profile["factor64"] += elapsed
+        w, y = W[:, 0], W[:, 1]
+        _, residual = self.verify(w)
+        lam_min = min(w.sum() / (w @ w), (y @ self.probe) / (y @ y))
+        self.finish(i, _Solve(True, w, 0, residual, elapsed), name, lam_min, 64)
+        factor = _Factor(pos, _host.preconditioner64(c), lam_min, 64) if c is not None else None
+        return factor, 0
+
+    def run(self) -> dict:
+        """Largest scale first: plain CG, then factors each serving a window of scales around
+        it while the next solve is predicted to cost no more than the window's average."""
+        settings, clock = self.settings, self.clock
+        S = self.scales.shape[0]
+        weights = self.out["weights"]
+        cg_phase = settings.allow_cg
+        cg_counts: list = []
+        factor: _Factor | None = None
+        counts: list = []  # iterations of the current factor's scales below it
+        served = 0  # scales below the current factor that it served
+        window: list = []  # iterations of every solve in the current factor's window
+
+        def average() -> float:
+            """Modelled seconds per scale of the current window, its factorisation included
+            (timings are the fastest seen, iteration counts exact: the decision follows the
+            work, not the noise of a shared machine)."""
+            t_it = clock.t_iter(factor.bits)
+            return (clock.t_factor(factor.bits) + t_it * sum(k + 1 for k in window)) / len(window)
+
+        w_prev = None
+        pos = 0
+        while pos < S:
+            x0 = self.b if w_prev is None else w_prev
+            t_f = clock.t_factor(self.next_factor_bits())
+            if cg_phase:
+                predicted = (_predict(cg_counts) + 1) * clock.t_iter(0)
+                if predicted <= settings.cg_switch * t_f:
+                    solve = self.iterate(pos, None, x0, self.max_iter(0))
+                    if solve.ok:
+                        cg_counts.append(solve.iterations)
+                        w_prev, pos = solve.w, pos + 1
+                        continue
+                cg_phase = False
+            if factor is not None and settings.allow_pcg and window:
+                predicted = (_predict(counts) + 1) * clock.t_iter(factor.bits)
+                if predicted <= settings.pcg_switch * average():
+                    solve = self.iterate(pos, factor, x0, self.max_iter(factor.bits))
+                    window.append(solve.iterations)
+                    if solve.ok:
+                        counts.append(solve.iterations)
+                        served += 1
+                        w_prev, pos = solve.w, pos + 1
+                        continue
+            if settings.allow_pcg and pos + 1 < S:
+                # a new factorisation `lead` scales further down (or half as far as the
+                # previous factor reached below itself); it preconditions the scales between
+                # (warm-started from their upper neighbours), then those below it
+                fpos = min(pos + max(settings.lead, served // 2), S - 1)
+                entry, own = self.direct(fpos)
+                window, counts, served = [own], [], 0
+                factor = entry or factor
+                for q in range(pos, fpos):
+                    solve = None
+                    if entry is not None:
+                        start = weights[:, self.order[fpos]] if w_prev is None else w_prev
+                        solve = self.iterate(q, entry, start, self.max_iter(entry.bits))
+                        window.append(solve.iterations)
+                        counts = [solve.iterations]
+                    if solve is None or not solve.ok:
+                        self.direct(q)
+                    w_prev = weights[:, self.order[q]]
+                if entry is None:
+                    window = []
+                w_prev, pos = weights[:, self.order[fpos]], fpos + 1
+                continue
+            entry, own = self.direct(pos)
+            factor = entry or factor
+            counts, served, window = [], 0, ([own] if entry is not None else [])
+            w_prev, pos = weights[:, self.order[pos]], pos + 1
+        self.settle()
+        if self.bar is not None:
+            self.bar.close()
+        self.out["solver"], self.out["fallback"] = self.solver, self.fallback
+        self.out["profile"] = self.profile
+        return self.out
 
 
-def _symv(Z, v):
-    """Z v from the lower triangle of ``Z`` (BLAS dsymv)."""
-    return blas.dsymv(1.0, Z.T, v, lower=0)
-
-
-def _full(Z):
-    """The full symmetric matrix from the lower triangle of ``Z`` (a new array)."""
-    L = np.tril(Z)
-    return L + np.tril(L, -1).T
-
-
-def _factor(Z):
-    """Cholesky factor U (Z = UᵀU, upper, Fortran order) from the lower triangle of Z, or None."""
-    F = np.array(Z.T, order="F", copy=True)
-    c, info = sla.lapack.dpotrf(F, lower=0, clean=0, overwrite_a=1)
-    if info != 0:
-        return None
-    return c
-
-
-def _precondition(c):
-    """r ↦ (UᵀU)⁻¹ r by two BLAS-2 triangular solves."""
-
-    def apply(r):
-        return blas.dtrsv(c, blas.dtrsv(c, r, lower=0, trans=1), lower=0, trans=0)
-
-    return apply
-
-
-def _factor32(Z):
-    """Cholesky factor of Z rounded to float32 (LAPACK spotrf, upper), or None."""
-    c, info = sla.lapack.spotrf(Z.T.astype(np.float32, order="F"), lower=0, clean=0, overwrite_a=1)
-    if info != 0:
-        return None
-    return c
-
-
-def _precondition32(c):
-    """r ↦ (UᵀU)⁻¹ r for a float32 factor U by two BLAS-2 single-precision triangular solves,
-    returned in float64."""
-
-    def apply(r):
-        y = blas.strsv(c, r.astype(np.float32), lower=0, trans=1)
-        return blas.strsv(c, y, lower=0, trans=0, overwrite_x=1).astype(np.float64)
-
-    return apply
-
-
-def _cho_solve(c, B):
-    x, info = sla.lapack.dpotrs(c, B, lower=0)
-    if info != 0:  # pragma: no cover - only on invalid arguments
-        raise np.linalg.LinAlgError(f"dpotrs failed with info={info}")
-    return x
-
-
-def _derivative(D, Z, w):
-    """wᵀ(D∘Z)w from the lower triangles (D symmetric), in row blocks (no m×m temporary)."""
-    total = 0.0
-    diagonal = 0.0
-    for s in range(0, D.shape[0], _ROW_BLOCK):
-        e = min(D.shape[0], s + _ROW_BLOCK)
-        total += w[s:e] @ ((D[s:e, :s] * Z[s:e, :s]) @ w[:s])
-        block = D[s:e, s:e] * Z[s:e, s:e]
-        diagonal += w[s:e] @ (np.tril(block, -1) @ w[s:e])
-        diagonal += 0.5 * (w[s:e] ** 2) @ np.diag(block)
-    return float(2.0 * (total + diagonal))
+def use_adaptive(n_unique: float) -> bool:
+    """The CPU engine rule: this engine for ≥ :data:`ADAPTIVE_FROM` distinct points when JAX
+    runs on CPU (elsewhere the batched JAX Cholesky core)."""
+    return jax.default_backend() == "cpu" and n_unique >= ADAPTIVE_FROM
 
 
 def solve_adaptive(D, scales, settings: AdaptiveSettings = AdaptiveSettings()) -> dict:
@@ -237,188 +482,13 @@ def solve_adaptive(D, scales, settings: AdaptiveSettings = AdaptiveSettings()) -
 
     Returns a dict of NumPy arrays: ``weights`` ``(m, S)`` and, per scale, ``magnitude``,
     ``derivative``, ``positive_magnitude``, ``spread``, ``max_eigenvalue``, ``min_eigenvalue``,
-    ``condition``, ``residual``, ``iterations``, and ``solver`` (a list of names: ``"cg"``,
-    ``"pcg"`` — preconditioned by the factorisation of the scale named in ``preconditioner`` —,
-    ``"cholesky32"`` — float64 CG preconditioned by this scale's own float32 factor —,
-    ``"cholesky"``, ``"lu"``).
+    ``condition``, ``residual``, ``iterations``, ``precision`` (bits of the factor the solve
+    used: 0 none, 32, 64), ``preconditioner`` (the scale whose factor preconditioned a
+    ``"pcg"`` solve), ``solver`` (names: ``"cg"``, ``"pcg"`` — preconditioned by a neighbouring
+    scale's factor —, ``"cholesky32"`` — float64 CG preconditioned by this scale's own float32
+    factor —, ``"cholesky"``, ``"lu"``), ``fallback`` (why float32 was abandoned at a scale,
+    else ``""``) and ``profile`` (seconds per phase, :data:`PHASES`).
     """
     D_host = np.asarray(D, dtype=np.float64)
     scales = np.asarray(scales, dtype=np.float64)
-    m, S = D_host.shape[0], scales.shape[0]
-    b = np.ones(m)
-    probe = _probe(m)
-    out = {
-        k: np.full(S, np.nan)
-        for k in (
-            "magnitude",
-            "derivative",
-            "positive_magnitude",
-            "spread",
-            "max_eigenvalue",
-            "min_eigenvalue",
-            "condition",
-            "residual",
-            "preconditioner",
-        )
-    }
-    out["iterations"] = np.zeros(S, dtype=np.int64)
-    out["weights"] = np.zeros((m, S))
-    solver = [""] * S
-    clock = _Clock(m)
-    order = np.argsort(-scales, kind="stable")  # largest scale first
-    # one Z at a time (at m = 20000 each is 3.2 GB); zeros: its strict upper triangle is never
-    # written, and the float32 rounding of the whole buffer must see finite numbers
-    buffer = np.zeros((m, m))
-    current = [-1]
-
-    def Z_of(i):
-        if current[0] != i:
-            _build_lower(D_host, scales[i], buffer)
-            current[0] = i
-        return buffer
-
-    factor = None  # (position in order, cholesky factor, λ_min estimate of that Z)
-    cg_phase = settings.allow_cg
-    w_prev = None
-    bar = None
-    if settings.progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=S, desc=f"magnitude m={m}", leave=False)
-
-    def finish(i, w, Z, name, iters, lam_min, residual, precond_scale=np.nan):
-        row_sums = _symv(Z, b)
-        out["weights"][:, i] = w
-        out["magnitude"][i] = w.sum()
-        out["derivative"][i] = _derivative(D_host, Z, w)
-        out["positive_magnitude"][i] = np.maximum(w, 0).sum()
-        out["spread"][i] = (1.0 / row_sums).sum()
-        out["max_eigenvalue"][i] = row_sums.max()
-        out["min_eigenvalue"][i] = lam_min
-        out["condition"][i] = row_sums.max() / lam_min
-        out["residual"][i] = residual
-        out["iterations"][i] = iters
-        out["preconditioner"][i] = precond_scale
-        solver[i] = name
-        if bar is not None:
-            bar.update(1)
-
-    def direct(pos):
-        """Factorise the scale at ``pos`` in ``order``, solve it, and return the factor entry
-        ``(pos, preconditioner, λ_min estimate)``: a float32 factor used as preconditioner of
-        float64 CG when that converges (``"cholesky32"``), else float64 Cholesky or LU."""
-        i = order[pos]
-        Z = Z_of(i)
-        if settings.mixed_precision:
-            c32 = _factor32(Z)
-            if c32 is not None:
-                solve32 = _precondition32(c32)
-                matvec = lambda v: _symv(Z, v)  # noqa: E731
-                w, k, ok, residual, _ = _cg(matvec, b, solve32(b), solve32, settings.rtol, 50)
-                if ok:
-                    y = solve32(probe)
-                    lam_min = min(w.sum() / (w @ w), (y @ matvec(y)) / (y @ y))
-                    finish(i, w, Z, "cholesky32", k, lam_min, residual)
-                    return (pos, solve32, lam_min), w
-        start = time.perf_counter()
-        c = _factor(Z)
-        if c is None:  # not positive definite (or numerically singular): LU, reported
-            lu = sla.lu_factor(_full(Z), check_finite=False)
-            W = sla.lu_solve(lu, np.stack([b, probe], axis=1), check_finite=False)
-            name = "lu"
-        else:
-            clock.chol.append(time.perf_counter() - start)
-            W = _cho_solve(c, np.stack([b, probe], axis=1))
-            name = "cholesky"
-        w, y = W[:, 0], W[:, 1]
-        residual = np.linalg.norm(_symv(Z, w) - b) / np.sqrt(m)
-        lam_min = min(w.sum() / (w @ w), (y @ probe) / (y @ y))
-        finish(i, w, Z, name, 0, lam_min, residual)
-        entry = (pos, _precondition(c), lam_min) if c is not None else None
-        return entry, w
-
-    def try_pcg(pos, fac, x0, max_iter):
-        i = order[pos]
-        Z = Z_of(i)
-        fpos, precondition, lam_p = fac
-        start = time.perf_counter()
-        matvec = lambda v: _symv(Z, v)  # noqa: E731
-        w, k, ok, residual, (theta_min, _) = _cg(
-            matvec, b, x0, precondition, settings.rtol, max_iter
-        )
-        if k:
-            clock.pcg_iter.append((time.perf_counter() - start) / k)
-        if ok:
-            finish(i, w, Z, "pcg", k, theta_min * lam_p, residual, scales[order[fpos]])
-        return ok, w, k
-
-    def predict(counts):
-        """Iterations expected at the next scale from the last counts (growth never negative)."""
-        if not counts:
-            return 0.0
-        if len(counts) == 1:
-            return 1.25 * counts[-1]
-        return counts[-1] + max(counts[-1] - counts[-2], 0)
-
-    cg_counts: list = []
-    pcg_counts: list = []  # iterations of the current factor's scales below it
-    pos = 0
-    while pos < S:
-        i = order[pos]
-        x0 = b if w_prev is None else w_prev
-        if cg_phase:
-            if (
-                predict(cg_counts) * clock.t_cg()
-                <= settings.cg_switch * settings.budget * clock.t_chol()
-            ):
-                max_iter = max(2, int(settings.budget * clock.t_chol() / clock.t_cg()))
-                Z = Z_of(i)
-                matvec = lambda v, Z=Z: _symv(Z, v)  # noqa: E731
-                start = time.perf_counter()
-                w, k, ok, residual, (theta_min, _) = _cg(
-                    matvec, b, x0, lambda r: r, settings.rtol, max_iter
-                )
-                if k:
-                    clock.cg_iter.append((time.perf_counter() - start) / k)
-                if ok:
-                    finish(i, w, Z, "cg", k, theta_min, residual)
-                    cg_counts.append(k)
-                    w_prev, pos = w, pos + 1
-                    continue
-            cg_phase = False
-        budget = max(2, int(settings.budget * clock.t_chol() / clock.t_pcg()))
-        if factor is not None and settings.allow_pcg:
-            if (
-                predict(pcg_counts) * clock.t_pcg()
-                <= settings.pcg_switch * settings.budget * clock.t_chol()
-            ):
-                ok, w, k = try_pcg(pos, factor, x0, budget)
-                if ok:
-                    pcg_counts.append(k)
-                    w_prev, pos = w, pos + 1
-                    continue
-        if settings.allow_pcg and pos + 1 < S:
-            # a new factorisation `lead` scales further down; it also preconditions the
-            # scales between (warm-started from their upper neighbours), then those below it
-            fpos = min(pos + max(settings.lead, 1), S - 1)
-            entry, w_f = direct(fpos)
-            factor = entry or factor
-            pcg_counts = []
-            for q in range(pos, fpos):
-                ok = False
-                if entry is not None:
-                    ok, w, k = try_pcg(q, entry, w_f if w_prev is None else w_prev, budget)
-                if ok:
-                    pcg_counts = [k]
-                else:
-                    _, w = direct(q)
-                w_prev = w
-            w_prev, pos = w_f, fpos + 1
-            continue
-        factor, w = direct(pos)
-        pcg_counts = []
-        w_prev, pos = w, pos + 1
-    if bar is not None:
-        bar.close()
-    out["solver"] = solver
-    return out
+    return _Run(D_host, scales, settings).run()

@@ -12,14 +12,16 @@ of three engines, which produce the same report, :class:`MagnitudeFunction`:
 
 * ``method="cholesky"`` — :func:`magnitude_from_distances`, pure JAX,
   one Cholesky factorisation per scale batched over scales (CPU or GPU), LU fallback reported;
-* ``method="adaptive"`` — :func:`solve_adaptive`, on the host:
-  CG at large scales, CG preconditioned by a neighbouring scale's Cholesky factor, and Cholesky,
-  each iterative result checked against ``rtol`` and otherwise re-solved directly;
+* ``method="adaptive"`` — :func:`solve_adaptive`, on the host (NumPy/LAPACK, nothing to
+  compile): CG at large scales, CG preconditioned by a neighbouring scale's (float32 or float64)
+  Cholesky factor, and Cholesky, each iterative result checked against ``rtol`` and otherwise
+  re-solved directly;
 * ``method="device"`` — :mod:`gflow_jax.magnitude._device`, the accelerator engine:
   distances, duplicates and one factorisation per scale on the device, batched over scales from
   its free memory, every scale's float64 residual refined to ``rtol`` and reported;
 * ``method="auto"`` (default) — ``device`` on a GPU or TPU; on CPU ``adaptive`` for ≥ 1024
-  distinct points, else ``cholesky``.
+  distinct points, else ``cholesky`` (the rule :func:`~gflow_jax.magnitude._adaptive.use_adaptive`,
+  shared with :func:`~gflow_jax.magnitude.cloud_magnitudes`).
 
 Duplicates and conditioning are reported, never hidden: ``n_unique``, ``duplicate_groups()``,
 a condition estimate, the solver and the relative residual of every scale. A warning is issued
@@ -40,7 +42,8 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Int
 
 from ..core import on_accelerator
-from ._adaptive import AdaptiveSettings, solve_adaptive
+from . import _host
+from ._adaptive import AdaptiveSettings, solve_adaptive, use_adaptive
 from ._clouds import bucket_size
 from ._core import SOLVER_NAMES, MagnitudeResult, duplicate_groups, magnitude_from_distances
 from ._device import device_distances, device_magnitude
@@ -49,8 +52,6 @@ from ._distances import canonical_metric, check_points, distance_matrix
 SCALE_CONVENTION = "Z_ij = exp(-t d_ij); t in inverse units of the distances"
 #: condition estimates above this trigger a warning
 ILL_CONDITIONED = 1e12
-# distinct points from which method="auto" uses the adaptive engine on CPU
-_ADAPTIVE_FROM = 1024
 Method = Literal["auto", "cholesky", "adaptive", "device"]
 
 
@@ -74,8 +75,9 @@ class MagnitudeFunction(eqx.Module):
         residual: ``(S,)`` achieved relative residual ‖Zw − 1‖₂/‖1‖₂ per scale.
         iterations: ``(S,)`` CG iterations per scale (0 for direct solves; the device engine:
             refinement steps).
-        solver: per scale, ``"cholesky"``, ``"lu"`` (fallback), ``"cg"``, ``"pcg"``
-            (preconditioned by a neighbouring scale's factor) or ``"failed"``.
+        solver: per scale, ``"cholesky"``, ``"cholesky32"`` (a float32 factor refined to
+            ``rtol`` by float64 CG), ``"lu"`` (fallback), ``"cg"``, ``"pcg"`` (preconditioned by
+            a neighbouring scale's factor) or ``"failed"``.
         method: the engine used (``"cholesky"``, ``"adaptive"`` or ``"device"``).
         metric: the metric of the distances.
         scale_convention: how t enters Z.
@@ -184,8 +186,15 @@ def _padded_core(D, s, duplicate_tol) -> MagnitudeResult:
 def _engine(method: str, n_unique: int) -> str:
     if method != "auto":
         return method
-    on_cpu = jax.default_backend() == "cpu"
-    return "adaptive" if on_cpu and n_unique >= _ADAPTIVE_FROM else "cholesky"
+    return "adaptive" if use_adaptive(n_unique) else "cholesky"
+
+
+def _host_groups(D, method: str, duplicate_tol: float):
+    """Duplicate groups computed on the host (NumPy) when the CPU engine may be chosen, else
+    None: the adaptive path then compiles nothing for a new n."""
+    if method == "cholesky" or (method == "auto" and not use_adaptive(np.inf)):
+        return None
+    return _host.duplicate_groups(np.asarray(D), duplicate_tol)
 
 
 def _from_core(
@@ -226,10 +235,11 @@ def _on_device(X, scales, metric, duplicate_tol, rtol) -> MagnitudeFunction:
     return _from_core(result, metric, "device", iterations)
 
 
-def _adaptive(D, scales, metric, duplicate_tol, rtol, progress) -> MagnitudeFunction:
-    keep, representative, group_size = (np.asarray(a) for a in _groups(D, duplicate_tol))
+def _adaptive(D, scales, metric, groups, rtol, progress) -> MagnitudeFunction:
+    keep, representative, group_size = groups
     index = np.flatnonzero(keep)
-    Du = D if index.size == D.shape[0] else D[index][:, index]
+    D = np.asarray(D)
+    Du = D if index.size == D.shape[0] else D[np.ix_(index, index)]
     out = solve_adaptive(Du, scales, AdaptiveSettings(rtol=rtol, progress=progress))
     # group weights sit at the representatives' rows; members share them equally
     position = np.full(D.shape[0], -1)
@@ -324,12 +334,12 @@ def magnitude_function(
         _warn(result)
         return result
     D = distance_matrix(X, metric)
-    keep, _, _ = _groups(D, duplicate_tol)
-    engine = _engine(method, int(jnp.sum(keep)))
+    groups = _host_groups(D, method, duplicate_tol)
+    engine = "cholesky" if groups is None else _engine(method, int(groups[0].sum()))
     if engine == "cholesky":
         result = _from_core(_padded_core(D, s, duplicate_tol), metric)
     else:
-        result = _adaptive(D, s, metric, duplicate_tol, rtol, progress)
+        result = _adaptive(D, s, metric, groups, rtol, progress)
     _warn(result)
     return result
 

@@ -14,9 +14,17 @@ representations over training and windows of checkpoints are all *many* clouds o
   scale, the masked duplicates of the core as a second, tolerance-aware merge);
 * scales are common ``(S,)`` or per cloud ``(C, S)`` (e.g. relative to each cloud's diameter).
 
+* a cloud with ≥ 1024 distinct points on CPU (e.g. a long trajectory's iterates) is solved by
+  the CPU engine of :func:`~gflow_jax.magnitude.magnitude_function` instead
+  (:func:`~gflow_jax.magnitude.solve_adaptive`, the rule
+  :func:`~gflow_jax.magnitude._adaptive.use_adaptive`): host distances and duplicate merge,
+  CG / neighbour-preconditioned CG / mixed-precision Cholesky, every scale's float64 residual
+  ≤ 1e-12 verified.
+
 Failures are reported, not hidden: the vmapped solves run without the core's LU fallback (under
 ``vmap`` it would compute LU for every scale); a cloud with a failed Cholesky factorisation is
-re-solved with ``fallback=True`` (LU) and ``solver`` says so (0 Cholesky, 1 LU, 2 failed: NaN).
+re-solved with ``fallback=True`` (LU) and ``solver`` says so (0 Cholesky — for the CPU engine:
+any solve verified to the residual bound —, 1 LU, 2 failed: NaN).
 
 On a GPU or TPU (``method="auto"``, or ``method="device"`` anywhere) each chunk runs the
 accelerator engine's kernel instead (:func:`gflow_jax.magnitude._device.cloud_kernel`: every
@@ -36,8 +44,11 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Bool, Float, Int
 
 from ..core import on_accelerator
-from ._core import CHOLESKY, magnitude_from_distances
+from . import _host
+from ._adaptive import solve_adaptive, use_adaptive
+from ._core import CHOLESKY, LU, magnitude_from_distances
 from ._device import cloud_kernel, clouds_per_call
+from ._distances import pairwise_distances
 
 # bytes of n×n float64 temporaries one compiled call may hold (clouds × scales × 4 n²)
 _CALL_BYTES = 1 << 28
@@ -67,7 +78,8 @@ class CloudMagnitudes(eqx.Module):
         diameter: ``(C,)`` largest distance within each cloud.
         condition: ``(C, S)`` estimate of κ₂(Z) of the distinct points.
         residual: ``(C, S)`` relative residual ‖Zw − 1‖₂/‖1‖₂.
-        solver: ``(C, S)`` 0 Cholesky, 1 LU (fallback), 2 failed (NaN results).
+        solver: ``(C, S)`` 0 Cholesky (CPU engine: a solve verified to residual ≤ 1e-12), 1 LU
+            (fallback), 2 failed (NaN results).
     """
 
     scales: Float[Array, "*C S"]
@@ -141,6 +153,23 @@ def _chunk_kernel(
     return jax.vmap(lambda x, v, s: _one_cloud(x, v, s, duplicate_tol, False))(X, valid, scales)
 
 
+def _host_cloud(x: np.ndarray, scales: np.ndarray, duplicate_tol: float) -> dict:
+    """One large cloud ``(n, M)`` by the CPU engine: the fields of :class:`CloudMagnitudes`."""
+    D = np.asarray(pairwise_distances(x))
+    index = np.flatnonzero(_host.duplicate_groups(D, duplicate_tol)[0])
+    out = solve_adaptive(D if index.size == D.shape[0] else D[np.ix_(index, index)], scales)
+    return {
+        "magnitude": out["magnitude"],
+        "dimension": scales * out["derivative"] / out["magnitude"],
+        "positive_magnitude": out["positive_magnitude"],
+        "n_unique": index.size,
+        "diameter": D.max(),
+        "condition": out["condition"],
+        "residual": out["residual"],
+        "solver": np.where(np.asarray(out["solver"]) == "lu", LU, CHOLESKY),
+    }
+
+
 def _chunk(B: int, S: int) -> int:
     """Clouds per compiled call: ~256 MiB of n×n temporaries, at most 64."""
     return int(max(1, min(_MAX_CHUNK, _CALL_BYTES // (32 * S * B * B))))
@@ -198,9 +227,10 @@ def cloud_magnitudes(
         compact: remove exact duplicates on the host first and solve each cloud at the bucket
             of its number of distinct points (same result, far less work after collapse);
             ``False`` solves every cloud at the bucket of ``n``.
-        method: ``"auto"`` (``"device"`` on a GPU or TPU, else ``"cholesky"``),
-            ``"cholesky"`` (the chunks above) or ``"device"`` (the accelerator engine's kernel
-            and memory-sized chunks).
+        method: ``"auto"`` (``"device"`` on a GPU or TPU; on CPU the CPU engine for clouds of
+            ≥ 1024 distinct points, ``"cholesky"`` for the others),
+            ``"cholesky"`` (the chunks above, every cloud) or ``"device"`` (the accelerator
+            engine's kernel and memory-sized chunks).
         rtol: relative residual the device engine refines every scale towards.
 
     Returns:
@@ -223,8 +253,10 @@ def cloud_magnitudes(
     if compact:
         points = [_compact(p) for p in points]
     sizes = np.array([p.shape[0] for p in points])
+    auto_cpu = method == "auto" and not device
+    host = [c for c in range(C) if auto_cpu and use_adaptive(int(sizes[c]))]
     buckets: dict[int, list[int]] = {}
-    for c in range(C):
+    for c in sorted(set(range(C)) - set(host)):
         buckets.setdefault(bucket_size(int(sizes[c])) if compact else bucket_size(n), []).append(c)
 
     tol = jnp.asarray(duplicate_tol, dtype=jnp.float64)
@@ -254,6 +286,9 @@ def cloud_magnitudes(
         "residual": np.empty((C, S)),
         "solver": np.empty((C, S), dtype=np.int64),
     }
+    for c in host:
+        for key, value in _host_cloud(points[c], s[c], duplicate_tol).items():
+            out[key][c] = value
     for idx, xb, vb, sb, res in pending:
         res = jax.tree.map(np.array, res)
         failed = np.flatnonzero((res["solver"][: len(idx)] != CHOLESKY).any(axis=1))
