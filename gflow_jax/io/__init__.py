@@ -13,7 +13,12 @@ from ._files import (
     write_json as write_json,
     write_metrics as write_metrics,
 )
-from ._progress import progress_bar as progress_bar, scan_progress as scan_progress
+from ._progress import (
+    flow_progress_meter as flow_progress_meter,
+    progress_bar as progress_bar,
+    progress_enabled as progress_enabled,
+    scan_progress as scan_progress,
+)
 from ._run_dir import (
     create_run_dir as create_run_dir,
     environment_info as environment_info,
@@ -29,8 +34,10 @@ __all__ = [
     "ChunkedArrayWriter",
     "create_run_dir",
     "environment_info",
+    "flow_progress_meter",
     "load_arrays",
     "progress_bar",
+    "progress_enabled",
     "pyplot",
     "read_json",
     "read_stream",
