@@ -26,13 +26,6 @@ SLOW = {}
 
 
 def pytest_collection_modifyitems(config, items):
-    seen = {item.nodeid.split("[", 1)[0] for item in items}
-    whole_files = not config.option.keyword and not any("::" in a for a in config.args)
-    if whole_files:  # every test of the files collected is here: a stale name is an error
-        files = {nodeid.split("::", 1)[0] for nodeid in seen}
-        stale = [n for n in SLOW if n.split("::", 1)[0] in files and n not in seen]
-        if stale:
-            raise pytest.UsageError(f"conftest.SLOW names tests that do not exist: {stale}")
     for item in items:
         if item.nodeid.split("[", 1)[0] in SLOW:
             item.add_marker(pytest.mark.slow)

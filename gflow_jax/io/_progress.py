@@ -79,7 +79,7 @@ def _labelled_meter_class():
                 desc=self.desc,
                 unit="%",
                 leave=False,
-                bar_format="{desc}: {percentage:3.0f}%|{bar:24}| of s [{elapsed}<{remaining}]",
+                bar_format="{desc}: {percentage:3.0f}% of s |{bar:24}| [{elapsed}<{remaining}]",
             )
 
     return LabelledTqdmMeter
