@@ -86,8 +86,8 @@ _GAPS = ("max_threshold_gap_to_flow", "max_gap_to_flow")
 
 def _trajectory_alias(names: list[str]) -> dict[str, str]:
     """Names of one point's trajectories that hold across a sweep: ``gd/eta=0.05`` becomes
-    ``gd[0]`` (the point's first GD run by decreasing η), so that a sweep over ``gd.etas``
-    compares GD with GD."""
+    ``gd`` (the point's GD run of largest η; the next ones ``gd[1]``, ...), so that a sweep over
+    ``gd.etas`` compares GD with GD."""
     alias, families = {}, {}
     for name in names:
         m = _ETA.match(name)
@@ -95,7 +95,7 @@ def _trajectory_alias(names: list[str]) -> dict[str, str]:
             families.setdefault((m["family"], m["rest"]), []).append((float(m["eta"]), name))
     for (family, rest), members in families.items():
         for i, (_, name) in enumerate(sorted(members, reverse=True)):
-            alias[name] = f"{family}{rest}[{i}]"
+            alias[name] = f"{family}{rest}" + (f"[{i}]" if i else "")
     return alias
 
 
