@@ -117,11 +117,11 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
             for docs_name in entry.figures.values():
                 shutil.copyfile(out / "figures" / docs_name, ROOT / "docs" / "figures" / docs_name)
                 print(f"gflow: updated docs/figures/{docs_name}")
-    print(f"{'':2}{'entry':<14} {'number':<52} {'docs':>10} {'new run':>12}  tolerance")
+    print(f"{'':3}{'entry':<14} {'number':<52} {'docs':>10} {'new run':>12}  tolerance")
     for r in rows:
         mark = "ok" if r["ok"] else "!!"
         print(
-            f"{mark:<2}{r['entry']:<14} {r['label'][:52]:<52} {r['quoted']:>10} "
+            f"{mark:<3}{r['entry']:<14} {r['label'][:52]:<52} {r['quoted']:>10} "
             f"{r['new']:>12.4g}  {r['tolerance']}"
         )
     bad = [r for r in rows if not r["ok"]]

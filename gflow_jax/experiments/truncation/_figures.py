@@ -135,14 +135,16 @@ def _with_difference(a, cfg, out, fname, key, ylabel, *, log: bool, relative: bo
         flow = np.asarray(a[f"flow/{key}"], dtype=float)
         for name in descents:
             y = np.asarray(a[f"{name}/{key}"], dtype=float)
-            if relative:
-                scale = np.where(np.abs(flow) > 0, np.abs(flow), np.nan)
+            if relative:  # only where the flow's value is above rounding (squared quantities)
+                floor = 1e-24 * np.nanmax(np.abs(flow))
+                scale = np.where(np.abs(flow) > floor, np.abs(flow), np.nan)
                 bottom.plot(ts, _positive(np.abs(y - flow) / scale), **_style(name))
             else:
                 bottom.step(ts, y - flow, where="post", **_style(name))
         if relative:
             bottom.set_yscale("log")
             bottom.set_ylabel("|descent − flow| / flow")
+            bottom.set_xlim(ts[0], ts[-1])
         else:
             bottom.axhline(0.0, color="k", lw=0.8)
             bottom.set_ylabel("descent − flow")
