@@ -212,7 +212,13 @@ TINY = {
         "probe_size": 5,
         "probe_layers": [1, 2],
     },
-    "measures": {"n_scales": 6, "monitor_window": 5, "representation_scales": 4},
+    "measures": {
+        "n_scales": 6,
+        "monitor_window": 5,
+        "representation_scales": 4,
+        "ph_sizes": [4, 12, 2],
+    },
+    "statistics": {"n_bootstrap": 50},
     "output": {"figures": False, "progress": False},
 }
 
@@ -271,14 +277,30 @@ def test_sweep_writes_every_point_table_and_figures(uninterrupted):
     for metric in ("euclidean", "loss"):
         for q in ("mag_dim_max", "pmag_sqrt_n", "pmag_0.01", "e_alpha", "mag_dim_slope"):
             assert f"traj_{metric}_{q}" in names
+        assert f"traj_{metric}_ph_dim" in names
+        for r in res.values():
+            assert not math.isnan(r["measures"][f"traj_{metric}_ph_dim"])  # computed
     assert {"repr_L1_mag_dim_max", "repr_L2_mag_dim_max"} <= names
-    header = (run_dir / "table.csv").read_text().splitlines()[0]
-    assert header.startswith("measure,tau[acc_gap],psi_lr[acc_gap],psi_bs[acc_gap],Psi[acc_gap]")
+    assert {"hyper_lr", "hyper_batch_size"} <= names  # the reference rows
+    header = (run_dir / "table.csv").read_text().splitlines()[0].split(",")
+    for gap in ("acc_gap", "loss_gap"):
+        for q in ("tau", "psi_lr", "psi_bs", "Psi", "tau_given"):
+            assert {f"{q}[{gap}]", f"{q}_lo[{gap}]", f"{q}_hi[{gap}]"} <= set(header)
+    import json
+
+    corr = json.loads((run_dir / "correlations.json").read_text())
+    assert corr["statistics"]["kendall_variant"] == "b"
+    assert corr["statistics"]["n_bootstrap"] == 50
+    # hyperparameters alone carry no information once they are conditioned on
+    hyper = {row["measure"]: row for row in summary["table"]}["hyper_lr"]
+    assert hyper["tau_given[acc_gap]"] == 0.0 or math.isnan(hyper["tau_given[acc_gap]"])
+    assert "| measure | τ |" in (run_dir / "table.md").read_text()
     assert {p.name for p in figures} == {
         "magnitude_curves.png",
         "measure_vs_acc_gap.png",
         "measure_vs_loss_gap.png",
         "monitoring.png",
+        "statistics.png",
     }
 
 
@@ -333,6 +355,10 @@ def test_failed_point_is_recorded_and_the_sweep_goes_on(tmp_path):
         ({"grid.learning_rates": [0.1, -1.0]}, "grid.learning_rates[1]", "positive"),
         ({"measures.slope_window": [5.0, 6.0]}, "measures.slope_window", "fewer than two"),
         ({"model.widths": [3]}, "model.widths", "unknown key"),
+        ({"measures.ph_sizes": [11, 100, 5]}, "measures.ph_sizes", "fewer than two sizes"),
+        ({"measures.ph_sizes": [4, 12]}, "measures.ph_sizes", "[min, max, step]"),
+        ({"statistics.kendall_variant": "c"}, "statistics.kendall_variant", "'a', 'b'"),
+        ({"statistics.level": 1.5}, "statistics.level", "(0, 1)"),
     ],
 )
 def test_config_errors_name_the_key(override, key, message):
@@ -362,7 +388,13 @@ def test_batched_cloud_measures_match_the_library_path():
 
 
 @pytest.mark.parametrize(
-    "path", ["magnitude_generalization.toml", "magnitude_generalization_small.toml"]
+    "path",
+    [
+        "magnitude_generalization.toml",
+        "magnitude_generalization_small.toml",
+        "generalization_grid.toml",
+        "generalization_grid_cpu.toml",
+    ],
 )
 def test_shipped_configs_validate(path):
     from pathlib import Path
@@ -374,6 +406,14 @@ def test_shipped_configs_validate(path):
     assert kind.name == "magnitude_generalization" and kind.resumable
     g = cfg.grid
     assert len(g.learning_rates) * len(g.batch_sizes) * len(g.seeds) >= 12
+    assert cfg.statistics.kendall_variant in ("a", "b")  # the variant is recorded
+    if path.startswith("generalization_grid"):  # the literature's grid (Dupuis et al. 2023)
+        lr, bs = np.array(g.learning_rates), np.array(g.batch_sizes)
+        np.testing.assert_allclose(lr, np.geomspace(0.005, 0.1, 6), rtol=1e-4)
+        np.testing.assert_allclose(bs, np.linspace(32, 256, 6), atol=0.5)
+        assert len(g.seeds) >= 3 and set(cfg.measures.metrics) == {"euclidean", "loss"}
+    if path == "generalization_grid.toml":
+        assert cfg.trajectory.n_iterates == 5000 and cfg.measures.ph_sizes == (200, 1000, 50)
 
 
 @pytest.mark.slow

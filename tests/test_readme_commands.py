@@ -6,9 +6,9 @@ with ``--dry-run`` (the config and every override validated, every option parsed
 written); ``gflow info``, ``gflow magnitude``, ``gflow figures`` (on a small truncation run made
 here; on the directory of a ``magnitude_generalization`` run that was never run it must refuse
 with "nothing to draw yet"), ``gflow reproduce --list``, the Python blocks and ``make -n`` run as
-written. Slow (``make test-all``): every ``gflow`` command runs for real, as written, but two:
-``--executor slurm`` (no Slurm cluster on a test machine) and the digits study of
-``magnitude_generalization.toml`` (25 minutes; its small variant runs) stay dry runs.
+written. Slow (``make test-all``): every ``gflow`` command runs for real, as written, except
+``--executor slurm`` (no Slurm cluster on a test machine) and the studies of 15 minutes and more
+(``EXPENSIVE``; their small variant runs), which stay dry runs.
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ class Fillers:
         def make():
             out = self.root / "made"
             before = set(out.glob("*")) if out.exists() else set()
-            if not self.real and interrupted:  # the directory of a run stopped at once
+            if interrupted:  # the directory of a run stopped at once
                 from gflow_jax.experiments import config_snapshot, load_experiment
                 from gflow_jax.io import create_run_dir, write_json
 
@@ -124,9 +124,13 @@ class Fillers:
         for word in argv:
             if re.fullmatch(r"runs/truncation-\d{8}-\d{6}", word):
                 word = self.run_dir("truncation.toml", [] if self.real else TINY)
-            elif word == "runs/magnitude_generalization-<stamp>":
-                word = self.run_dir("magnitude_generalization_small.toml", interrupted=True)
-            elif word == "runs/truncation-sweep-<stamp>":
+            elif re.fullmatch(r"runs/[a-z_]+-<stamp>", word) and word != SWEEP_DIR:
+                name = word[len("runs/") : -len("-<stamp>")]
+                if name in EXPENSIVE or not self.real:  # the directory of a run, never run
+                    word = self.run_dir(f"{name}.toml", interrupted=True)
+                else:
+                    word = self.run_dir(f"{name}.toml")
+            elif word == SWEEP_DIR:
                 word = self.sweep_dir()
             elif word == "CONFIG.toml":
                 word = "experiments/truncation_sweep.toml"
@@ -145,7 +149,11 @@ def workdir(tmp_path_factory):
     return path
 
 
-ALWAYS_DRY = ("experiments/magnitude_generalization.toml",)
+SWEEP_DIR = "runs/truncation-sweep-<stamp>"
+# studies of 15 to 30 minutes and more: dry runs even in test-all (their run directories are
+# made, never run: `gflow figures` must refuse them, `--resume` is a dry run)
+EXPENSIVE = ("magnitude_generalization", "generalization_grid", "generalization_grid_cpu")
+ALWAYS_DRY = tuple(f"experiments/{name}.toml" for name in EXPENSIVE)
 
 
 def _dry(argv: list[str]) -> bool:
@@ -169,7 +177,8 @@ def _run(command: str, workdir: Path, fillers: Fillers, real: bool, monkeypatch)
     argv = fillers.fill(argv)
     if argv[0] in ("run", "sweep"):
         argv.append("--quiet")
-    if (not real and _dry(argv)) or "slurm" in argv or any(a in ALWAYS_DRY for a in argv):
+    expensive = any(a in ALWAYS_DRY or fillers.is_stub(a) for a in argv[1:])
+    if (not real and _dry(argv)) or "slurm" in argv or (expensive and argv[0] != "figures"):
         argv.append("--dry-run")
     if argv[0] == "figures" and fillers.is_stub(argv[1]):
         assert main(argv) == 2  # not run here: "nothing to draw yet; finish it with ..."
@@ -220,8 +229,8 @@ def test_placeholders_cover_the_docs():
     for where, command in COMMANDS:
         for word in shlex.split(command)[1:]:
             if "<" in word or word.isupper() and word.endswith(".toml"):
-                assert word in (
-                    "runs/magnitude_generalization-<stamp>",
-                    "runs/truncation-sweep-<stamp>",
-                    "CONFIG.toml",
-                ), f"{where}: {word}"
+                known = word in (SWEEP_DIR, "CONFIG.toml")
+                run = re.fullmatch(r"runs/([a-z_]+)-<stamp>", word)
+                assert known or (run and (ROOT / "experiments" / f"{run[1]}.toml").is_file()), (
+                    f"{where}: {word}"
+                )

@@ -173,7 +173,7 @@ def register(sub) -> None:
     p.add_argument(
         "--n-scales", type=_n_scales, default=32, help="number of automatic scales (>= 2)"
     )
-    p.add_argument("--method", default="auto", choices=("auto", "cholesky", "adaptive"))
+    p.add_argument("--method", default="auto", choices=("auto", "cholesky", "adaptive", "device"))
     p.add_argument("--out", type=Path, default=None, help="PNG path (default: next to input)")
     p.add_argument("--progress", action="store_true", help="progress bar (large clouds)")
     p.set_defaults(func=_cmd_magnitude)

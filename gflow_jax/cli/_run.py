@@ -10,6 +10,7 @@ from pathlib import Path
 from ..experiments import ConfigError, config_snapshot, get_kind, load_experiment
 from ..io import (
     create_run_dir,
+    describe_environment,
     environment_info,
     progress_enabled,
     read_json,
@@ -194,7 +195,10 @@ def cmd_figures(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    print(json.dumps(environment_info(), indent=2))
+    """Versions, backend, devices with their memory, float64 state (``--json``: everything
+    ``env.json`` records)."""
+    env = environment_info()
+    print(json.dumps(env, indent=2) if args.json else describe_environment(env))
     return 0
 
 
@@ -228,5 +232,6 @@ def register(sub) -> None:
     figures.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     figures.set_defaults(func=cmd_figures)
 
-    info = sub.add_parser("info", help="versions, devices and float64 mode")
+    info = sub.add_parser("info", help="versions, backend, devices, memory and float64 mode")
+    info.add_argument("--json", action="store_true", help="everything env.json records, as JSON")
     info.set_defaults(func=cmd_info)

@@ -13,6 +13,8 @@ from ._batching import (
     batch_mesh as batch_mesh,
     batched as batched,
     call_batched as call_batched,
+    member_bytes as member_bytes,
+    memory_batch_size as memory_batch_size,
     pad_batch as pad_batch,
     padded_batch_size as padded_batch_size,
     stack as stack,
@@ -34,7 +36,15 @@ from ._datasets import (
     digits_dataset as digits_dataset,
     split_dataset as split_dataset,
 )
-from ._devices import resolve_devices as resolve_devices, use_cpu_cores as use_cpu_cores
+from ._devices import (
+    MEMORY_FRACTION as MEMORY_FRACTION,
+    default_device as default_device,
+    device_memory as device_memory,
+    members_per_device as members_per_device,
+    on_accelerator as on_accelerator,
+    resolve_devices as resolve_devices,
+    use_cpu_cores as use_cpu_cores,
+)
 from ._network import (
     ReLUNetwork as ReLUNetwork,
     cumulative_parameters as cumulative_parameters,
@@ -51,6 +61,7 @@ from ._sorted_field import (
 )
 
 __all__ = [
+    "MEMORY_FRACTION",
     "AdaptedParameters",
     "ClusteredData",
     "Dataset",
@@ -66,13 +77,19 @@ __all__ = [
     "call_batched",
     "clusters_dataset",
     "cumulative_parameters",
+    "default_device",
+    "device_memory",
     "digits_dataset",
     "general_input_cost_gradient",
     "input_space_forward",
     "last_truncations",
     "make_clusters",
+    "member_bytes",
+    "memory_batch_size",
+    "members_per_device",
     "network_input_cost",
     "network_standard_cost",
+    "on_accelerator",
     "pad_batch",
     "padded_batch_size",
     "pulled_back_targets",

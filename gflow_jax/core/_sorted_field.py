@@ -72,8 +72,60 @@ def _counts(values: Float[Array, " N"], run_end: Int[Array, " N"], cuts: Float[A
     return below, jnp.where(tie, run_end[index], below)
 
 
+def _less(x, rx, y, ry):
+    """(x, rx) < (y, ry) lexicographically; ranks ``None`` are all zero."""
+    return x < y if rx is None else (x < y) | ((x == y) & (rx < ry))
+
+
+def _pair_max(x, rx, y, ry):
+    if rx is None:
+        return jnp.maximum(x, y), None
+    first = _less(x, rx, y, ry)
+    return jnp.where(first, y, x), jnp.where(first, ry, rx)
+
+
+def _pair_min(x, rx, y, ry):
+    if rx is None:
+        return jnp.minimum(x, y), None
+    first = _less(x, rx, y, ry)
+    return jnp.where(first, x, y), jnp.where(first, rx, ry)
+
+
+def _cuts(c, positive, ranks):
+    """Each layer's cut on the raw coordinate (docs/theory.md#meeting-faces): the composite clamp
+    z⁽ℓ⁻¹⁾(u) = min(max(u, a), β) meets face ℓ, which truncates {u < cut} (from below) or
+    {u > cut} (from above); ±inf for all or none. Values compare as (value, rank) pairs."""
+    inf = jnp.asarray(jnp.inf, dtype=c.dtype)
+    zero = None if ranks is None else jnp.zeros(c.shape[1:], ranks.dtype)
+    a, ra = jnp.full(c.shape[1:], -inf), zero
+    beta, rb = jnp.full(c.shape[1:], inf), zero
+    cuts = []
+    for ell in range(c.shape[0]):
+        c_l, pos = c[ell], positive[ell]
+        r_l = None if ranks is None else ranks[ell]
+        below_all = _less(beta, rb, c_l, r_l)  # β < c: every z < c
+        below_none = ~_less(a, ra, c_l, r_l)  # a ≥ c: no z < c
+        above_none = ~_less(c_l, r_l, beta, rb)  # β ≤ c: no z > c
+        above_all = _less(c_l, r_l, a, ra)  # a > c: every z > c
+        cut_below = jnp.where(below_all, inf, jnp.where(below_none, -inf, c_l))
+        cut_above = jnp.where(above_none, inf, jnp.where(above_all, -inf, c_l))
+        cuts.append(jnp.where(pos, cut_below, cut_above))
+        a_new, ra_new = _pair_max(a, ra, c_l, r_l)
+        a = jnp.where(pos, a_new, a)
+        hi, rhi = _pair_max(beta, rb, c_l, r_l)
+        lo, rlo = _pair_min(beta, rb, c_l, r_l)
+        beta = jnp.where(pos, hi, lo)
+        if ranks is not None:
+            ra = jnp.where(pos, ra_new, ra)
+            rb = jnp.where(pos, rhi, rlo)
+    return jnp.stack(cuts)
+
+
 def threshold_gradient(
-    thresholds: Float[Array, "L M"], d: Float[Array, "L M"], data: SortedData
+    thresholds: Float[Array, "L M"],
+    d: Float[Array, "L M"],
+    data: SortedData,
+    ranks: Int[Array, "L M"] | None = None,
 ) -> tuple[Float[Array, "L M"], Float[Array, "L M"]]:
     """∂C_in/∂c_{ℓ,k} and the (weighted) counts n_{ℓ,k} of owned points, both ``(L, M)``.
 
@@ -83,25 +135,21 @@ def threshold_gradient(
         thresholds: c_{ℓ,k} = −b⁽ℓ⁾_k / d_{ℓ,k}.
         d: the diagonals d_{ℓ,k} (only their signs matter here).
         data: :func:`sort_data` of the problem's data and targets.
+        ranks: optional integer tie-breaks: a face at exactly the value of a data point or of
+            another face is taken as displaced by an infinitesimal ``rank·ε`` (data points have
+            rank 0). ``None`` (all 0) is the convention everywhere else: a point exactly on a
+            face is not truncated, and of two equal faces the earlier truncates. The exact
+            solver uses ranks to evaluate the field on either side of a discontinuity
+            (docs/theory.md#sliding).
     """
     c, positive = thresholds, d > 0
     n_points = data.values.shape[1]
-    inf = jnp.asarray(jnp.inf, dtype=c.dtype)
-    # clamp z⁽ℓ⁻¹⁾(u) = min(max(u, a), β); layer ℓ truncates {u < cut} or {u > cut}
-    a = jnp.full(c.shape[1:], -inf)
-    beta = jnp.full(c.shape[1:], inf)
-    cuts = []
-    for ell in range(c.shape[0]):
-        c_l, pos = c[ell], positive[ell]
-        cut_below = jnp.where(beta < c_l, inf, jnp.where(a >= c_l, -inf, c_l))
-        cut_above = jnp.where(beta <= c_l, inf, jnp.where(a > c_l, -inf, c_l))
-        cuts.append(jnp.where(pos, cut_below, cut_above))
-        a = jnp.where(pos, jnp.maximum(a, c_l), a)
-        beta = jnp.where(pos, jnp.maximum(beta, c_l), jnp.minimum(beta, c_l))
-    cuts = jnp.stack(cuts)  # (L, M)
+    cuts = _cuts(c, positive, ranks)  # (L, M)
     below, at_most = jax.vmap(_counts, in_axes=(0, 0, 1), out_axes=1)(
         data.values, data.run_end, cuts
     )
+    if ranks is not None:  # a face ε above a data value owns it (from below) or not (from above)
+        below, at_most = jnp.where(ranks > 0, at_most, below), jnp.where(ranks < 0, below, at_most)
     # Later layers re-truncate {u < A_ℓ} ∪ {u > B_ℓ} with A_ℓ (B_ℓ) the largest (smallest) later
     # cut from below (above). Counting is monotone, so #{u < A_ℓ} is the largest later count and
     # #{u ≤ B_ℓ} the smallest: no further searches.

@@ -1,6 +1,7 @@
 """Diagnostics of solutions and trajectories: truncation, rates and events, neural collapse,
 full-network state, the spectral gap, magnitude of truncated data, and the statistics that relate
-trajectory measures to generalisation.
+trajectory measures to generalisation (Kendall τ, granulated and conditional, with bootstrap
+intervals) and the persistent-homology dimension.
 """
 
 from ._collapse import (
@@ -10,7 +11,9 @@ from ._collapse import (
     papyan_collapse as papyan_collapse,
 )
 from ._kendall import (
+    ConditionalKendall as ConditionalKendall,
     GranulatedKendall as GranulatedKendall,
+    conditional_kendall as conditional_kendall,
     granulated_kendall as granulated_kendall,
     kendall_tau as kendall_tau,
 )
@@ -21,6 +24,11 @@ from ._network import (
     offdiagonality as offdiagonality,
     parameter_distance as parameter_distance,
 )
+from ._ph import (
+    PHDimension as PHDimension,
+    mst_lengths as mst_lengths,
+    ph_dimension as ph_dimension,
+)
 from ._rates import (
     RateDiagnostics as RateDiagnostics,
     event_times as event_times,
@@ -28,6 +36,12 @@ from ._rates import (
     rate_diagnostics as rate_diagnostics,
 )
 from ._spectral import cluster_error as cluster_error, gap_matrix as gap_matrix
+from ._statistics import (
+    Estimate as Estimate,
+    KendallStatistics as KendallStatistics,
+    bootstrap_weights as bootstrap_weights,
+    kendall_statistics as kendall_statistics,
+)
 from ._trajectory import (
     TrajectoryMeasures as TrajectoryMeasures,
     cloud_measures as cloud_measures,
@@ -50,30 +64,39 @@ from ._truncation import (
 
 __all__ = [
     "CollapseMeasures",
+    "ConditionalKendall",
+    "Estimate",
     "GranulatedKendall",
+    "KendallStatistics",
     "NetworkDiagnostics",
+    "PHDimension",
     "RateDiagnostics",
     "TrajectoryMeasures",
     "TruncatedMagnitude",
     "TruncationDiagnostics",
+    "bootstrap_weights",
     "class_means",
     "cloud_measures",
     "cluster_counts",
     "cluster_error",
     "cluster_spread",
+    "conditional_kendall",
     "event_times",
     "gap_matrix",
     "granulated_kendall",
     "hidden_representations",
     "interval_rates",
+    "kendall_statistics",
     "kendall_tau",
     "loss_pseudometric",
     "magnitude_increases",
+    "mst_lengths",
     "nc1_input",
     "network_diagnostics",
     "offdiagonality",
     "papyan_collapse",
     "parameter_distance",
+    "ph_dimension",
     "rate_diagnostics",
     "relative_scales",
     "representation_magnitude",

@@ -1,6 +1,6 @@
 """Measures of a training trajectory (docs/theory.md#trajectory-protocol): the loss
-pseudometric ρ_S, magnitude function and dimension, PMag, Mag(√n·X), E_α of one cloud, and the
-same scalars for many small clouds.
+pseudometric ρ_S, magnitude function and dimension, PMag, Mag(√n·X), E_α and the PH dimension of
+one cloud, and the magnitude scalars for many small clouds.
 
 Scale convention (every output states it): Z(t)_ij = exp(−t·d_ij) with d the *raw* distance —
 Euclidean distance between flattened weight vectors, or ρ_S in nats. PMag is reported at t = √n
@@ -13,9 +13,10 @@ resolution (the dimension profile is invariant under d → c·d with t → t/c).
 from __future__ import annotations
 
 import math
+import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 
 import jax
@@ -24,6 +25,7 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from ..magnitude import cloud_magnitudes, e_alpha, magnitude_function
+from ._ph import PHDimension, ph_dimension
 
 
 def loss_pseudometric(
@@ -91,9 +93,14 @@ class TrajectoryMeasures:
             ``mag_dim_slope`` (least-squares log-log slope over ``slope_window``),
             ``mag_dim_argmax_scale`` (t of the maximum, raw units), ``pmag_sqrt_n`` and
             ``pmag_0.01`` (PMag at t = √n and t = 0.01 on raw distances), ``mag_sqrt_n``
-            (|√n·X|), ``e_alpha`` (E_α), ``diameter``, ``n_points``, ``n_unique`` (after merging
-            points at distance 0) and ``max_condition`` (largest condition estimate of Z).
+            (|√n·X|), ``e_alpha`` (E_α), ``ph_dim`` (PH⁰ dimension, NaN when not computed) and
+            ``ph_dim_r2`` (R² of its log-log fit), ``diameter``, ``n_points``, ``n_unique``
+            (after merging points at distance 0) and ``max_condition`` (largest condition
+            estimate of Z).
         warnings: messages of the magnitude library (ill-conditioned or failed scales).
+        engine: the magnitude engine that solved the cloud (``"cholesky"`` or ``"adaptive"``).
+        seconds: wall-clock seconds of ``magnitude`` (function, PMag, |√n·X|), ``e_alpha`` and
+            ``ph_dim``.
     """
 
     scales: np.ndarray
@@ -101,6 +108,8 @@ class TrajectoryMeasures:
     dimension_profile: np.ndarray
     values: dict[str, float]
     warnings: tuple[str, ...] = ()
+    engine: str = ""
+    seconds: dict[str, float] = field(default_factory=dict)
 
 
 def trajectory_measures(
@@ -111,15 +120,23 @@ def trajectory_measures(
     slope_window: tuple[float, float] = (0.0, 2.0),
     alpha: float = 1.0,
     e_alpha_measure: bool = True,
+    ph_sizes: tuple[int, int, int] | None = (200, 1000, 50),
+    ph_repeats: int = 1,
+    ph_seed: int = 0,
 ) -> TrajectoryMeasures:
-    """Magnitude function and dimension, PMag at t = √n and 0.01, and E_α of a point cloud.
+    """Magnitude function and dimension, PMag at t = √n and 0.01, E_α and the PH dimension of a
+    point cloud.
 
-    docs/theory.md#magnitude-dimension. ``distances`` is a precomputed ``(n, n)`` (pseudo)metric
-    matrix (Euclidean from :func:`~gflow_jax.magnitude.pairwise_distances` or ρ_S from
-    :func:`loss_pseudometric`). The function and the dimension are evaluated at t = 10^u / diam for
-    ``n_scales`` values of u spread over ``log10_range``; the slope uses the scales with u in
-    ``slope_window``. Warnings of the magnitude library are collected in the result instead of being
-    printed.
+    docs/theory.md#magnitude-dimension, docs/theory.md#ph-dimension. ``distances`` is a
+    precomputed ``(n, n)`` (pseudo)metric matrix (Euclidean from
+    :func:`~gflow_jax.magnitude.pairwise_distances` or ρ_S from :func:`loss_pseudometric`). The
+    function and the dimension are evaluated at t = 10^u / diam for ``n_scales`` values of u spread
+    over ``log10_range``, with ``magnitude_function(method="auto")`` (the fastest exact engine for
+    the cloud's size and device); the slope uses the scales with u in ``slope_window``. The PH
+    dimension (:func:`~gflow_jax.diagnostics.ph_dimension`, exponent ``alpha``) uses subsample
+    sizes ``ph_sizes = (min, max, step)`` (None: not computed; a cloud too small for two sizes
+    gets NaN and a warning), ``ph_repeats`` subsamples per size drawn with ``ph_seed``. Warnings
+    of the magnitude library are collected in the result instead of being printed.
     """
     d = jnp.asarray(distances)
     if d.ndim != 2 or d.shape[0] != d.shape[1]:
@@ -133,8 +150,16 @@ def trajectory_measures(
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         # one solve for the grid and the two fixed scales
-        report = magnitude_function(d, np.concatenate([scales, fixed]), metric="precomputed")
+        t0 = time.perf_counter()
+        report = magnitude_function(
+            d, np.concatenate([scales, fixed]), metric="precomputed", method="auto"
+        )
+        report.magnitude.block_until_ready()
+        t1 = time.perf_counter()
         e_a = e_alpha(d, alpha, metric="precomputed") if e_alpha_measure else math.nan
+        t2 = time.perf_counter()
+    ph, notes = _ph(d, alpha, ph_sizes, ph_repeats, ph_seed)
+    seconds = {"magnitude": t1 - t0, "e_alpha": t2 - t1, "ph_dim": time.perf_counter() - t2}
     S = scales.shape[0]
     magnitude = np.asarray(report.magnitude)
     profile = np.asarray(report.dimension)[:S]
@@ -153,6 +178,8 @@ def trajectory_measures(
         "pmag_0.01": float(pmag[1]),
         "mag_sqrt_n": float(magnitude[S]),
         "e_alpha": float(e_a),
+        "ph_dim": ph.dimension if ph is not None else math.nan,
+        "ph_dim_r2": ph.r_squared if ph is not None else math.nan,
         "diameter": diam,
         "n_points": int(n),
         "n_unique": int(report.n_unique),
@@ -163,8 +190,24 @@ def trajectory_measures(
         magnitude=magnitude[:S],
         dimension_profile=profile,
         values=values,
-        warnings=tuple(str(w.message) for w in caught),
+        warnings=tuple(str(w.message) for w in caught) + notes,
+        engine=report.method,
+        seconds=seconds,
     )
+
+
+def _ph(d, alpha, sizes, repeats, seed) -> tuple[PHDimension | None, tuple[str, ...]]:
+    """The PH dimension of the cloud, or None and why not."""
+    if sizes is None:
+        return None, ()
+    lo, hi, step = sizes
+    if np.arange(lo, min(hi, d.shape[0]) + 1, step).size < 2:
+        return None, (f"ph_dim: {d.shape[0]} points allow fewer than two sizes in {sizes}",)
+    r = ph_dimension(
+        np.asarray(d), metric="precomputed", alpha=alpha, min_points=lo, max_points=hi,
+        step=step, n_repeats=repeats, seed=seed,
+    )  # fmt: skip
+    return r, ()
 
 
 def cloud_measures(

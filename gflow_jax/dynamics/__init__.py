@@ -18,12 +18,14 @@ from ._effective import (
     solve_flow as solve_flow,
     vector_field as vector_field,
 )
+from ._exact import solve_exact as solve_exact
 from ._face import (
     FaceSolution as FaceSolution,
     solve_face as solve_face,
     two_sided_width as two_sided_width,
 )
 from ._integrate import integrate_gradient_flow as integrate_gradient_flow
+from ._located import solve_located as solve_located
 from ._mlp import (
     MLP as MLP,
     evaluate as evaluate,
@@ -60,7 +62,12 @@ from ._settings import (
     SOLVERS as SOLVERS,
     SolverSettings as SolverSettings,
 )
-from ._solution import FlowSolution as FlowSolution, check_solution as check_solution
+from ._solution import (
+    FlowEvents as FlowEvents,
+    FlowSolution as FlowSolution,
+    SlidingStatus as SlidingStatus,
+    check_solution as check_solution,
+)
 
 __all__ = [
     "DEFAULTS",
@@ -68,12 +75,14 @@ __all__ = [
     "SOLVERS",
     "DescentTrajectory",
     "FaceSolution",
+    "FlowEvents",
     "FlowProblem",
     "FlowSolution",
     "MemberOutcome",
     "MemberRecorder",
     "NetworkProblem",
     "RecordingPlan",
+    "SlidingStatus",
     "SolverSettings",
     "TrainingSpec",
     "balance_quantities",
@@ -95,8 +104,10 @@ __all__ = [
     "network_loss",
     "per_example_loss",
     "positive_rows",
+    "solve_exact",
     "solve_face",
     "solve_flow",
+    "solve_located",
     "solve_network_flow",
     "steps_per_interval",
     "train_and_record",

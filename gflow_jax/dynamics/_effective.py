@@ -7,7 +7,9 @@ import jax
 from jaxtyping import Array, Float
 
 from ..core import AdaptedParameters, adapted_input_cost_gradient
+from ._exact import solve_exact
 from ._integrate import integrate_gradient_flow
+from ._located import solve_located
 from ._problem import FlowProblem
 from ._settings import SolverSettings
 from ._solution import FlowSolution
@@ -63,5 +65,9 @@ def solve_flow(
         (True, True)
     """
     settings = SolverSettings() if settings is None else settings
+    if settings.solver == "exact":
+        return solve_exact(problem, params0, save_ts, max_events=settings.max_events)
+    if settings.events:
+        return solve_located(problem, params0, save_ts, settings)
     sol = integrate_gradient_flow(vector_field, params0, problem, save_ts, settings, progress)
     return FlowSolution.from_diffrax(sol, save_ts, jax.vmap(problem.loss)(sol.ys))

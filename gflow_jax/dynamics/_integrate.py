@@ -9,13 +9,29 @@ from ..io import flow_progress_meter
 from ._settings import SolverSettings
 
 
-def _solver(name: str) -> diffrax.AbstractSolver:
+def solver_of(name: str) -> diffrax.AbstractSolver:
+    """The diffrax solver called ``name``."""
     return {
         "tsit5": diffrax.Tsit5,
         "dopri5": diffrax.Dopri5,
         "dopri8": diffrax.Dopri8,
         "euler": diffrax.Euler,
     }[name]()
+
+
+def controller(settings: SolverSettings) -> diffrax.AbstractStepSizeController:
+    """Fixed steps ``dt0`` for ``solver="euler"``, else a PID controller with the settings'
+    tolerances and coefficients (pcoeff = 0, icoeff = 1 is the classical I controller)."""
+    if settings.solver == "euler":
+        return diffrax.ConstantStepSize()
+    return diffrax.PIDController(
+        rtol=settings.rtol,
+        atol=settings.atol,
+        pcoeff=settings.pcoeff,
+        icoeff=settings.icoeff,
+        # diffrax's controller takes more steps with any dtmin, even 0: pass None for 0
+        dtmin=None if settings.dtmin == 0.0 else settings.dtmin,
+    )
 
 
 def integrate_gradient_flow(
@@ -28,27 +44,16 @@ def integrate_gradient_flow(
     ``solver="euler"``, fixed steps ``dt0``; states saved at ``save_ts``; ``throw=False`` so a
     failed solve is reported in ``result`` instead of raised (batches survive).
     """
-    if settings.solver == "euler":
-        controller = diffrax.ConstantStepSize()
-    else:
-        controller = diffrax.PIDController(
-            rtol=settings.rtol,
-            atol=settings.atol,
-            pcoeff=settings.pcoeff,
-            icoeff=settings.icoeff,
-            # diffrax's controller takes more steps with any dtmin, even 0: pass None for 0
-            dtmin=None if settings.dtmin == 0.0 else settings.dtmin,
-        )
     return diffrax.diffeqsolve(
         diffrax.ODETerm(field),
-        _solver(settings.solver),
+        solver_of(settings.solver),
         t0=save_ts[0],
         t1=save_ts[-1],
         dt0=settings.dt0,
         y0=y0,
         args=args,
         saveat=diffrax.SaveAt(ts=save_ts),
-        stepsize_controller=controller,
+        stepsize_controller=controller(settings),
         max_steps=settings.max_steps,
         throw=False,
         progress_meter=flow_progress_meter(progress),

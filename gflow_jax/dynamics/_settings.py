@@ -6,8 +6,10 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-#: the solvers a flow can be integrated with (``"euler"``: fixed steps ``dt0``)
-SOLVERS = ("tsit5", "dopri5", "dopri8", "euler")
+#: the solvers a flow can be integrated with: diffrax's Runge–Kutta pairs, fixed-step explicit
+#: Euler (``"euler"``: steps ``dt0``, = full-batch GD), and the exact event-driven solution of the
+#: bias-only flow on C_in (``"exact"``, docs/theory.md#meeting-faces)
+SOLVERS = ("tsit5", "dopri5", "dopri8", "euler", "exact")
 
 #: default settings, the one declaration every config section and ``SolverSettings`` share
 DEFAULTS: dict = {
@@ -19,6 +21,8 @@ DEFAULTS: dict = {
     "dt0": 1e-3,
     "solver": "tsit5",
     "max_steps": 100_000,
+    "events": False,
+    "max_events": 2000,
 }
 
 
@@ -27,9 +31,14 @@ class SolverSettings(eqx.Module):
     piecewise smooth).
 
     ``rtol``/``atol``/``pcoeff``/``icoeff``/``dt0`` are arrays, so changing them does not
-    recompile; ``solver``, ``max_steps`` (buffer sizes; counts rejected steps too) and ``dtmin``
-    (0 = no lower bound; diffrax's controller behaves differently with any dtmin) are static.
-    ``solver="euler"`` takes fixed steps ``dt0`` (explicit Euler = full-batch GD with η = dt0).
+    recompile; ``solver``, ``max_steps`` (buffer sizes; counts rejected steps too), ``dtmin``
+    (0 = no lower bound; diffrax's controller behaves differently with any dtmin), ``events``
+    and ``max_events`` are static. ``solver="euler"`` takes fixed steps ``dt0`` (explicit Euler =
+    full-batch GD with η = dt0); ``solver="exact"`` solves the bias-only flow on C_in event by
+    event in closed form (tolerances unused). ``events=True`` stops the adaptive solver at every
+    discontinuity of the field, resolves it (crossing, sliding, gluing) and restarts
+    (docs/theory.md#sliding). ``max_events`` bounds the events of the exact and event-located
+    solves (per coordinate for ``"exact"``); reaching it is reported as a failure.
     """
 
     rtol: Float[Array, ""] = eqx.field(default=DEFAULTS["rtol"], converter=jnp.asarray)
@@ -40,6 +49,8 @@ class SolverSettings(eqx.Module):
     dt0: Float[Array, ""] = eqx.field(default=DEFAULTS["dt0"], converter=jnp.asarray)
     solver: str = eqx.field(static=True, default=DEFAULTS["solver"])
     max_steps: int = eqx.field(static=True, default=DEFAULTS["max_steps"])
+    events: bool = eqx.field(static=True, default=DEFAULTS["events"])
+    max_events: int = eqx.field(static=True, default=DEFAULTS["max_events"])
 
     @classmethod
     def from_config(cls, section) -> SolverSettings:
@@ -52,3 +63,5 @@ class SolverSettings(eqx.Module):
             raise ValueError(f"unknown solver {self.solver!r}; expected one of {SOLVERS}")
         if self.max_steps < 1:
             raise ValueError(f"max_steps must be positive, got {self.max_steps}")
+        if self.max_events < 1:
+            raise ValueError(f"max_events must be positive, got {self.max_events}")

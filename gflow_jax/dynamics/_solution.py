@@ -10,6 +10,49 @@ from jaxtyping import Array, Bool, Float, Int
 from ._settings import SolverSettings
 
 
+class FlowEvents(eqx.Module):
+    """The events of an event-driven solve, in time order, padded with ``time = inf``.
+
+    Attributes:
+        time: ``(E,)`` flow time s of each event.
+        layer: ``(E,)`` layer ℓ of the face that triggered it.
+        coord: ``(E,)`` its coordinate k.
+        kind: ``(E,)`` 0 cross (a data value crossed), 1 stick (held at a data value: Filippov
+            sliding), 2 meet (faces met and handed points over), 3 glue (faces move on as one),
+            4 release (a glued group separated); ``-1`` for padding.
+        value: ``(E,)`` the value at which it happened (the data value or the common threshold).
+    """
+
+    time: Float[Array, " E"]
+    layer: Int[Array, " E"]
+    coord: Int[Array, " E"]
+    kind: Int[Array, " E"]
+    value: Float[Array, " E"]
+
+    @property
+    def count(self) -> Int[Array, ""]:
+        """The number of events (the rest is padding)."""
+        import jax.numpy as jnp
+
+        return jnp.sum(self.kind >= 0)
+
+
+class SlidingStatus(eqx.Module):
+    """Each face's Filippov status at the end of an event-driven solve, ``(L, M)``.
+
+    Attributes:
+        stuck: the face is held at a data value (docs/theory.md#sliding).
+        stuck_value: the threshold it is held at (NaN if not stuck).
+        stuck_time: when it got stuck (NaN if not stuck).
+        group: glued groups: faces with the same label move as one (docs/theory.md#meeting-faces).
+    """
+
+    stuck: Bool[Array, "L M"]
+    stuck_value: Float[Array, "L M"]
+    stuck_time: Float[Array, "L M"]
+    group: Int[Array, "L M"]
+
+
 class FlowSolution(eqx.Module):
     """Saved states of a gradient-flow solve (effective flow or full network).
 
@@ -22,6 +65,8 @@ class FlowSolution(eqx.Module):
         num_accepted_steps: accepted steps.
         num_rejected_steps: rejected steps (the field jumps when a point crosses a face).
         success: whether the solve reached the final time with a finite state.
+        events: the events of an event-driven solve (``None`` for a plain diffrax solve).
+        sliding: each face's sliding status at the end (``None`` for a plain diffrax solve).
     """
 
     ts: Float[Array, " T"]
@@ -31,6 +76,8 @@ class FlowSolution(eqx.Module):
     num_accepted_steps: Int[Array, ""]
     num_rejected_steps: Int[Array, ""]
     success: Bool[Array, ""]
+    events: FlowEvents | None = None
+    sliding: SlidingStatus | None = None
 
     @classmethod
     def from_diffrax(cls, sol, save_ts: Float[Array, " T"], loss: Float[Array, " T"]):

@@ -302,10 +302,12 @@ class SolverConfig:
     dtmin: float = DEFAULTS["dtmin"]
     dt0: float = DEFAULTS["dt0"]
     max_steps: int = DEFAULTS["max_steps"]
+    events: bool = DEFAULTS["events"]
+    max_events: int = DEFAULTS["max_events"]
 
     def check(self, prefix: str, root=None) -> None:
         require_choice(f"{prefix}.solver", self.solver, SOLVERS)
-        for k in ("rtol", "atol", "dt0", "max_steps"):
+        for k in ("rtol", "atol", "dt0", "max_steps", "max_events"):
             require_positive(f"{prefix}.{k}", getattr(self, k))
         for k in ("dtmin", "pcoeff", "icoeff"):
             require_non_negative(f"{prefix}.{k}", getattr(self, k))

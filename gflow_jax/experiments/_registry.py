@@ -40,8 +40,10 @@ class ExperimentKind:
     (:mod:`gflow_jax.sweep`): ``run_batch(configs, run_dirs, *, devices, max_batch, log)``
     yields ``(i, summary_or_exception)`` as soon as ``run_dirs[i]`` holds the arrays and metrics
     that ``run`` would have written for ``configs[i]``; ``devices`` is the list of local JAX
-    devices to shard the batch over, ``max_batch`` the most points per compiled call and
-    ``log(message)`` reports padding and grouping. Kinds without it run point by point.
+    devices to shard the batch over, ``max_batch`` the most points per compiled call
+    (``None``: as many as fit in the devices' memory) and
+    ``log(message)`` reports padding, grouping and chunking. Kinds without it run point by
+    point.
     """
 
     name: str

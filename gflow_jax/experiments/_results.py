@@ -213,15 +213,18 @@ register_reproduction(
 
 register_reproduction(
     Reproduction(
-        name="magnitude_generalization",
-        config="experiments/magnitude_generalization.toml",
+        name="generalization_grid_cpu",
+        config="experiments/generalization_grid_cpu.toml",
         figures={
             "magnitude_curves.png": "magnitude_generalization_magnitude_curves.png",
             "measure_vs_acc_gap.png": "magnitude_generalization_measure_vs_acc_gap.png",
+            "measure_vs_loss_gap.png": "magnitude_generalization_measure_vs_loss_gap.png",
             "monitoring.png": "magnitude_generalization_monitoring.png",
+            "statistics.png": "magnitude_generalization_statistics.png",
         },
-        description="trajectory magnitude measures against the generalisation gap (digits)",
-        minutes=25.0,
+        description="trajectory magnitude and PH dimension against the generalisation gap on "
+        "noisy digits (6 × 6 grid, CPU variant)",
+        minutes=30.0,
         stub=True,
     )
 )

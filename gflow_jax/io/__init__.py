@@ -21,6 +21,7 @@ from ._progress import (
 )
 from ._run_dir import (
     create_run_dir as create_run_dir,
+    describe_environment as describe_environment,
     environment_info as environment_info,
     utc_now as utc_now,
 )
@@ -33,6 +34,7 @@ from ._streams import (
 __all__ = [
     "ChunkedArrayWriter",
     "create_run_dir",
+    "describe_environment",
     "environment_info",
     "flow_progress_meter",
     "load_arrays",

@@ -3,7 +3,7 @@
 Layout of ``<root>/<name>-<UTC timestamp>[-k]/``:
 
 * ``config.json`` — the validated config (every default filled in);
-* ``env.json`` — versions, devices, float64 flag, command line;
+* ``env.json`` — versions, devices (with memory), float64 flag, command line;
 * ``status.json`` — ``running`` → ``complete``, ``failed`` or ``interrupted`` (with the error);
 * ``metrics.jsonl`` — one JSON object per saved time;
 * ``arrays.npz`` — every array (keys like ``flow/thresholds``);
@@ -13,6 +13,7 @@ Layout of ``<root>/<name>-<UTC timestamp>[-k]/``:
 
 from __future__ import annotations
 
+import os
 import platform
 import sys
 import time
@@ -49,10 +50,37 @@ def _version(package: str) -> str | None:
         return None
 
 
+def _device_info(device) -> dict:
+    """One device: platform, kind, id and, where the runtime reports it (GPU, TPU), its memory."""
+    info = {
+        "id": device.id,
+        "platform": device.platform,
+        "kind": device.device_kind,
+        "process_index": device.process_index,
+    }
+    try:
+        stats = device.memory_stats()
+    except Exception:  # some runtimes raise instead of returning None
+        stats = None
+    if stats:
+        info["memory_bytes"] = stats.get("bytes_limit")
+        info["memory_in_use_bytes"] = stats.get("bytes_in_use")
+    return info
+
+
+def _host_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not POSIX
+        return None
+
+
 def environment_info() -> dict:
-    """Versions, platform, JAX backend and devices, float64 flag, command line."""
+    """Versions (JAX's accelerator plugins included), platform, JAX backend, every local device
+    with its memory, the float64 flag (and ``GFLOW_JAX_X64``), command line."""
     import jax
 
+    plugins = ("jax-cuda12-plugin", "jax-cuda12-pjrt", "jax-cuda13-plugin", "jax-cuda13-pjrt")
     return {
         "python": sys.version,
         "platform": platform.platform(),
@@ -60,8 +88,41 @@ def environment_info() -> dict:
             p: _version(p)
             for p in ("gflow_jax", "jax", "jaxlib", "diffrax", "equinox", "optax", "numpy")
         },
+        "accelerator_plugins": {p: v for p in plugins if (v := _version(p)) is not None},
         "backend": jax.default_backend(),
-        "devices": [str(d) for d in jax.devices()],
+        "devices": [_device_info(d) for d in jax.local_devices()],
+        "host_memory_bytes": _host_memory(),
         "float64": bool(jax.config.read("jax_enable_x64")),
+        "GFLOW_JAX_X64": os.environ.get("GFLOW_JAX_X64"),
         "argv": sys.argv,
     }
+
+
+def describe_environment(env: dict) -> str:
+    """The lines ``gflow info`` prints: versions, backend, each device with its memory, and the
+    float64 state."""
+    lines = [
+        "gflow_jax "
+        + str(env["packages"].get("gflow_jax"))
+        + ", "
+        + ", ".join(f"{k} {v}" for k, v in env["packages"].items() if k != "gflow_jax"),
+        f"python {env['python'].split()[0]} on {env['platform']}",
+    ]
+    plugins = env.get("accelerator_plugins") or {}
+    lines.append(
+        "accelerator plugins: "
+        + (", ".join(f"{k} {v}" for k, v in plugins.items()) or "none (CPU-only install)")
+    )
+    lines.append(f"backend: {env['backend']} ({len(env['devices'])} local device(s))")
+    for d in env["devices"]:
+        memory = d.get("memory_bytes")
+        host = env.get("host_memory_bytes")
+        size = (
+            f"{memory / 2**30:.1f} GiB"
+            if memory
+            else f"host RAM{f' {host / 2**30:.1f} GiB' if host else ''}, shared"
+        )
+        lines.append(f"  device {d['id']}: {d['platform']} {d['kind']}, {size}")
+    x64 = "on" if env["float64"] else "off (GFLOW_JAX_X64=0: float32 by default)"
+    lines.append(f"float64: {x64}")
+    return "\n".join(lines)

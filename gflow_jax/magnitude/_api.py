@@ -8,15 +8,18 @@ exp(−D)**t (which underflows for distances ≳ 700).
 One mechanism serves every public function: :func:`magnitude_function` checks its inputs,
 computes the distances (:func:`pairwise_distances`, chunked, float64), merges exact duplicates
 (kept in a map back to the input rows: weights stay aligned with the input) and solves with one
-of two engines, which produce the same report, :class:`MagnitudeFunction`:
+of three engines, which produce the same report, :class:`MagnitudeFunction`:
 
 * ``method="cholesky"`` — :func:`magnitude_from_distances`, pure JAX,
   one Cholesky factorisation per scale batched over scales (CPU or GPU), LU fallback reported;
 * ``method="adaptive"`` — :func:`solve_adaptive`, on the host:
   CG at large scales, CG preconditioned by a neighbouring scale's Cholesky factor, and Cholesky,
   each iterative result checked against ``rtol`` and otherwise re-solved directly;
-* ``method="auto"`` (default) — ``adaptive`` on CPU for ≥ 1024 distinct points, else
-  ``cholesky``.
+* ``method="device"`` — :mod:`gflow_jax.magnitude._device`, the accelerator engine:
+  distances, duplicates and one factorisation per scale on the device, batched over scales from
+  its free memory, every scale's float64 residual refined to ``rtol`` and reported;
+* ``method="auto"`` (default) — ``device`` on a GPU or TPU; on CPU ``adaptive`` for ≥ 1024
+  distinct points, else ``cholesky``.
 
 Duplicates and conditioning are reported, never hidden: ``n_unique``, ``duplicate_groups()``,
 a condition estimate, the solver and the relative residual of every scale. A warning is issued
@@ -36,17 +39,19 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Int
 
+from ..core import on_accelerator
 from ._adaptive import AdaptiveSettings, solve_adaptive
 from ._clouds import bucket_size
 from ._core import SOLVER_NAMES, MagnitudeResult, duplicate_groups, magnitude_from_distances
-from ._distances import canonical_metric, distance_matrix
+from ._device import device_distances, device_magnitude
+from ._distances import canonical_metric, check_points, distance_matrix
 
 SCALE_CONVENTION = "Z_ij = exp(-t d_ij); t in inverse units of the distances"
 #: condition estimates above this trigger a warning
 ILL_CONDITIONED = 1e12
 # distinct points from which method="auto" uses the adaptive engine on CPU
 _ADAPTIVE_FROM = 1024
-Method = Literal["auto", "cholesky", "adaptive"]
+Method = Literal["auto", "cholesky", "adaptive", "device"]
 
 
 class MagnitudeFunction(eqx.Module):
@@ -67,10 +72,11 @@ class MagnitudeFunction(eqx.Module):
         condition: ``(S,)`` estimate of κ₂(Z) (see :mod:`gflow_jax.magnitude._core`).
         min_eigenvalue, max_eigenvalue: ``(S,)`` the two halves of that estimate.
         residual: ``(S,)`` achieved relative residual ‖Zw − 1‖₂/‖1‖₂ per scale.
-        iterations: ``(S,)`` CG iterations per scale (0 for direct solves).
+        iterations: ``(S,)`` CG iterations per scale (0 for direct solves; the device engine:
+            refinement steps).
         solver: per scale, ``"cholesky"``, ``"lu"`` (fallback), ``"cg"``, ``"pcg"``
             (preconditioned by a neighbouring scale's factor) or ``"failed"``.
-        method: the engine used (``"cholesky"`` or ``"adaptive"``).
+        method: the engine used (``"cholesky"``, ``"adaptive"`` or ``"device"``).
         metric: the metric of the distances.
         scale_convention: how t enters Z.
     """
@@ -137,8 +143,10 @@ def _check_scales(scales: ArrayLike) -> np.ndarray:
 
 
 def _check_method(method: str) -> str:
-    if method not in ("auto", "cholesky", "adaptive"):
-        raise ValueError(f"unknown method {method!r}: expected 'auto', 'cholesky' or 'adaptive'")
+    if method not in ("auto", "cholesky", "adaptive", "device"):
+        raise ValueError(
+            f"unknown method {method!r}: expected 'auto', 'cholesky', 'adaptive' or 'device'"
+        )
     return method
 
 
@@ -180,8 +188,12 @@ def _engine(method: str, n_unique: int) -> str:
     return "adaptive" if on_cpu and n_unique >= _ADAPTIVE_FROM else "cholesky"
 
 
-def _from_core(result: MagnitudeResult, metric: str) -> MagnitudeFunction:
+def _from_core(
+    result: MagnitudeResult, metric: str, method: str = "cholesky", iterations=None
+) -> MagnitudeFunction:
     codes = np.asarray(result.solver).tolist()
+    if iterations is None:
+        iterations = jnp.zeros(result.scales.shape, dtype=jnp.int32)
     return MagnitudeFunction(
         scales=result.scales,
         magnitude=result.magnitude,
@@ -195,13 +207,23 @@ def _from_core(result: MagnitudeResult, metric: str) -> MagnitudeFunction:
         min_eigenvalue=result.min_eigenvalue,
         max_eigenvalue=result.max_eigenvalue,
         residual=result.residual,
-        iterations=jnp.zeros(result.scales.shape, dtype=jnp.int32),
+        iterations=iterations,
         n_points=int(result.weights.shape[0]),
         n_unique=int(result.n_unique),
         solver=tuple(SOLVER_NAMES[c] for c in codes),
-        method="cholesky",
+        method=method,
         metric=metric,
     )
+
+
+def _on_device(X, scales, metric, duplicate_tol, rtol) -> MagnitudeFunction:
+    """The accelerator engine: distances computed on the device (or a precomputed matrix
+    checked there), then :func:`~gflow_jax.magnitude._device.device_magnitude`."""
+    D = distance_matrix(X, metric) if metric == "precomputed" else None
+    if D is None:
+        D = device_distances(check_points(X), metric)
+    result, iterations = device_magnitude(D, scales, duplicate_tol=duplicate_tol, rtol=rtol)
+    return _from_core(result, metric, "device", iterations)
 
 
 def _adaptive(D, scales, metric, duplicate_tol, rtol, progress) -> MagnitudeFunction:
@@ -277,10 +299,12 @@ def magnitude_function(
         scales: ``(S,)`` scales t > 0 (any order; results follow it).
         metric: ``"euclidean"``, ``"cityblock"`` (ℓ1), ``"chebyshev"`` (ℓ∞) or
             ``"precomputed"``.
-        method: ``"auto"``, ``"cholesky"`` (JAX, any device) or ``"adaptive"`` (CPU host
-            engine; see :mod:`gflow_jax.magnitude._adaptive`).
+        method: ``"auto"``, ``"cholesky"`` (JAX, any device), ``"adaptive"`` (CPU host
+            engine; see :mod:`gflow_jax.magnitude._adaptive`) or ``"device"`` (the accelerator
+            engine, :mod:`gflow_jax.magnitude._device`; ``auto`` on a GPU or TPU).
         duplicate_tol: points at distance ≤ this are merged (0: exact duplicates only).
-        rtol: relative residual every iterative solve must reach (adaptive engine).
+        rtol: relative residual every iterative solve must reach (adaptive engine), and that
+            the device engine refines every scale towards.
         progress: a tqdm bar over scales (adaptive engine; useful for n ≳ 10⁴).
 
     Returns:
@@ -295,6 +319,10 @@ def magnitude_function(
     s = _check_scales(scales)
     if not (duplicate_tol >= 0 and math.isfinite(duplicate_tol)):
         raise ValueError(f"duplicate_tol must be finite and ≥ 0, got {duplicate_tol}")
+    if method == "device" or (method == "auto" and on_accelerator()):
+        result = _on_device(X, s, metric, duplicate_tol, rtol)
+        _warn(result)
+        return result
     D = distance_matrix(X, metric)
     keep, _, _ = _groups(D, duplicate_tol)
     engine = _engine(method, int(jnp.sum(keep)))

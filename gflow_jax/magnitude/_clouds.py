@@ -17,6 +17,11 @@ representations over training and windows of checkpoints are all *many* clouds o
 Failures are reported, not hidden: the vmapped solves run without the core's LU fallback (under
 ``vmap`` it would compute LU for every scale); a cloud with a failed Cholesky factorisation is
 re-solved with ``fallback=True`` (LU) and ``solver`` says so (0 Cholesky, 1 LU, 2 failed: NaN).
+
+On a GPU or TPU (``method="auto"``, or ``method="device"`` anywhere) each chunk runs the
+accelerator engine's kernel instead (:func:`gflow_jax.magnitude._device.cloud_kernel`: every
+scale's residual refined towards ``rtol``), with as many clouds per call as the device's free
+memory holds (:func:`~gflow_jax.magnitude._device.clouds_per_call`).
 """
 
 from __future__ import annotations
@@ -30,7 +35,9 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Bool, Float, Int
 
+from ..core import on_accelerator
 from ._core import CHOLESKY, magnitude_from_distances
+from ._device import cloud_kernel, clouds_per_call
 
 # bytes of n×n float64 temporaries one compiled call may hold (clouds × scales × 4 n²)
 _CALL_BYTES = 1 << 28
@@ -177,6 +184,8 @@ def cloud_magnitudes(
     valid: Bool[ArrayLike, "C n"] | None = None,
     duplicate_tol: float = 0.0,
     compact: bool = True,
+    method: str = "auto",
+    rtol: float = 1e-12,
 ) -> CloudMagnitudes:
     """Magnitude functions of C Euclidean clouds, batched (docs/theory.md#magnitude).
 
@@ -189,6 +198,10 @@ def cloud_magnitudes(
         compact: remove exact duplicates on the host first and solve each cloud at the bucket
             of its number of distinct points (same result, far less work after collapse);
             ``False`` solves every cloud at the bucket of ``n``.
+        method: ``"auto"`` (``"device"`` on a GPU or TPU, else ``"cholesky"``),
+            ``"cholesky"`` (the chunks above) or ``"device"`` (the accelerator engine's kernel
+            and memory-sized chunks).
+        rtol: relative residual the device engine refines every scale towards.
 
     Returns:
         :class:`CloudMagnitudes` (one row per cloud, in input order).
@@ -201,6 +214,9 @@ def cloud_magnitudes(
         [1.46211716, 1.0]
     """
     X, V, s = _check_clouds(clouds, valid, scales, duplicate_tol)
+    if method not in ("auto", "cholesky", "device"):
+        raise ValueError(f"unknown method {method!r}: expected 'auto', 'cholesky' or 'device'")
+    device = method == "device" or (method == "auto" and on_accelerator())
     C, n, M = X.shape
     S = s.shape[1]
     points = [X[c][V[c]] for c in range(C)]
@@ -214,7 +230,7 @@ def cloud_magnitudes(
     tol = jnp.asarray(duplicate_tol, dtype=jnp.float64)
     pending = []
     for B, members in sorted(buckets.items()):
-        K = _chunk(B, S)
+        K = clouds_per_call(B, S, len(members)) if device else _chunk(B, S)
         for start in range(0, len(members), K):
             idx = members[start : start + K]
             xb = np.zeros((K, B, M))
@@ -225,7 +241,8 @@ def cloud_magnitudes(
                 vb[k, : sizes[c]] = True
                 sb[k] = s[c]
             vb[len(idx) :, 0] = True  # padding clouds: one point, results discarded
-            pending.append((idx, xb, vb, sb, _chunk_kernel(xb, vb, sb, tol)))
+            run = cloud_kernel(xb, vb, sb, tol, rtol) if device else _chunk_kernel(xb, vb, sb, tol)
+            pending.append((idx, xb, vb, sb, run))
 
     out = {
         "magnitude": np.empty((C, S)),

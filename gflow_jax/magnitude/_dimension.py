@@ -142,7 +142,7 @@ def convergence_scale(
     def mag(ts):
         # the distinct points, no padding: every Newton step reuses one compilation (S = 1)
         ts = np.atleast_1d(np.asarray(ts, dtype=np.float64))
-        if engine == "cholesky":
+        if engine in ("cholesky", "device"):  # the JAX core, on the default device
             r = _core(Du_dev, jnp.asarray(ts))
             return np.asarray(r.magnitude), np.asarray(r.derivative)
         out = solve_adaptive(Du_dev, ts, AdaptiveSettings())

@@ -7,7 +7,9 @@ Schema (every point is a set of ``key = value`` overrides of the base config)::
                            # "random": n_samples points, each axis drawn independently
     n_samples = 16         # random mode only (required there)
     seed = 0               # random mode only: seed of the sweep's own generator
-    max_batch = 256        # most points per compiled call (batched kinds)
+    max_batch = "auto"     # points per compiled call (batched kinds): "auto" = what fits in
+                           # an accelerator's free memory (large grids stream in chunks), 128
+                           # per CPU device; or a number
     point_figures = false  # draw each point's figures (``gflow figures RUN_DIR`` can later)
     jobs = 4               # submitit executors: number of array jobs (chunks of the points)
 

@@ -82,7 +82,7 @@ def run_points(
                     configs,
                     [run_dirs[i] for i in pending],
                     devices=resolve_devices(devices),
-                    max_batch=spec.max_batch,
+                    max_batch=None if spec.max_batch == "auto" else spec.max_batch,
                     log=lambda m: _log(bar, log, m),
                 )
             )

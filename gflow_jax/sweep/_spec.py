@@ -31,7 +31,9 @@ class SweepSpec:
             table ``{generator_or_distribution: arguments}``; in file order.
         n_samples: points of a random sweep.
         seed: seed of a random sweep's generator.
-        max_batch: most points per compiled call of a batched kind.
+        max_batch: most points per compiled call of a batched kind, or ``"auto"``: on
+            accelerators as many as fit in the devices' free memory, on CPUs 128 per device
+            (:func:`~gflow_jax.core.memory_batch_size`).
         point_figures: draw every point's figures.
         jobs: number of array jobs for the submitit executors.
         slurm: parameters for submitit's ``update_parameters``.
@@ -41,7 +43,7 @@ class SweepSpec:
     axes: dict[str, Any]
     n_samples: int = 0
     seed: int = 0
-    max_batch: int = 256
+    max_batch: int | str = "auto"
     point_figures: bool = False
     jobs: int = 4
     slurm: dict = field(default_factory=dict)
@@ -157,7 +159,9 @@ def parse_sweep(table: dict) -> SweepSpec:
     elif "n_samples" in table:
         raise ConfigError("sweep.n_samples", "only a random sweep has n_samples")
     seed = _require_int("sweep.seed", table.get("seed", 0), 0)
-    max_batch = _require_int("sweep.max_batch", table.get("max_batch", 256), 1)
+    max_batch = table.get("max_batch", "auto")
+    if max_batch != "auto":
+        max_batch = _require_int("sweep.max_batch", max_batch, 1)
     jobs = _require_int("sweep.jobs", table.get("jobs", 4), 1)
     point_figures = table.get("point_figures", False)
     if not isinstance(point_figures, bool):

@@ -10,7 +10,10 @@ Run directory (besides the common files written by ``gflow run``)::
     points/<id>/training.json   training outcome (written last: training of the point is done)
     points/<id>/curves.npz      magnitude curves, representation and monitoring series
     points/<id>/result.json     measures and gaps, or the error (written last: point finished)
-    table.csv, correlations.json, arrays.npz, metrics.jsonl (one row per point)
+    table.csv, table.md         τ, ψ_lr, ψ_bs, Ψ, τ given (lr, bs) with bootstrap intervals
+    correlations.json           the table, the statistics used (Kendall variant, resamples,
+                                level), the gaps' spread, τ in every seed-only cell
+    arrays.npz, metrics.jsonl   one row per point
 
 Resuming (``gflow run --resume RUN_DIR``) skips points with a ``result.json`` and batch sizes
 whose points all have a ``training.json``; a batch size with unfinished training is retrained
@@ -25,10 +28,12 @@ from ._config import (
     MGDataConfig as MGDataConfig,
     MGTrainingConfig as MGTrainingConfig,
     ModelConfig as ModelConfig,
+    StatisticsConfig as StatisticsConfig,
     TrajectoryConfig as TrajectoryConfig,
 )
 from ._figures import plot_magnitude_generalization as plot_magnitude_generalization
-from ._sweep import correlation_table as correlation_table, run_sweep as run_sweep
+from ._sweep import run_sweep as run_sweep
+from ._table import correlation_table as correlation_table
 from ._train import point_id as point_id
 
 KIND = ExperimentKind(
@@ -44,6 +49,7 @@ __all__ = [
     "MagnitudeGeneralizationConfig",
     "MeasuresConfig",
     "ModelConfig",
+    "StatisticsConfig",
     "TrajectoryConfig",
     "correlation_table",
     "plot_magnitude_generalization",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ...io import load_arrays, pyplot, read_json, save_figure
-from ._sweep import GAPS
+from ._table import GAPS
 
 _SCATTER = (
     "traj_euclidean_mag_dim_max",
@@ -14,6 +14,8 @@ _SCATTER = (
     "traj_loss_pmag_sqrt_n",
     "traj_euclidean_e_alpha",
     "traj_loss_e_alpha",
+    "traj_euclidean_ph_dim",
+    "traj_loss_ph_dim",
 )
 
 
@@ -95,7 +97,9 @@ def _measure_vs_gap(cfg, results, table, st: _Style, fig_dir: Path) -> list[Path
                 axes[i, j].set_xlabel(n, fontsize=7)
             row = table[n]
             axes[0, j].set_title(
-                f"τ={row[f'tau[{gap}]']:.2f}  Ψ={row[f'Psi[{gap}]']:.2f}", fontsize=8
+                f"τ={row[f'tau[{gap}]']:.2f}  Ψ={row[f'Psi[{gap}]']:.2f}  "
+                f"τ|H={row[f'tau_given[{gap}]']:.2f}",
+                fontsize=8,
             )
         axes[0, 0].set_ylabel(f"{gap} (colour: lr)")
         axes[1, 0].set_ylabel(f"{gap} (colour: batch size)")
@@ -146,9 +150,37 @@ def _monitoring(cfg, results, curves, early, st: _Style, fig_dir: Path) -> Path:
     return save_figure(fig, fig_dir / "monitoring.png")
 
 
+def _statistics(rows: list[dict], statistics: dict, st: _Style, fig_dir: Path) -> Path:
+    """τ, Ψ and τ given (lr, bs) of every measure with their bootstrap intervals, per gap."""
+    plt = pyplot()
+    names = [r["measure"] for r in rows]
+    fig, axes = plt.subplots(1, len(GAPS), figsize=(13, 0.28 * len(names) + 1.8), sharey=True)
+    y = list(range(len(names)))
+    for ax, gap in zip(axes, GAPS, strict=True):
+        for k, (q, colour) in enumerate((("tau", "C0"), ("Psi", "C2"), ("tau_given", "C3"))):
+            v = [r[f"{q}[{gap}]"] for r in rows]
+            lo = [r[f"{q}[{gap}]"] - r[f"{q}_lo[{gap}]"] for r in rows]
+            hi = [r[f"{q}_hi[{gap}]"] - r[f"{q}[{gap}]"] for r in rows]
+            yy = [i + (k - 1) * 0.25 for i in y]
+            ax.errorbar(v, yy, xerr=[lo, hi], fmt="o", ms=3, lw=1, color=colour, label=q)
+        ax.axvline(0, color="k", lw=0.6)
+        ax.set(title=gap, xlim=(-1, 1), xlabel=f"Kendall τ_{statistics['kendall_variant']}")
+    axes[0].set_yticks(y, names, fontsize=7)
+    axes[0].invert_yaxis()
+    axes[0].legend(fontsize=7, loc="lower left")
+    fig.suptitle(
+        f"Kendall statistics with {statistics['level']:.0%} bootstrap intervals "
+        f"({statistics['n_bootstrap']} resamples); τ_given: conditional on (lr, batch size) — "
+        f"{st.sub}",
+        fontsize=9,
+    )
+    return save_figure(fig, fig_dir / "statistics.png")
+
+
 def plot_magnitude_generalization(run_dir: str | Path) -> list[Path]:
-    """Log-log magnitude curves, measure-vs-gap scatter (coloured by lr and by batch size) and
-    monitoring curves of a ``magnitude_generalization`` run directory."""
+    """Log-log magnitude curves, measure-vs-gap scatter (coloured by lr and by batch size),
+    monitoring curves and the Kendall statistics with intervals of a ``magnitude_generalization``
+    run directory."""
     run_dir = Path(run_dir)
     fig_dir = run_dir / "figures"
     fig_dir.mkdir(exist_ok=True)
@@ -163,4 +195,5 @@ def plot_magnitude_generalization(run_dir: str | Path) -> list[Path]:
         _magnitude_curves(cfg, results, curves, st, fig_dir),
         *_measure_vs_gap(cfg, results, table, st, fig_dir),
         _monitoring(cfg, results, curves, correlations.get("early_warning", {}), st, fig_dir),
+        _statistics(correlations["table"], correlations["statistics"], st, fig_dir),
     ]

@@ -1,5 +1,6 @@
-"""Measuring one trained grid point: generalisation gaps, trajectory measures (Euclidean and ρ_S),
-probe-representation measures over training and the windowed monitoring curve."""
+"""Measuring one trained grid point: generalisation gaps, trajectory measures (magnitude and PH
+dimension, Euclidean and ρ_S), probe-representation measures over training and the windowed
+monitoring curve."""
 
 from __future__ import annotations
 
@@ -31,23 +32,30 @@ def _gaps(cfg, d64, final) -> dict:
     }
 
 
-def _trajectory(cfg, d64, traj, like, data, measures, curves) -> list[str]:
-    """Measures of the trajectory cloud under every configured metric; returns the warnings."""
+def _trajectory(cfg, d64, traj, like, data, measures, curves, timings) -> list[str]:
+    """Measures of the trajectory cloud under every configured metric; returns the warnings and
+    fills ``timings[metric]`` (seconds per stage and the magnitude engine)."""
     ms = cfg.measures
     warn: list[str] = []
     for metric in ms.metrics:
+        t0 = time.perf_counter()
         if metric == "euclidean":
             D = pairwise_distances(traj)
         else:
             n_ex = ms.loss_examples or data.n_train
             D = loss_pseudometric(loss_matrix(traj, like, d64.x_train[:n_ex], d64.y_train[:n_ex]))
+        D.block_until_ready()
+        distances = time.perf_counter() - t0
         m = trajectory_measures(
             D,
             n_scales=ms.n_scales,
             log10_range=tuple(ms.log10_scale_range),
             slope_window=tuple(ms.slope_window),
             alpha=ms.alpha,
+            ph_sizes=tuple(ms.ph_sizes),
+            ph_repeats=ms.ph_repeats,
         )
+        timings[metric] = {"distances": distances, **m.seconds, "engine": m.engine}
         warn += [f"{metric}: {w}" for w in m.warnings]
         measures.update({f"traj_{metric}_{k}": v for k, v in m.values.items()})
         curves[f"{metric}/scales"] = m.scales
@@ -108,8 +116,10 @@ def measure_point(cfg, data, pdir: Path) -> dict:
     )
     measures: dict[str, float] = {}
     curves: dict[str, np.ndarray] = {"trajectory_steps": steps}
-    warn = _trajectory(cfg, d64, traj, like, data, measures, curves)
+    timings: dict[str, dict] = {}
+    warn = _trajectory(cfg, d64, traj, like, data, measures, curves, timings)
     result["trajectory_seconds"] = time.perf_counter() - t0
+    result["trajectory_timings"] = timings
 
     t1 = time.perf_counter()
     mon = load_arrays(pdir / "monitor.npz")

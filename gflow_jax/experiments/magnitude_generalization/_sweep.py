@@ -3,8 +3,6 @@ aggregation: the correlation table of every measure against both generalisation 
 
 from __future__ import annotations
 
-import io
-import math
 import time
 import traceback
 from collections.abc import Callable
@@ -12,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ...diagnostics import granulated_kendall, kendall_tau
+from ...diagnostics import kendall_tau
 from ...io import (
     load_arrays,
     progress_bar,
@@ -24,6 +22,7 @@ from ...io import (
 )
 from ._config import MagnitudeGeneralizationConfig
 from ._measure import measure_point
+from ._table import GAPS, correlation_table, format_table, gap_summary, markdown_table
 from ._train import dataset, grid_points, train_group
 
 
@@ -109,47 +108,6 @@ def run_sweep(
 # aggregation: correlation table
 
 
-GAPS = ("acc_gap", "loss_gap")
-
-
-def correlation_table(results: list[dict]) -> list[dict]:
-    """τ_b, ψ_lr, ψ_bs, Ψ of every measure against every gap, over the successful points."""
-    ok = [r for r in results if r.get("status") == "ok"]
-    if not ok:
-        return []
-    names = sorted({k for r in ok for k in r["measures"]})
-    skip = ("n_points", "n_unique", "max_condition", "argmax_scale")
-    names = [n for n in names if not n.endswith(skip)]
-    factors = {
-        "lr": [r["lr"] for r in ok],
-        "bs": [r["batch_size"] for r in ok],
-        "seed": [r["seed"] for r in ok],
-    }
-    rows = []
-    for name in names:
-        values = [r["measures"].get(name, math.nan) for r in ok]
-        row = {"measure": name}
-        for gap in GAPS:
-            g = [r[gap] for r in ok]
-            gk = granulated_kendall(values, g, factors, over=("lr", "bs"))
-            row[f"tau[{gap}]"] = kendall_tau(values, g)
-            row[f"psi_lr[{gap}]"] = gk.psi["lr"]
-            row[f"psi_bs[{gap}]"] = gk.psi["bs"]
-            row[f"Psi[{gap}]"] = gk.Psi
-        rows.append(row)
-    return rows
-
-
-def _format_table(rows: list[dict], n_ok: int, n_total: int) -> str:
-    out = io.StringIO()
-    cols = [f"{q}[{g}]" for g in GAPS for q in ("tau", "psi_lr", "psi_bs", "Psi")]
-    out.write(f"Kendall tau_b and granulated psi over {n_ok} of {n_total} networks\n")
-    out.write(f"{'measure':34s}" + "".join(f"{c:>18s}" for c in cols) + "\n")
-    for r in rows:
-        out.write(f"{r['measure']:34s}" + "".join(f"{r[c]:18.3f}" for c in cols) + "\n")
-    return out.getvalue()
-
-
 def _early_warning(cfg, run_dir: Path, ok: list[dict]) -> dict:
     """τ_b between the windowed trajectory dimension at each monitor step and the final gap."""
     series = {}
@@ -162,9 +120,11 @@ def _early_warning(cfg, run_dir: Path, ok: list[dict]) -> dict:
         return {}
     common = sorted(set.intersection(*(set(s) for s in series.values())))
     out = {"steps": common}
+    variant = cfg.statistics.kendall_variant
     for gap in GAPS:
         out[f"tau[{gap}]"] = [
-            kendall_tau([series[r["id"]][s] for r in ok], [r[gap] for r in ok]) for s in common
+            kendall_tau([series[r["id"]][s] for r in ok], [r[gap] for r in ok], variant=variant)
+            for s in common
         ]
     return out
 
@@ -176,12 +136,33 @@ def aggregate(cfg, run_dir: Path, points: list[dict]) -> dict:
         if result is not None:
             results.append(result)
     ok = [r for r in results if r.get("status") == "ok"]
-    rows = correlation_table(results)
-    table_text = _format_table(rows, len(ok), len(points))
-    print(table_text, end="")
+    st = cfg.statistics
+    rows, cells = correlation_table(results, st)
+    print(format_table(rows, len(ok), len(points), st), end="")
     write_csv(run_dir / "table.csv", rows)
+    (run_dir / "table.md").write_text(
+        "".join(f"### {gap}\n\n{markdown_table(rows, gap)}\n" for gap in GAPS)
+    )
     early = _early_warning(cfg, run_dir, ok)
-    write_json(run_dir / "correlations.json", {"table": rows, "early_warning": early})
+    gaps = gap_summary(ok) if ok else {}
+    statistics = {
+        "kendall_variant": st.kendall_variant,
+        "n_bootstrap": st.n_bootstrap,
+        "level": st.level,
+        "seed": st.seed,
+        "granulated_over": ["lr", "bs"],
+        "conditioned_on": ["lr", "bs"],
+    }
+    write_json(
+        run_dir / "correlations.json",
+        {
+            "statistics": statistics,
+            "gaps": gaps,
+            "table": rows,
+            "cell_taus": cells,
+            "early_warning": early,
+        },
+    )
     metric_rows = []
     for r in results:
         row = {k: r.get(k) for k in ("id", "lr", "batch_size", "seed", "status")}
@@ -209,8 +190,25 @@ def aggregate(cfg, run_dir: Path, points: list[dict]) -> dict:
             "PMag at t = sqrt(n) and t = 0.01 with n the number of iterates; magnitude "
             "function/dimension on t = 10^u / diameter"
         ),
+        "statistics": statistics,
+        "gaps": gaps,
+        "magnitude_seconds": _magnitude_seconds(ok),
         "table": rows,
     }
+
+
+def _magnitude_seconds(ok: list[dict]) -> dict:
+    """Median and total seconds of the trajectory magnitude per metric, and the engine."""
+    out = {}
+    for metric in sorted({m for r in ok for m in r.get("trajectory_timings", {})}):
+        t = [r["trajectory_timings"][metric] for r in ok if metric in r["trajectory_timings"]]
+        secs = np.array([x["magnitude"] for x in t])
+        out[metric] = {
+            "median": float(np.median(secs)),
+            "total": float(secs.sum()),
+            "engines": sorted({x["engine"] for x in t}),
+        }
+    return out
 
 
 def _run(cfg: MagnitudeGeneralizationConfig, run_dir: Path, progress: bool) -> dict:

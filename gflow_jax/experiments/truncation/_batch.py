@@ -1,5 +1,6 @@
 """Batched truncation points for ``gflow sweep``: one vmapped program per group of same-shape
-points, sharded over local devices."""
+points, sharded over local devices, in chunks that fit the devices' memory; the next chunk is
+dispatched before the results of the last are written, so the devices never wait for the host."""
 
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray
 from ...core import (
     AdaptedParameters,
     call_batched,
+    memory_batch_size,
     pad_batch,
-    padded_batch_size,
     resolve_devices,
     stack,
 )
@@ -76,6 +77,7 @@ def _group_key(setup: ExperimentSetup) -> tuple:
         settings.dtmin,
         len(cfg.gd.etas),
         sgd,
+        cfg.flow.dtype,
     )
 
 
@@ -84,11 +86,12 @@ def _member_args(setup: ExperimentSetup, n_rows: int) -> tuple:
     save_ts = np.asarray(setup.save_ts)
     problem = setup.problem.padded(n_rows)
     gd_etas = gd_steps = sgd_eta = sgd_steps = sgd_batch = None
+    dtype = setup.save_ts.dtype  # the precision of the point (flow.dtype)
     if cfg.gd.etas:
-        gd_etas = jnp.asarray(cfg.gd.etas, float)
+        gd_etas = jnp.asarray(cfg.gd.etas, dtype)
         gd_steps = jnp.asarray(np.stack([steps_per_interval(save_ts, e) for e in cfg.gd.etas]))
     if cfg.sgd.enabled:
-        sgd_eta = jnp.asarray(cfg.sgd.eta, float)
+        sgd_eta = jnp.asarray(cfg.sgd.eta, dtype)
         sgd_steps = jnp.asarray(steps_per_interval(save_ts, cfg.sgd.eta))
         full = cfg.sgd.batch_size == setup.problem.n_points
         sgd_batch = n_rows if full else cfg.sgd.batch_size
@@ -129,17 +132,20 @@ def run_truncation_batch(
     run_dirs: list[Path],
     *,
     devices: list | None = None,
-    max_batch: int = 256,
+    max_batch: int | None = None,
     log=print,
 ):
     """Run many truncation configs as few vmapped programs (the kind's ``run_batch``).
 
-    Points are grouped by :func:`_group_key` (array shapes and static settings; a group may mix
-    numbers of points N, padded with zero-weight rows). Each group runs in chunks of
-    :func:`~gflow_jax.core.padded_batch_size` points, each chunk one call of one
-    compiled program (flow solve, GD at every η and SGD, all vmapped; sharded over ``devices``).
-    Yields ``(i, summary)`` once ``run_dirs[i]`` holds ``arrays.npz`` and ``metrics.jsonl``
-    (exactly the keys of ``gflow run``), or ``(i, exception)`` for a point that failed.
+    Points are grouped by :func:`_group_key` (array shapes, static settings and precision; a
+    group may mix numbers of points N, padded with zero-weight rows). Each group runs in chunks
+    of :func:`~gflow_jax.core.memory_batch_size` points (what fits in the devices' memory,
+    capped by ``max_batch`` if given),
+    each chunk one call of one compiled program (flow solve, GD at every η and SGD, all vmapped;
+    sharded over ``devices``); chunk k + 1 is dispatched before chunk k's results are copied
+    back and written. Yields ``(i, summary)`` once ``run_dirs[i]`` holds ``arrays.npz`` and
+    ``metrics.jsonl`` (exactly the keys of ``gflow run``), or ``(i, exception)`` for a point
+    that failed.
     """
     devices = resolve_devices(devices)
     groups: dict[tuple, list[tuple[int, ExperimentSetup]]] = {}
@@ -158,7 +164,14 @@ def run_truncation_batch(
                 f"truncation batch: data of {n_padded_rows} of {len(members)} points padded to "
                 f"N = {n_rows} with zero-weight rows"
             )
-        size = padded_batch_size(len(members), len(devices), max_batch)
+        one = _member_args(members[0][1], n_rows)
+        size = memory_batch_size(_batch_member, one, len(members), devices, max_batch)
+        if size < len(members):
+            log(
+                f"truncation batch: {len(members)} points in {-(-len(members) // size)} chunks "
+                f"of {size} ({len(devices)} device(s))"
+            )
+        in_flight = None
         for start in range(0, len(members), size):
             chunk = members[start : start + size]
             if len(chunk) < size:
@@ -168,21 +181,31 @@ def run_truncation_batch(
                 )
             t0 = time.perf_counter()
             args = pad_batch(stack([_member_args(setup, n_rows) for _, setup in chunk]), size)
-            out = jax.tree.map(np.asarray, call_batched(_batch_member, args, devices))
-            seconds = time.perf_counter() - t0
-            info = {
-                "points": len(chunk),
-                "batch_size": size,
-                "devices": len(devices),
-                "n_rows": n_rows,
-                "seconds_including_compile": seconds,
-            }
-            for j, (i, setup) in enumerate(chunk):
-                try:
-                    arrays, summary = _unpack_point(setup, out, j, seconds / len(chunk), info)
-                    write_point(run_dirs[i], arrays)
-                except Exception as err:
-                    result = err
-                else:
-                    result = summary
-                yield i, result
+            launched = (chunk, t0, call_batched(_batch_member, args, devices))  # asynchronous
+            if in_flight is not None:
+                yield from _write_chunk(*in_flight, run_dirs, size, len(devices), n_rows)
+            in_flight = launched
+        if in_flight is not None:
+            yield from _write_chunk(*in_flight, run_dirs, size, len(devices), n_rows)
+
+
+def _write_chunk(chunk, t0: float, out, run_dirs, size: int, n_devices: int, n_rows: int):
+    """Copy one chunk's results back and write its points (``(i, summary_or_exception)``)."""
+    out = jax.tree.map(np.asarray, out)
+    seconds = time.perf_counter() - t0
+    info = {
+        "points": len(chunk),
+        "batch_size": size,
+        "devices": n_devices,
+        "n_rows": n_rows,
+        "seconds_including_compile": seconds,
+    }
+    for j, (i, setup) in enumerate(chunk):
+        try:
+            arrays, summary = _unpack_point(setup, out, j, seconds / len(chunk), info)
+            write_point(run_dirs[i], arrays)
+        except Exception as err:
+            result = err
+        else:
+            result = summary
+        yield i, result

@@ -57,6 +57,7 @@ def point_result(
             "num_accepted_steps": int(sol.num_accepted_steps),
             "num_rejected_steps": int(sol.num_rejected_steps),
             "final_loss": float(sol.loss[-1]),
+            "dtype": str(sol.loss.dtype),
         }
     }
     arrays = {

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -21,7 +22,9 @@ class ExperimentSetup:
     """Arrays of one experiment at s = 0.
 
     ``frame`` is the orthogonal O of W⁽ℓ⁾ = D_ℓ O; ``problem.u = x Oᵀ`` is the data in the common
-    frame and ``targets_input`` the targets ỹ_j in input space, ``(Q, M)``.
+    frame and ``targets_input`` the targets ỹ_j in input space, ``(Q, M)``. ``problem``,
+    ``params0``, ``save_ts`` and ``settings`` are in the precision ``flow.dtype`` (everything is
+    computed in float64 first, then rounded once).
     """
 
     config: TruncationConfig
@@ -47,6 +50,19 @@ def _initial_thresholds(u: Float[Array, "N M"], d: Float[Array, "L M"], q: float
     lower = jnp.quantile(u, q, axis=0)
     upper = jnp.quantile(u, 1.0 - q, axis=0)
     return jnp.where(d > 0, lower[None, :], upper[None, :])
+
+
+def in_precision(tree, dtype):
+    """``tree`` with its floating-point array leaves cast to ``dtype`` (``"float32"`` or
+    ``"float64"``); other leaves unchanged."""
+    dtype = jnp.dtype(dtype)
+
+    def cast(a):
+        if eqx.is_array(a) and jnp.issubdtype(a.dtype, jnp.floating):
+            return a.astype(dtype)
+        return a
+
+    return jax.tree.map(cast, tree)
 
 
 def setup_experiment(cfg: TruncationConfig) -> ExperimentSetup:
@@ -76,24 +92,18 @@ def setup_experiment(cfg: TruncationConfig) -> ExperimentSetup:
         y = y_classes[data.labels]
     if not bool(jnp.all(jnp.isfinite(targets_input))):
         raise ValueError("pulled-back targets are not finite (singular output layer?)")
-    problem = FlowProblem(
-        u=u,
-        targets=(targets_input @ frame.T)[data.labels],
-        y=y,
-        out_weight=out_weight,
-        out_bias=out_bias,
-        mode=cfg.flow.mode,
-        cost=cfg.flow.cost,
-    )
     fc = cfg.flow
-    settings = SolverSettings.from_config(fc)
+    low = in_precision(
+        (u, (targets_input @ frame.T)[data.labels], y, out_weight, out_bias), fc.dtype
+    )
+    problem = FlowProblem(*low, mode=fc.mode, cost=fc.cost)  # sorted in its own precision
     return ExperimentSetup(
         config=cfg,
         data=data,
         frame=frame,
-        params0=params0,
+        params0=in_precision(params0, fc.dtype),
         problem=problem,
         targets_input=targets_input,
-        save_ts=jnp.linspace(0.0, fc.t_final, fc.n_save),
-        settings=settings,
+        save_ts=in_precision(jnp.linspace(0.0, fc.t_final, fc.n_save), fc.dtype),
+        settings=in_precision(SolverSettings.from_config(fc), fc.dtype),
     )

@@ -1,0 +1,285 @@
+"""The effective flow integrated by diffrax between located events, with Filippov modes at the
+events (docs/theory.md#sliding, docs/theory.md#meeting-faces).
+
+The field of the effective flow jumps where a face crosses a data value or another face of its
+coordinate. Here the adaptive solver never steps across such a value: a diffrax ``Event`` whose
+condition is the signed distance of every face to its nearest data values and of every pair of
+faces to each other (and, for glued faces, how strongly they still attract) stops the solve at
+the first crossing, located by a root finder on the step's interpolant. There the faces that meet
+are put exactly on the breakpoint and given their Filippov mode
+(:func:`~gflow_jax.dynamics._filippov.resolve`: cross, hand over, stick, glue), and the solve
+restarts with the corrected field, in a ``lax.while_loop`` over segments. Sliding is therefore
+integrated as sliding (a stuck face held at its data value, glued faces as one), never as
+chatter. Works for the bias-only and the joint (D, b) flow of C_in.
+"""
+
+from __future__ import annotations
+
+import diffrax
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import optimistix as optx
+from jaxtyping import Array, Float
+
+from ..core import AdaptedParameters
+from ._exact import _at_data, split_margin
+from ._filippov import Mode, coordinates, gradient, motion, resolve
+from ._integrate import controller, solver_of
+from ._problem import FlowProblem
+from ._settings import SolverSettings
+from ._solution import FlowSolution
+
+
+def _modes(problem: FlowProblem, params: AdaptedParameters, mode: Mode):
+    """Per-coordinate motion of every face in ``mode`` (leading M)."""
+    co = coordinates(problem.sorted, params.d)
+    c = params.thresholds
+    return co, jax.vmap(motion)(c.T, mode.rank.T, mode.group.T, mode.stuck.T, co)
+
+
+def filippov_direction(problem: FlowProblem, params: AdaptedParameters, seg: _Segment):
+    """The segment's Filippov descent direction in (d, b).
+
+    Ownership is frozen at the segment's start (each face's owned weight n and target sum S),
+    so g = (n c − S)/N is the smooth extension of the field on this side of the next
+    breakpoint: the solver's stages may look past the event without seeing the jump, and the
+    event's root is located on a smooth interpolant. g is then replaced by its sliding value g̃
+    (a glued group's Σg shared in proportion to d², stuck faces 0), and ∂_s b = g̃/d and, for
+    the joint flow, ∂_s d = c g̃/d (docs/theory.md#effective-flows)."""
+    c, d, m = params.thresholds, params.d, seg.mode
+    N = problem.sorted.values.shape[1]
+    g = (seg.n * c - seg.S) / N
+    same = m.group[:, None, :] == m.group[None, :, :]  # (L, L, M)
+    G = jnp.sum(jnp.where(same, g[None, :, :], 0.0), axis=1)
+    D = jnp.sum(jnp.where(same, (d**2)[None, :, :], 0.0), axis=1)
+    g = jnp.where(m.stuck, 0.0, d**2 * G / D)
+    b_dot = g / params.d
+    d_dot = g * params.thresholds / params.d if problem.mode == "joint" else jnp.zeros_like(g)
+    return AdaptedParameters(d=d_dot, b=b_dot)
+
+
+class _Segment(eqx.Module):
+    """A segment's frozen ownership and what its event condition watches, fixed at its start."""
+
+    n: Float[Array, "L M"]  # owned weight of each face
+    S: Float[Array, "L M"]  # owned weighted target sum
+    lo: Float[Array, "L M"]  # nearest data value strictly below each face (−inf: none)
+    hi: Float[Array, "L M"]  # nearest data value strictly above (+inf: none)
+    watch: Array  # (L, M) bool: faces that move (not stuck)
+    sign: Float[Array, "L L M"]  # +1/−1: the order of each pair of faces of different groups
+    mode: Mode
+    glued: Array  # bool: some group of ≥ 2 faces moves (watch its release)
+
+
+def _segment(problem: FlowProblem, params: AdaptedParameters, mode: Mode) -> _Segment:
+    co, mo = _modes(problem, params, mode)
+    c = params.thresholds  # (L, M)
+    values = problem.sorted.values  # (M, N)
+    n = values.shape[1]
+    i_hi = jax.vmap(lambda v, x: jnp.searchsorted(v, x, side="right"))(values, c.T).T
+    i_lo = jax.vmap(lambda v, x: jnp.searchsorted(v, x, side="left"))(values, c.T).T - 1
+    take = jax.vmap(lambda v, i: v[jnp.clip(i, 0, n - 1)])
+    hi = jnp.where(i_hi < n, take(values, i_hi.T).T, jnp.inf)
+    lo = jnp.where(i_lo >= 0, take(values, i_lo.T).T, -jnp.inf)
+    v = mo.velocity.T  # (L, M)
+    diff = c[:, None, :] - c[None, :, :]
+    dv = v[:, None, :] - v[None, :, :]
+    other = mode.group[:, None, :] != mode.group[None, :, :]
+    sign = jnp.where(other & (diff != 0), jnp.sign(diff), 0.0)
+    size = jnp.sum(mode.group[:, None, :] == mode.group[None, :, :], axis=1)
+    glued = jnp.any((size > 1) & ~mode.stuck)
+    del dv
+    g, n = jax.vmap(gradient)(c.T, mode.rank.T, co)
+    g, n = g.T, n.T
+    S = n * c - values.shape[1] * g
+    return _Segment(n, S, lo, hi, ~mode.stuck & (mo.rate.T > 0), sign, mode, glued)
+
+
+def _terms(params: AdaptedParameters, problem: FlowProblem, seg: _Segment):
+    """Every watched distance, each positive until its breakpoint is reached: to the nearest data
+    values ``(L, M)``, between pairs ``(L, L, M)``, and the release margin of glued groups."""
+    c = params.thresholds
+    to_data = jnp.where(seg.watch, jnp.minimum(c - seg.lo, seg.hi - c), jnp.inf)
+    pairs = jnp.where(seg.sign != 0, seg.sign * (c[:, None, :] - c[None, :, :]), jnp.inf)
+    return to_data, pairs
+
+
+def _condition(t, y, args, **kwargs):
+    problem, seg = args
+    to_data, pairs = _terms(y, problem, seg)
+    margin = jnp.min(_release_margin(y, problem, seg))
+    return jnp.minimum(jnp.minimum(jnp.min(to_data), jnp.min(pairs)), margin)
+
+
+def _release_margin(params, problem, seg: _Segment):
+    """How strongly each glued group still attracts, ``(L labels, M)``: the least v_P − v_Q
+    over its splits (it releases at 0; docs/theory.md#meeting-faces); ``inf`` elsewhere."""
+    L, M = params.d.shape
+
+    def margins():
+        co = coordinates(problem.sorted, params.d)
+        c, m = params.thresholds, seg.mode
+        return jax.vmap(split_margin)(c.T, m.rank.T, m.group.T, m.stuck.T, co).T
+
+    return jax.lax.cond(seg.glued, margins, lambda: jnp.full((L, M), jnp.inf, params.d.dtype))
+
+
+def _snap(params: AdaptedParameters, problem: FlowProblem, seg: _Segment):
+    """The event's coordinate, value and whether it is a data value; the state put exactly on
+    the breakpoint (the faces that reached it set to its value)."""
+    to_data, pairs = _terms(params, problem, seg)
+    margin = _release_margin(params, problem, seg)
+    c = params.thresholds
+    L, M = c.shape
+    best_data = jnp.min(to_data)
+    best_pair = jnp.min(pairs)
+    data_hit = best_data <= best_pair
+    release = jnp.min(margin) < jnp.minimum(best_data, best_pair)
+    fd = jnp.unravel_index(jnp.argmin(to_data), (L, M))
+    fp = jnp.unravel_index(jnp.argmin(pairs), (L, L, M))
+    k = jnp.where(data_hit, fd[1], fp[2])
+    face = jnp.where(data_hit, fd[0], fp[0])
+    c_face = c[face, k]
+    lo, hi = seg.lo[face, k], seg.hi[face, k]
+    value = jnp.where(data_hit, jnp.where(c_face - lo <= hi - c_face, lo, hi), c[fp[1], fp[2]])
+    group = seg.mode.group[:, k]
+    moved = group == group[face]
+    moved = moved | (~data_hit & (group == group[fp[1]]))
+    # a glued group's release has no breakpoint: nothing to snap, the group is resolved as is
+    fr = jnp.unravel_index(jnp.argmin(margin), (L, M))
+    k = jnp.where(release, fr[1], k)
+    value = jnp.where(release, c[fr[0], fr[1]], value)
+    moved = moved & ~release
+    col = jnp.where(moved, value, c[:, k])
+    c = c.at[:, k].set(col)
+    snapped = AdaptedParameters.from_thresholds(params.d, c)
+    return snapped, k, value
+
+
+def _advance(problem, params, mode, t0, t1, save_ts, settings, progress):
+    seg = _segment(problem, params, mode)
+    term = diffrax.ODETerm(lambda t, y, args: filippov_direction(args[0], y, args[1]))
+    event = diffrax.Event(_condition, root_finder=optx.Newton(rtol=1e-13, atol=1e-14))
+    saveat = diffrax.SaveAt(
+        subs=[diffrax.SubSaveAt(ts=jnp.clip(save_ts, t0, t1)), diffrax.SubSaveAt(t1=True)]
+    )
+    sol = diffrax.diffeqsolve(
+        term,
+        solver_of(settings.solver),
+        t0=t0,
+        t1=t1,
+        dt0=None,  # diffrax's initial-step heuristic at every restart
+        y0=params,
+        args=(problem, seg),
+        saveat=saveat,
+        stepsize_controller=controller(settings),
+        event=event,
+        max_steps=settings.max_steps,
+        throw=False,
+    )
+    return sol, seg
+
+
+@eqx.filter_jit
+def solve_located(
+    problem: FlowProblem,
+    params0: AdaptedParameters,
+    save_ts: Float[Array, " T"],
+    settings: SolverSettings,
+) -> FlowSolution:
+    """The effective flow by diffrax with every field discontinuity located and resolved
+    (module docstring). Same conventions as :func:`~gflow_jax.dynamics.solve_flow`; at most
+    ``settings.max_events`` events (segments) in all, else ``success = False``."""
+    if problem.cost != "input" or problem.sorted is None:
+        raise ValueError("event location needs the input-layer cost with the sorted gradient")
+    L, M = params0.d.shape
+    T = save_ts.shape[0]
+    mode0 = _initial_mode(problem, params0)
+    saved0 = jax.tree.map(lambda a: jnp.broadcast_to(a, (T, *a.shape)), params0)
+
+    def cond(carry):
+        t, _, _, _, count, done, _, _ = carry
+        return ~done
+
+    def body(carry):
+        t, params, mode, saved, count, done, failed, stats = carry
+        sol, seg = _advance(problem, params, mode, t, save_ts[-1], save_ts, settings, False)
+        ok = (sol.result == diffrax.RESULTS.successful) | (
+            sol.result == diffrax.RESULTS.event_occurred
+        )
+        t_end = sol.ts[1][0]
+        y_end = jax.tree.map(lambda a: a[0], sol.ys[1])
+        keep = (save_ts >= t) & (save_ts <= t_end)
+        saved = jax.tree.map(
+            lambda old, new: jnp.where(keep.reshape((T,) + (1,) * (old.ndim - 1)), new, old),
+            saved,
+            sol.ys[0],
+        )
+        finished = t_end >= save_ts[-1]
+        snapped, k, value = _snap(y_end, problem, seg)
+        mode = jax.lax.cond(
+            finished | ~ok,
+            lambda: mode,
+            lambda: _resolve_at(problem, snapped, mode, k, value),
+        )
+        params = jax.tree.map(lambda a, b: jnp.where(finished, a, b), y_end, snapped)
+        steps = ("num_steps", "num_accepted_steps", "num_rejected_steps")
+        stats = stats + jnp.stack([sol.stats[name] for name in steps]).astype(stats.dtype)
+        count = count + 1
+        overflow = (count >= settings.max_events) & ~finished
+        return (t_end, params, mode, saved, count, finished | ~ok | overflow,
+                failed | ~ok | overflow, stats)  # fmt: skip
+
+    carry = (
+        save_ts[0],
+        params0,
+        mode0,
+        saved0,
+        jnp.asarray(0),
+        jnp.asarray(False),
+        jnp.asarray(False),
+        jnp.zeros(3, jnp.int32),
+    )
+    t, params, mode, saved, count, done, failed, stats = jax.lax.while_loop(cond, body, carry)
+    loss = jax.vmap(problem.loss)(saved)
+    return FlowSolution(
+        ts=save_ts,
+        params=saved,
+        loss=loss,
+        num_steps=stats[0],
+        num_accepted_steps=stats[1],
+        num_rejected_steps=stats[2],
+        success=~failed & jnp.all(jnp.isfinite(loss)),
+    )
+
+
+def _resolve_at(problem, params, mode: Mode, k, value) -> Mode:
+    """The Filippov mode of coordinate ``k``'s faces at ``value`` (the other coordinates keep
+    theirs)."""
+    co = coordinates(problem.sorted, params.d)
+    c = params.thresholds
+    co_k = jax.tree.map(lambda a: a[k], co)
+    ck = c[:, k]
+    cluster = ck == value
+    has_data = _at_data(value, co_k)
+    items = jnp.sum(cluster) + has_data.astype(jnp.int32)
+    args = (ck, mode.rank[:, k], mode.group[:, k], mode.stuck[:, k], cluster, has_data, co_k)
+    res = jax.lax.cond(
+        items > 2, lambda: resolve(*args, full=True), lambda: resolve(*args, full=False)
+    )
+    return Mode(
+        mode.rank.at[:, k].set(res.rank),
+        mode.group.at[:, k].set(res.group.astype(mode.group.dtype)),
+        mode.stuck.at[:, k].set(res.stuck),
+    )
+
+
+def _initial_mode(problem, params) -> Mode:
+    """The Filippov mode of the initial thresholds (ties with data values or between faces)."""
+    from ._exact import _initial_state
+
+    co = coordinates(problem.sorted, params.d)
+    E = 1
+    state = jax.vmap(lambda c, k: _initial_state(c, k, 0.0, E))(params.thresholds.T, co)
+    return Mode(state.rank.T, state.group.T.astype(jnp.int32), state.stuck.T)
