@@ -1,9 +1,121 @@
-"""Test configuration: float64 and strict rank promotion, as in diffrax/equinox."""
+"""Test configuration: float64 and strict rank promotion, as in diffrax/equinox; the time and
+memory budget of ``make test``.
+
+Budget: ``make test`` (``-m "not slow and not gpu"``) must finish within 8 minutes and 2 GB on
+the 2-core CI machine. Two things keep it there:
+
+* JAX's compilation caches are cleared after any test that leaves the process above
+  ``RSS_LIMIT_MB``, and the freed heap is handed back to the system (the compiled programs of
+  the session otherwise reach 4.8 GB);
+* the long tests listed in :data:`SLOW` are marked ``slow`` here, in one place, with what
+  covers their subsystem in the fast suite; ``make test-all`` runs them.
+"""
+
+import ctypes
+import gc
+import os
+import time
 
 import jax
+import pytest
 
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_rank_promotion", "raise")
 # start the backend now: in-process `gflow sweep` calls then keep one CPU device
 # (gflow_jax.core.use_cpu_cores only splits the CPU before the backend starts)
 jax.devices()
+
+# test id → what keeps its subsystem covered in the fast suite
+SLOW = {
+    "tests/test_sweep.py::test_sharded_results_equal_unsharded":
+        "test_batched_sweep_equals_single_runs (the batched path on one device), "
+        "test_use_cpu_cores_splits_the_cpu_only_when_nobody_chose",
+    "tests/test_sweep.py::test_points_differing_in_n_share_a_padded_group":
+        "test_truncation_theory.py::test_rates_experiment_twenty_configurations_in_one_"
+        "compiled_solve (zero-weight padding rows)",
+    "tests/test_sweep.py::test_real_failure_point_by_point":
+        "test_failed_points_are_recorded_and_the_sweep_goes_on, "
+        "test_cli_errors.py::test_a_real_solver_failure_is_one_line",
+    "tests/test_sweep.py::test_minibatches_are_uniform_and_ignore_padding":
+        "test_full_network.py::test_minibatch_is_a_uniform_subset_and_its_mean_gradient, "
+        "test_mlp_training.py::test_minibatches_are_distinct_uniform_rows_for_small_and_large_"
+        "batches",
+    "tests/test_flow.py::test_weighted_padding_equals_the_unpadded_problem":
+        "test_truncation_theory.py::test_rates_experiment_twenty_configurations_in_one_"
+        "compiled_solve (zero-weight padding rows), "
+        "test_truncation_theory.py::test_weighted_padding_gives_each_problem_its_own_rate",
+    "tests/test_magnitude.py::test_dimension_1001_points":
+        "test_dimension_profile_exact_derivative, test_evenly_spaced_points",
+    "tests/test_truncated_magnitude.py::test_complete_collapse_equals_the_targets_and_clusters_"
+    "reach_one":
+        "test_line_sweep_magnitude_is_non_increasing_and_matches_closed_form, "
+        "test_compaction_equals_the_full_solve_and_the_library",
+    "tests/test_truncation_theory.py::test_collapse_experiment_reaches_neural_collapse_and_gd_"
+    "tracks_events":
+        "test_complete_truncation_pins_the_cluster_exactly, "
+        "test_gd_reproduces_event_times_to_first_order",
+    "tests/test_truncation_theory.py::test_spectral_gap_bound_holds_and_kernel_component_"
+    "persists":
+        "test_reproduce.py::test_cheap_entries_reproduce (the spectral_gap experiment: μ, the "
+        "bound, the exact solution)",
+    "tests/test_generalization.py::test_sweep_writes_every_point_table_and_figures":
+        "test_interrupted_sweep_resumes_to_the_uninterrupted_result, "
+        "test_failed_point_is_recorded_and_the_sweep_goes_on",
+}  # fmt: skip
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.nodeid.split("[", 1)[0] in SLOW:
+            item.add_marker(pytest.mark.slow)
+
+
+RSS_LIMIT_MB = 1400
+try:  # glibc: give freed heap pages back to the system
+    _trim = ctypes.CDLL("libc.so.6").malloc_trim
+except (OSError, AttributeError):  # another C library: nothing to trim
+
+    def _trim(pad):
+        return 0
+
+
+def _rss_mb() -> float:
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:  # no /proc: never release within a module
+        return 0.0
+
+
+def _release() -> None:
+    jax.clear_caches()
+    gc.collect()
+    _trim(0)  # hand the freed heap back (XLA's compiles leave it fragmented)
+
+
+@pytest.fixture(autouse=True)
+def _bound_memory():
+    """Drop every compiled program after a test once the process holds more than
+    ``RSS_LIMIT_MB``: compiled programs are kept while memory allows (modules share many: the
+    small truncation run of the CLI tests, the flow solves), and the session's would otherwise
+    reach 4.8 GB."""
+    yield
+    if _rss_mb() > RSS_LIMIT_MB:
+        _release()
+
+
+@pytest.fixture(autouse=True)
+def _profile(request):
+    """``GFLOW_TEST_PROFILE=FILE``: one line per test with its CPU seconds and the process's
+    CPU seconds so far (every thread: XLA compiles in parallel; differences include fixtures)
+    and the resident memory (MB) after it."""
+    path = os.environ.get("GFLOW_TEST_PROFILE")
+    if not path:
+        yield
+        return
+    t0 = time.process_time()
+    yield
+    with open(path, "a") as fh:
+        now = time.process_time()
+        fh.write(f"{now - t0:8.2f} {now:8.1f} {_rss_mb():8.0f} {request.node.nodeid}\n")

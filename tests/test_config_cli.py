@@ -146,9 +146,15 @@ def test_unknown_kind_and_sweep_table_are_named(tmp_path, capsys):
     assert not list(tmp_path.iterdir())
 
 
-def test_resume_refuses_non_resumable_kinds(tmp_path, capsys):
+def test_resume_reruns_a_kind_that_cannot_skip_finished_work(tmp_path, capsys):
     args = ["run", "experiments/truncation.toml", *SMALL, "--out", str(tmp_path), "--quiet"]
     assert main(args) == 0
     (run,) = tmp_path.iterdir()
-    assert main(["run", "--resume", str(run)]) == 2
-    assert "cannot be resumed" in capsys.readouterr().err
+    assert main(["run", "--resume", str(run)]) == 0
+    assert "nothing to resume" in capsys.readouterr().out
+    (run / "status.json").write_text(json.dumps({"state": "interrupted"}))
+    (run / "arrays.npz").unlink()
+    assert main(["run", "--resume", str(run), "--quiet"]) == 0
+    assert "from the start" in capsys.readouterr().out
+    assert json.loads((run / "status.json").read_text())["state"] == "complete"
+    assert (run / "arrays.npz").is_file() and (run / "figures" / "cost.png").is_file()

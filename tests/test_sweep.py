@@ -452,7 +452,9 @@ def test_use_cpu_cores_splits_the_cpu_only_when_nobody_chose(env, expected):
 
 
 def test_submitit_local_executor_runs_chunks_and_merges(tmp_path):
-    pytest.importorskip("submitit", reason="submitit (the `cluster` extra) is not installed")
+    """Runs in CI: `make test` installs the `cluster` extra (never skipped)."""
+    import submitit  # noqa: F401  (a missing extra is a failure, not a skip)
+
     config = _write(tmp_path, TOY_SWEEP.replace("[sweep.axes]", "[sweep]\njobs = 2\n[sweep.axes]"))
     plan = plan_sweep(config)
     sweep_dir = create_sweep(plan, tmp_path)
@@ -469,6 +471,34 @@ def test_submitit_local_executor_runs_chunks_and_merges(tmp_path):
     assert len(pids) == 2 and os.getpid() not in pids  # two jobs, neither this process
     with (sweep_dir / "summary.csv").open() as fh:
         assert len(list(csv.DictReader(fh))) == 8
+
+
+# --------------------------------------------------------------------------------------------
+# the merged figures
+
+
+def test_sweep_figures_compare_gd_with_gd_across_step_sizes(tmp_path):
+    """A sweep over gd.etas names each point's GD run differently (gd/eta=0.05, gd/eta=0.025):
+    the figures follow "gd" across points, with its distance to the flow, in small multiples."""
+    from gflow_jax.sweep._report import _panels, _series, plot_sweep
+
+    rows = []
+    for i, eta in enumerate((0.05, 0.025)):
+        g = f"gd/eta={eta:g}"
+        rows.append(
+            {"point": i, "state": "complete", "axis:gd.etas": [eta],
+             "final.flow/loss": 1e-3, f"final.{g}/loss": 2e-3 * eta, "final.sgd/loss": 3e-3,
+             f"final.{g}/n_truncated": 12, "final.flow/n_truncated": 12,
+             f"summary.{g}.max_threshold_gap_to_flow": eta / 5}
+        )  # fmt: skip
+    series = [_series(r) for r in rows]
+    assert series[0][("loss", "gd")] == 1e-4 and series[1][("loss", "gd")] == 5e-5
+    assert series[1][("distance to the flow", "gd")] == 0.005
+    panels = dict(_panels(series))
+    assert panels["loss"] == ["flow", "gd", "sgd"] and panels["distance to the flow"] == ["gd"]
+    (path,) = plot_sweep(tmp_path, rows, ["gd.etas"])
+    width, height = __import__("matplotlib.image").image.imread(path).shape[1::-1]
+    assert width < 4 * height, (width, height)  # small multiples, not a strip
 
 
 # --------------------------------------------------------------------------------------------

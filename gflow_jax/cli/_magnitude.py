@@ -9,10 +9,11 @@ next to the input as ``<stem>_magnitude.png`` or to ``--out``.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
+
+from ._errors import CommandError
 
 
 def default_scales(D: np.ndarray, n_scales: int) -> np.ndarray:
@@ -25,20 +26,65 @@ def default_scales(D: np.ndarray, n_scales: int) -> np.ndarray:
 
 
 def _parse_scales(text: str) -> np.ndarray:
-    """``a:b:S`` (S log-spaced scales from a to b) or a comma-separated list."""
-    if ":" in text:
-        a, b, s = text.split(":")
-        return np.geomspace(float(a), float(b), int(s))
-    return np.array([float(v) for v in text.split(",")])
+    """argparse type of ``--scales``: ``a:b:S`` (S log-spaced scales from a to b) or a
+    comma-separated list of positive numbers."""
+    try:
+        if ":" in text:
+            a, b, s = text.split(":")
+            a, b, s = float(a), float(b), int(s)
+            if not (0 < a < b and np.isfinite(b) and s >= 2):
+                raise argparse.ArgumentTypeError(
+                    f"a:b:S needs 0 < a < b and S >= 2 scales, got {text!r}"
+                )
+            return np.geomspace(a, b, s)
+        scales = np.array([float(v) for v in text.split(",")])
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a:b:S (S log-spaced scales from a to b) or a comma-separated list of "
+            f"positive numbers, got {text!r}"
+        ) from None
+    if scales.size < 2 or not np.all(np.isfinite(scales) & (scales > 0)):
+        raise argparse.ArgumentTypeError(f"give at least two positive, finite scales, got {text!r}")
+    return scales
+
+
+def _metric(text: str) -> str:
+    from ..magnitude import canonical_metric
+
+    try:
+        return canonical_metric(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _n_scales(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 2:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 2, got {text!r}")
+    return n
 
 
 def _load(path: Path) -> np.ndarray:
-    if not path.exists():
-        raise FileNotFoundError(f"no such file: {path}")
-    data = np.load(path, allow_pickle=False)
-    if isinstance(data, np.lib.npyio.NpzFile):
-        data = data[data.files[0]]
-    return np.asarray(data, dtype=np.float64)
+    """The array in ``path`` (``.npy``, or the first array of an ``.npz``), as float64."""
+    if not path.is_file():
+        raise CommandError(f"no such file: {path}")
+    try:
+        data = np.load(path, allow_pickle=False)
+        if isinstance(data, np.lib.npyio.NpzFile):
+            if not data.files:
+                raise ValueError("the .npz holds no array")
+            data = data[data.files[0]]
+        return np.asarray(data, dtype=np.float64)
+    except (ValueError, OSError, TypeError, EOFError) as err:
+        reason = str(err).split(". ")[0].rstrip(".") or type(err).__name__
+        if "pickle" in reason:  # text, or Python objects: numpy would need to unpickle it
+            reason = "it holds no numeric array"
+        raise CommandError(
+            f"{path}: not a .npy/.npz file of points (n, p) or distances (n, n): {reason}"
+        ) from None
 
 
 def _plot(result, path: Path, title: str) -> None:
@@ -66,29 +112,28 @@ def _plot(result, path: Path, title: str) -> None:
 
 
 def _cmd_magnitude(args: argparse.Namespace) -> int:
-    from ..magnitude import (
-        canonical_metric,
-        check_distance_matrix,
-        magnitude_dimension,
-        pairwise_distances,
-    )
+    from ..magnitude import check_distance_matrix, magnitude_dimension, pairwise_distances
 
+    metric = args.metric
+    data = _load(args.points)
     try:
-        metric = canonical_metric(args.metric)
-        data = _load(args.points)
         if metric == "precomputed":
             D = np.asarray(check_distance_matrix(data))
         else:
+            if data.ndim == 1:
+                data = data[:, None]  # n points on a line
             D = np.asarray(pairwise_distances(data, metric=metric))
-        scales = _parse_scales(args.scales) if args.scales else default_scales(D, args.n_scales)
-        if scales.size < 2:
-            raise ValueError("give at least two scales")
-        dim = magnitude_dimension(
-            D, scales, metric="precomputed", method=args.method, progress=args.progress
-        )
     except ValueError as err:
-        print(f"gflow magnitude: error: {err}", file=sys.stderr)
-        return 2
+        raise CommandError(f"{args.points}: {err}") from None
+    if not np.any(D > 0):
+        raise CommandError(
+            f"{args.points}: {len(D)} point(s), all equal: the magnitude is 1 at every scale; "
+            "give at least two distinct points"
+        )
+    scales = args.scales if args.scales is not None else default_scales(D, args.n_scales)
+    dim = magnitude_dimension(
+        D, scales, metric="precomputed", method=args.method, progress=args.progress
+    )
     result = dim.profile
     print(result.table().replace("metric precomputed", f"metric {metric}", 1))
     groups = result.duplicate_groups()
@@ -115,15 +160,19 @@ def register(sub) -> None:
     p.add_argument("points", type=Path, help=".npy file: points (n, p) or a distance matrix")
     p.add_argument(
         "--metric",
+        type=_metric,
         default="euclidean",
         help="euclidean, cityblock, chebyshev or precomputed (default euclidean)",
     )
     p.add_argument(
         "--scales",
+        type=_parse_scales,
         default=None,
         help="a:b:S for S log-spaced scales, or a comma-separated list (default: automatic)",
     )
-    p.add_argument("--n-scales", type=int, default=32, help="number of automatic scales")
+    p.add_argument(
+        "--n-scales", type=_n_scales, default=32, help="number of automatic scales (>= 2)"
+    )
     p.add_argument("--method", default="auto", choices=("auto", "cholesky", "adaptive", "device"))
     p.add_argument("--out", type=Path, default=None, help="PNG path (default: next to input)")
     p.add_argument("--progress", action="store_true", help="progress bar (large clouds)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import diffrax
 from jaxtyping import Array, Float
 
+from ..io import flow_progress_meter
 from ._settings import SolverSettings
 
 
@@ -55,5 +56,5 @@ def integrate_gradient_flow(
         stepsize_controller=controller(settings),
         max_steps=settings.max_steps,
         throw=False,
-        progress_meter=diffrax.TqdmProgressMeter() if progress else diffrax.NoProgressMeter(),
+        progress_meter=flow_progress_meter(progress),
     )

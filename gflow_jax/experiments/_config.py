@@ -7,7 +7,7 @@ several kinds use — the solver (:class:`SolverConfig`, whose defaults are thos
 :class:`~gflow_jax.dynamics.SolverSettings`, declared once), the flow's time grid
 (:class:`FlowConfig`), clustered data (:class:`ClusterConfig`), gradient descent
 (:class:`GDConfig`) and the output (:class:`OutputConfig`) — are declared here once, each with
-its own ``check(prefix)``; the save-grid rule of the common clock is :func:`check_clock`.
+its own ``check(prefix)``; the save grid of the common clock is chosen by :func:`check_clock`.
 """
 
 from __future__ import annotations
@@ -26,10 +26,17 @@ from ..dynamics import DEFAULTS, SOLVERS
 
 
 class ConfigError(ValueError):
-    """A configuration value is unknown, of the wrong type, or out of range."""
+    """A configuration value is unknown, of the wrong type, or out of range.
 
-    def __init__(self, key: str, message: str):
-        super().__init__(f"config key '{key}': {message}")
+    The message names what is wrong: ``config key 'flow.t_final': …`` by default, ``option
+    '--jobs': …`` for a command-line option (a key starting with ``-``), or the ``subject`` given
+    (``file``, ``argument``).
+    """
+
+    def __init__(self, key: str, message: str, *, subject: str | None = None):
+        if subject is None:
+            subject = "option" if key.startswith("-") else "config key"
+        super().__init__(f"{subject} '{key}': {message}")
         self.key = key
 
 
@@ -120,7 +127,9 @@ def apply_overrides(table: dict, overrides: list[str]) -> dict:
     table = {k: (dict(v) if isinstance(v, dict) else v) for k, v in table.items()}
     for item in overrides:
         if "=" not in item:
-            raise ConfigError(item, "override must look like section.key=value")
+            raise ConfigError(
+                item, "an override must look like section.key=value", subject="argument"
+            )
         key, text = item.split("=", 1)
         key = key.strip()
         parts = key.split(".")
@@ -143,7 +152,7 @@ def load_table(path: str | Path | None = None, overrides: list[str] = ()) -> dic
         try:
             table = tomllib.loads(path.read_text())
         except tomllib.TOMLDecodeError as err:
-            raise ConfigError(str(path), f"not valid TOML: {err}") from err
+            raise ConfigError(str(path), f"not valid TOML: {err}", subject="file") from err
     return apply_overrides(table, list(overrides))
 
 
@@ -171,29 +180,63 @@ def require_name(name: str) -> None:
         raise ConfigError("name", f"must be a non-empty name without '/', got {name!r}")
 
 
+def _whole_steps(t: float, eta: float) -> int | None:
+    """``t/eta`` if it is a whole number (to rounding), else ``None``."""
+    k = t / eta
+    return round(k) if abs(k - round(k)) <= 1e-9 * max(k, 1.0) and round(k) >= 1 else None
+
+
+def _divisors(n: int) -> list[int]:
+    small = [d for d in range(1, math.isqrt(n) + 1) if n % d == 0]
+    return sorted(set(small + [n // d for d in small]))
+
+
 def check_clock(
     t_final: float,
     n_save: int,
     etas: list[tuple[str, float]],
     batch_sizes: list[tuple[str, int]] = (),
     n_points: int = 0,
-) -> None:
-    """The common clock s = η·k: every save interval t_final/(n_save − 1) must be a whole number
-    of steps of every step size η (``etas``: ``(key, η)`` pairs, the key named on error); every
-    minibatch size must lie in [1, n_points]."""
+) -> int:
+    """The common clock s = η·k, and the save grid chosen from the step sizes.
+
+    GD at step η reaches flow time s after s/η steps, so ``t_final`` must be a whole number of
+    steps of every η (``etas``: ``(key, η)`` pairs; the key is named on error) and so must every
+    save interval t_final/(n_save − 1). Returns the number of saves closest to ``n_save`` (more
+    saves on a tie) whose interval is a whole number of steps of every η — ``n_save`` itself when
+    it is one. Every minibatch size must lie in [1, n_points].
+    """
     for key, batch in batch_sizes:
         if not 1 <= batch <= n_points:
             raise ConfigError(key, f"must lie in [1, {n_points}] (number of points)")
-    interval = t_final / (n_save - 1)
+    steps = []
     for key, eta in etas:
         require_positive(key, eta)
-        steps = interval / eta
-        if abs(steps - round(steps)) > 1e-9 * max(steps, 1.0) or round(steps) < 1:
+        k = _whole_steps(t_final, eta)
+        if k is None:
             raise ConfigError(
                 key,
-                f"save interval t_final/(n_save-1) = {interval:g} is not a whole number of "
-                f"steps {eta:g}; the common clock s = eta*k needs one",
+                f"flow.t_final = {t_final:g} is not a whole number of steps {eta:g}: on the "
+                "common clock s = eta*k every step size must divide flow.t_final",
             )
+        steps.append(k)
+    if not steps:
+        return n_save
+    common = math.gcd(*steps)  # the intervals allowed: t_final / divisor of the gcd
+    best = min(_divisors(common), key=lambda m: (abs(m - (n_save - 1)), -m))
+    return best + 1
+
+
+def clock_note(n_save: int, chosen: int, t_final: float, etas: list[tuple[str, float]]) -> str:
+    """Why the save count ``n_save`` was replaced by ``chosen`` (:func:`check_clock`)."""
+    interval = t_final / (n_save - 1)
+    off = [f"{key} = {eta:g}" for key, eta in etas if _whole_steps(interval, eta) is None]
+    return (
+        f"flow.n_save = {n_save} saves every {t_final / (n_save - 1):g}, not a whole number of "
+        f"steps of {', '.join(off)}; using flow.n_save = {chosen} (every "
+        f"{t_final / (chosen - 1):g}) so that every (S)GD iterate saved sits on the flow's grid "
+        "s = eta*k"
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -218,6 +261,28 @@ class ConfigBase:
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` for values that are invalid together (kinds override)."""
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        """What validation chose for the user (e.g. the save grid of the common clock), one
+        sentence each; ``gflow run`` prints them."""
+        return tuple(self.__dict__.get("_notes", ()))
+
+    def adjust(self, section: str, key: str, value: Any, note: str) -> None:
+        """Set ``section.key`` to ``value`` during validation (the config is frozen afterwards)
+        and record ``note`` in :attr:`notes`; nothing happens when the value is unchanged."""
+        part = getattr(self, section)
+        if getattr(part, key) == value:
+            return
+        object.__setattr__(self, section, dataclasses.replace(part, **{key: value}))
+        self.__dict__.setdefault("_notes", []).append(note)
+
+    def adjust_save_grid(self, etas: list[tuple[str, float]], batch_sizes=(), n_points=0) -> None:
+        """The common clock (:func:`check_clock`) on the ``flow`` section: refuse a ``t_final``
+        that is not a whole number of steps, and choose ``flow.n_save`` from the step sizes."""
+        f = self.flow
+        chosen = check_clock(f.t_final, f.n_save, etas, batch_sizes, n_points)
+        self.adjust("flow", "n_save", chosen, clock_note(f.n_save, chosen, f.t_final, etas))
 
     @classmethod
     def from_table(cls, table: dict):

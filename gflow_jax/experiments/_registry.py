@@ -30,8 +30,11 @@ class ExperimentKind:
     progress) -> summary`` writes ``arrays.npz`` and ``metrics.jsonl`` into ``run_dir`` and returns
     a JSON-ready summary; the caller writes ``config.json``, ``env.json``, ``summary.json`` and
     ``status.json``. ``figures(run_dir) -> paths`` draws from the run directory only (never
-    re-simulates). A ``resumable`` kind's ``run`` skips work already finished in ``run_dir``
-    (``gflow run --resume RUN_DIR``): it must write each finished piece atomically.
+    re-simulates); ``main_figure`` names the file in ``figures/`` that shows what the kind is
+    about (``gflow run`` ends by naming it; empty: the first figure drawn). A ``resumable``
+    kind's ``run`` skips work already finished in ``run_dir`` (``gflow run --resume RUN_DIR``):
+    it must write each finished piece atomically; other kinds are resumed by running again, from
+    the start, into the same directory.
 
     ``run_batch`` (optional) runs many configs of this kind at once for ``gflow sweep``
     (:mod:`gflow_jax.sweep`): ``run_batch(configs, run_dirs, *, devices, max_batch, log)``
@@ -50,6 +53,7 @@ class ExperimentKind:
     figures: Callable[[Path], list[Path]]
     resumable: bool = False
     run_batch: Callable | None = None
+    main_figure: str = ""
 
     def from_table(self, table: dict) -> Any:
         """The validated config of this kind from a TOML table."""

@@ -215,28 +215,45 @@ def _figures(run_dir: Path) -> list[Path]:
     markers = dict(zip(sorted(set(N.tolist())), "osD^v<>p*h", strict=False))
     cmap = plt.get_cmap("viridis")
     d_values = sorted(set(d.tolist()))
+    color = {dd: cmap(j / max(len(d_values) - 1, 1)) for j, dd in enumerate(d_values)}
     for NN, mk in markers.items():
-        for j, dd in enumerate(d_values):
+        for dd in d_values:
             sel = (N == NN) & (d == dd)
             ax0.scatter(
-                n[sel],
-                fitted[sel] * NN * dd**2,
-                marker=mk,
-                s=18,
-                color=cmap(j / max(len(d_values) - 1, 1)),
-                label=f"N={NN}, d={dd:g}",
-            )
+                n[sel], fitted[sel] * NN * dd**2, marker=mk, s=22, facecolors="none",
+                edgecolors=color[dd], linewidths=0.9,
+            )  # fmt: skip
     top = n.max()
-    ax0.plot([0, top], [0, top], "k--", lw=1, label="prediction: rate·N d² = n")
+    ax0.plot([0, top], [0, top], "k--", lw=1)
+    # two small legends: marker = N, colour = d (not one entry per configuration)
+    by_n = [
+        plt.Line2D([], [], marker=mk, ls="", color="0.3", label=f"N = {NN}")
+        for NN, mk in markers.items()
+    ]
+    by_d = [
+        plt.Line2D([], [], marker="o", ls="", color=color[dd], label=f"d = {dd:g}")
+        for dd in d_values
+    ]
+    guide = [plt.Line2D([], [], color="k", ls="--", label="rate·N d² = n")]
+    first = ax0.legend(
+        handles=by_n + guide, fontsize=7, loc="upper left", title="N", title_fontsize=7
+    )
+    ax0.add_artist(first)
+    ax0.legend(handles=by_d, fontsize=7, loc="lower right", title="d", title_fontsize=7)
     ax0.set_xlabel("owned points n (one point per inter-event interval)")
     ax0.set_ylabel("fitted rate × N d²")
-    ax0.legend(fontsize=5, ncol=2)
-    ax1.loglog(pred, fitted, ".", ms=4)
-    lims = [pred.min() / 1.5, pred.max() * 1.5]
-    ax1.plot(lims, lims, "k--", lw=1)
-    ax1.set_xlabel("predicted rate n/(N d²)")
-    ax1.set_ylabel("fitted rate −d/ds log|c − ỹ|")
-    ax1.set_title(f"max |fitted/predicted − 1| = {summary['max_rel_rate_error']:.1e}", fontsize=9)
+    # where the two sides coincide, their relative difference on a log axis
+    rel = np.abs(fitted / pred - 1)
+    for dd in d_values:
+        sel = d == dd
+        ax1.loglog(pred[sel], np.where(rel[sel] > 0, rel[sel], np.nan), ".", ms=4, color=color[dd])
+    ax1.axhline(summary["max_rel_rate_error"], color="k", ls=":", lw=1)
+    ax1.set_xlabel("predicted rate n/(N d²)  (per unit of s)")
+    ax1.set_ylabel("|fitted/predicted − 1|")
+    ax1.set_title(
+        f"relative error per interval; max {summary['max_rel_rate_error']:.1e} (dotted)",
+        fontsize=9,
+    )
     fig.suptitle(
         f"Truncation rates: {summary['configurations']} configurations (N ∈ {cfg['points']}, "
         f"d ∈ {cfg['d']}) in one vmapped solve; ỹ = {cfg['target']}, "
@@ -248,5 +265,6 @@ def _figures(run_dir: Path) -> list[Path]:
 
 
 KIND = ExperimentKind(
-    "rates", "truncation rates n/(N d²), many (N, d) in one solve", RatesConfig, _run_into, _figures
+    "rates", "truncation rates n/(N d²), many (N, d) in one solve", RatesConfig, _run_into,
+    _figures, main_figure="rates.png",
 )  # fmt: skip

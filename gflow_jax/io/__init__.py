@@ -13,7 +13,12 @@ from ._files import (
     write_json as write_json,
     write_metrics as write_metrics,
 )
-from ._progress import progress_bar as progress_bar, scan_progress as scan_progress
+from ._progress import (
+    flow_progress_meter as flow_progress_meter,
+    progress_bar as progress_bar,
+    progress_enabled as progress_enabled,
+    scan_progress as scan_progress,
+)
 from ._run_dir import (
     create_run_dir as create_run_dir,
     describe_environment as describe_environment,
@@ -31,8 +36,10 @@ __all__ = [
     "create_run_dir",
     "describe_environment",
     "environment_info",
+    "flow_progress_meter",
     "load_arrays",
     "progress_bar",
+    "progress_enabled",
     "pyplot",
     "read_json",
     "read_stream",

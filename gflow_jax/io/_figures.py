@@ -20,17 +20,19 @@ def pyplot():
     return plt
 
 
-def save_figure(fig, path: str | Path, *, dpi: int = 120, rect: tuple | None = None) -> Path:
-    """``tight_layout`` (within ``rect``, figure coordinates, if given), write ``path`` (its
-    folder created if missing) at ``dpi``, close the figure; returns ``path``."""
+def save_figure(
+    fig, path: str | Path, *, dpi: int = 120, rect: tuple | None = None, layout: bool = True
+) -> Path:
+    """``tight_layout`` (within ``rect``, figure coordinates, if given; ``layout=False``: the
+    caller laid the figure out), write ``path`` (its
+    folder created if missing) at ``dpi`` with the bounding box fitted to everything drawn (no
+    label or legend is clipped), close the figure; returns ``path``."""
     plt = pyplot()
     path = Path(path)
-    if rect is None:
-        fig.tight_layout()
-    else:
+    if layout:
         fig.tight_layout(rect=rect)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi)
+    fig.savefig(path, dpi=dpi, bbox_inches="tight", pad_inches=0.08)
     plt.close(fig)
     return path
 

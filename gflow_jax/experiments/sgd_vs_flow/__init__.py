@@ -29,7 +29,7 @@ def _figures(run_dir) -> list:
 
 KIND = ExperimentKind(
     "sgd_vs_flow", "gradient flow (diffrax) vs GD/SGD (optax) of every parameter of the network",
-    SgdVsFlowConfig, run_into, _figures,
+    SgdVsFlowConfig, run_into, _figures, main_figure="truncation.png",
 )  # fmt: skip
 
 __all__ = [

@@ -16,7 +16,6 @@ from .._config import (
     FlowConfig,
     GDConfig,
     OutputConfig,
-    check_clock,
     require_choice,
     require_non_negative,
     require_positive,
@@ -109,7 +108,7 @@ class SgdVsFlowConfig(ConfigBase):
             sgd = [(f"sgd.etas[{i}]", e) for i, e in enumerate(self.sgd.etas)]
             batches = [(f"sgd.batch_sizes[{i}]", b) for i, b in enumerate(self.sgd.batch_sizes)]
         etas = [(f"gd.etas[{i}]", e) for i, e in enumerate(self.gd.etas)] + sgd
-        check_clock(self.flow.t_final, self.flow.n_save, etas, batches, self.data.n_points)
+        self.adjust_save_grid(etas, batches, self.data.n_points)
 
 
 def initial_network(cfg: SgdVsFlowConfig, x: jax.Array, key) -> ReLUNetwork:

@@ -54,6 +54,34 @@ def _subtitle(cfg: dict) -> str:
     return f"N={N}, M={d['dim']}, Q={d['n_classes']}, L={n['layers']}, init={n['init']}"
 
 
+_YLABEL = {
+    "loss": "cost C",
+    "accuracy": "accuracy",
+    "gap_to_flow": "‖θ − θ_flow‖",
+    "nc1_input": "NC1_in",
+    "nc1": "NC1",
+    "nc2_equinorm": "CV of the norms",
+    "nc2_maxangle": "angle defect",
+    "nc3": "NC3",
+    "nc4": "fraction of points",
+    "truncated_fraction": "fraction of pairs",
+    "mean_rank": "mean rank",
+    "fully_truncated": "points",
+    "offdiag": "off-diagonal ratio",
+    "min_singular": "σ_min",
+    "balance_drift": "max |Δ(s) − Δ(0)|",
+}
+S_LABEL = "flow time s = η·k"
+
+
+def _legend_below(fig, handles, labels) -> None:
+    fig.tight_layout()
+    fig.legend(
+        handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0),
+        ncol=min(len(labels), 5), fontsize=8, frameon=False,
+    )  # fmt: skip
+
+
 def _series_panels(a, ts, names, styles, panels, fig_title, path, ncols=3):
     plt = pyplot()
     nrows = -(-len(panels) // ncols)
@@ -67,15 +95,15 @@ def _series_panels(a, ts, names, styles, panels, fig_title, path, ncols=3):
                 y = np.where(y > 0, y, np.nan)
             ax.plot(ts, y, **styles[name])
         ax.set_title(label, fontsize=9)
-        ax.set_xlabel("s = η·k")
+        ax.set_xlabel(S_LABEL)
+        ax.set_ylabel(_YLABEL.get(key, key))
         if log:
             ax.set_yscale("log")
     for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
-    handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(len(names), 5), fontsize=8)
     fig.suptitle(fig_title, fontsize=10)
-    return save_figure(fig, path, rect=(0, 0.06 + 0.02 * (len(names) // 5), 1, 1), dpi=110)
+    _legend_below(fig, *axes[0, 0].get_legend_handles_labels())
+    return save_figure(fig, path, dpi=110, layout=False)
 
 
 def plot_sgd_vs_flow_run(run_dir: str | Path) -> list[Path]:
@@ -129,16 +157,18 @@ def plot_sgd_vs_flow_run(run_dir: str | Path) -> list[Path]:
         paths.append(_series_panels(a, ts, names, styles, panels, title, out / fname))
 
     # discrepancy to the flow vs η
-    fig, ax = plt.subplots(figsize=(5.4, 4.0))
+    fig, ax = plt.subplots(figsize=(5.6, 4.2))
     gd = [n for n in names if n.startswith("gd/")]
+    all_etas = sorted({_eta(n) for n in names if n != "flow"})
     if gd:
         e = np.array([_eta(n) for n in gd])
         g = np.array([a[f"{n}/gap_to_flow"].max() for n in gd])
-        ax.loglog(e, g, "o-", color="tab:blue", label="GD (full batch)")
+        order = (
+            f", fitted order {np.polyfit(np.log(e), np.log(g), 1)[0]:.2f}" if len(gd) > 1 else ""
+        )
+        ax.loglog(e, g, "o-", color="tab:blue", label=f"GD (full batch){order}")
         if len(gd) >= 2:
-            slope = np.polyfit(np.log(e), np.log(g), 1)[0]
-            ref = g[-1] * (e / e[-1])
-            ax.loglog(e, ref, "k:", lw=1, label=f"∝ η (fitted order {slope:.2f})")
+            ax.loglog(e, g[-1] * (e / e[-1]), "k:", lw=1, label="guide: slope 1 (first order)")
     for b in batches:
         sg = [n for n in names if n.startswith("sgd/") and _batch(n) == b]
         ax.loglog(
@@ -147,6 +177,8 @@ def plot_sgd_vs_flow_run(run_dir: str | Path) -> list[Path]:
             "s--",
             label=f"SGD B={b}",
         )
+    ax.set_xticks(all_etas, [f"{v:g}" for v in all_etas])
+    ax.xaxis.set_minor_formatter(plt.NullFormatter())
     ax.set_xlabel("step size η")
     ax.set_ylabel("max_s ‖θ(s) − θ_flow(s)‖")
     ax.set_title(f"Discrepancy to the gradient flow\n{sub}", fontsize=9)
@@ -173,6 +205,8 @@ def plot_sgd_vs_flow_run(run_dir: str | Path) -> list[Path]:
             )
             ax.set_xlim(lo[0] - pad, hi[0] + pad)
             ax.set_ylim(lo[1] - pad, hi[1] + pad)
+            ax.set_xlabel("input coordinate x₁")
+            ax.set_ylabel("input coordinate x₂")
     axes[0, 0].legend(fontsize=7)
     note = "" if x.shape[1] == 2 else " (first two input coordinates)"
     fig.suptitle(f"Truncated data x̃ in input space{note}\n{sub}", fontsize=10)

@@ -25,6 +25,7 @@ from ._setup import ExperimentSetup as ExperimentSetup, setup_experiment as setu
 KIND = ExperimentKind(
     "truncation", "effective flow (diffrax) beside GD/SGD (optax) of the adapted network",
     TruncationConfig, run_into, plot_truncation_run, run_batch=run_truncation_batch,
+    main_figure="truncation_snapshots.png",
 )  # fmt: skip
 
 __all__ = [

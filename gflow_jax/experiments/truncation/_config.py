@@ -11,7 +11,6 @@ from .._config import (
     FlowConfig,
     GDConfig,
     OutputConfig,
-    check_clock,
     load_table,
     require_choice,
     require_positive,
@@ -183,8 +182,7 @@ class TruncationConfig(ConfigBase):
         etas = [(f"gd.etas[{i}]", e) for i, e in enumerate(self.gd.etas)]
         sgd = [("sgd.eta", self.sgd.eta)] if self.sgd.enabled else []
         batch = [("sgd.batch_size", self.sgd.batch_size)] if self.sgd.enabled else []
-        f = self.flow
-        check_clock(f.t_final, f.n_save, etas + sgd, batch, self.data.n_points)
+        self.adjust_save_grid(etas + sgd, batch, self.data.n_points)
 
 
 def load_config(path=None, overrides: list[str] = ()) -> TruncationConfig:
