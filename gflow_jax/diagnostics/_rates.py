@@ -128,7 +128,10 @@ def event_times(
     (:func:`~gflow_jax.dynamics.solve_face`) restarts from the saved c at the earlier save on the
     points owned at either save: in the bias flow of a cluster-separated face this gives the
     exact crossing times (to the accuracy of the saved c), however many crossings fall between
-    the two saves. Rows: ``layer, coord, time, count_before, count_after, value``.
+    the two saves. A face that sticks at a data value (docs/theory.md#sliding) gives one
+    ``stick`` row (``stick = 1``) with its value and time, and the search always terminates (on
+    a (S)GD trajectory that oscillates around the value, each crossing is located where it is
+    seen). Rows: ``layer, coord, time, count_before, count_after, value, stick``.
     """
     ts, c, d = np.asarray(ts), np.asarray(thresholds), np.asarray(d)
     owner = np.asarray(jax.vmap(last_truncations)(jnp.asarray(truncated)))  # (T, N, L, M)
@@ -150,6 +153,7 @@ def event_times(
                     s_final=ts[i + 1] - ts[i],
                 )
                 for j, s in enumerate(face.event_times):
+                    stuck = face.rates[j + 1] == 0 and np.isfinite(face.stick_time)
                     rows.append(
                         (
                             ell,
@@ -158,8 +162,9 @@ def event_times(
                             face.counts[j],
                             face.counts[j + 1],
                             face.event_values[j],
+                            float(stuck),
                         )
                     )
-    names = ("layer", "coord", "time", "count_before", "count_after", "value")
+    names = ("layer", "coord", "time", "count_before", "count_after", "value", "stick")
     table = np.array(rows, dtype=float).reshape(-1, len(names))
     return {name: table[:, i] for i, name in enumerate(names)}

@@ -46,6 +46,7 @@ class _State(eqx.Module):
     group: Int[Array, "M L"]
     stuck: Bool[Array, "M L"]
     stuck_time: Float[Array, "M L"]
+    pending: Bool[Array, "M L"]  # faces whose initial ties are not yet resolved
     count: Int[Array, " M"]  # recorded segments (= events + 1 once started)
     done: Bool[Array, " M"]
     failed: Bool[Array, " M"]
@@ -83,7 +84,9 @@ def _data_crossing(c, mo, co: Coordinate):
 
 
 def _path(c, ybar, rate, t):
-    return ybar + (c - ybar) * jnp.exp(-rate * t)
+    """c(t) = ȳ + (c − ȳ)e^{−λt}, written as c + (c − ȳ)·expm1(−λt): exactly c at t = 0 (two
+    faces that meet stay exactly equal) and accurate for small λt."""
+    return c + (c - ybar) * jnp.expm1(-rate * t)
 
 
 def _first_root(f, lo, hi):
@@ -108,8 +111,8 @@ def _meeting(c, mo, horizon):
     la, lb = mo.rate[:, None], mo.rate[None, :]
     ba, bb = ca - ya, cb - yb
 
-    def f(t):
-        return _path(ca, ya, la, t) - _path(cb, yb, lb, t)
+    def f(t):  # exactly ca − cb at t = 0
+        return (ca - cb) + ba * jnp.expm1(-la * t) - bb * jnp.expm1(-lb * t)
 
     # f' = −λa·ba·e^{−λa t} + λb·bb·e^{−λb t} vanishes at most once
     num, den = la * ba, lb * bb
@@ -182,6 +185,7 @@ class _Event(eqx.Module):
     value: Float[Array, ""]
     is_data: Bool[Array, ""]
     is_release: Bool[Array, ""]
+    is_check: Bool[Array, ""]  # a zero-time check of the initial ties of ``face``
     c: Float[Array, " L"]
     cluster: Bool[Array, " L"]
     has_data: Bool[Array, ""]
@@ -189,15 +193,15 @@ class _Event(eqx.Module):
     rate: Float[Array, " L"]
 
 
-def _next_event(state_c, rank, group, stuck, s, s_final, co, releases: bool) -> _Event:
-    c = state_c
-    mo = motion(c, rank, group, stuck, co)
+def _next_event(c, group, pending, s, s_final, co, mo, t_rel) -> _Event:
+    """The next event of one coordinate moving with ``mo``; ``t_rel`` ``(L,)`` the release times
+    of its glued groups (:func:`_release`). Faces still ``pending`` first have their initial
+    ties resolved, one value at a time, in zero time."""
     remaining = s_final - s
     t_data, xi = _data_crossing(c, mo, co)
     horizon = jnp.minimum(jnp.min(t_data), remaining)
     other = group[:, None] != group[None, :]
     t_meet = jnp.where(other, _meeting(c, mo, horizon), jnp.inf)
-    t_rel = _release(c, rank, group, stuck, mo, co) if releases else jnp.full_like(c, jnp.inf)
     t_face = jnp.minimum(jnp.minimum(t_data, jnp.min(t_meet, axis=1)), t_rel)
     face = jnp.argmin(t_face)
     dt = t_face[face]
@@ -211,10 +215,17 @@ def _next_event(state_c, rank, group, stuck, s, s_final, co, releases: bool) -> 
     # snap the event exactly onto its value: the data value, or the other face's value
     snap = (group == group[face]) | (~is_data & ~is_release & (group == group[partner]))
     c_new = jnp.where(snap & ~finished, value, c_new)
+    check = jnp.any(pending)
+    first = jnp.argmax(pending)
+    face = jnp.where(check, first, face)
+    value = jnp.where(check, c[first], value)
+    dt = jnp.where(check, 0.0, dt)
+    finished = finished & ~check
+    c_new = jnp.where(check, c, c_new)
     cluster = (c_new == value) & ~finished
     has_data = _at_data(value, co) & ~finished
-    return _Event(dt, finished, face, value, is_data, is_release, c_new, cluster, has_data,
-                  mo.ybar, mo.rate)  # fmt: skip
+    return _Event(dt, finished, face, value, is_data & ~check, is_release & ~check, check, c_new,
+                  cluster, has_data, mo.ybar, mo.rate)  # fmt: skip
 
 
 def _record(state: _State, ev: _Event, res) -> _State:
@@ -222,9 +233,10 @@ def _record(state: _State, ev: _Event, res) -> _State:
     k = state.count
     E = state.seg_s.shape[0]
     slot = jnp.minimum(k, E - 1)
-    active = ~state.done
+    check = ev.is_check & ~state.done  # an initial tie: a new mode, no time passes
+    active = ~state.done & ~ev.is_check
     record = active & ~ev.finished
-    ok = res.ok | ~record
+    ok = res.ok | ~(record | check)
     overflow = record & (k >= E - 1)
     glued = jnp.sum(ev.cluster & (res.group == res.group[ev.face])) > 1
     kind = jnp.where(
@@ -242,16 +254,17 @@ def _record(state: _State, ev: _Event, res) -> _State:
     def log(arr, value):
         return arr.at[slot].set(jnp.where(record, value, arr[slot]))
 
-    newly_stuck = record & res.stuck & ~state.stuck
+    newly_stuck = (record | check) & res.stuck & ~state.stuck
     return _State(
         s=jnp.where(active, s_new, state.s),
         c=jnp.where(active, ev.c, state.c),
-        rank=jnp.where(record, res.rank, state.rank),
-        group=jnp.where(record, res.group, state.group),
-        stuck=jnp.where(record, res.stuck, state.stuck),
+        rank=jnp.where(record | check, res.rank, state.rank),
+        group=jnp.where(record | check, res.group, state.group),
+        stuck=jnp.where(record | check, res.stuck, state.stuck),
         stuck_time=jnp.where(newly_stuck, s_new, state.stuck_time),
+        pending=state.pending & ~(check & ev.cluster),
         count=jnp.where(active, k + 1, k),
-        done=state.done | ev.finished | overflow | ~ok,
+        done=state.done | (ev.finished & ~ev.is_check) | overflow | ~ok,
         failed=state.failed | overflow | ~ok,
         seg_s=put(state.seg_s, state.s),
         seg_c=put(state.seg_c, state.c),
@@ -264,22 +277,19 @@ def _record(state: _State, ev: _Event, res) -> _State:
     )
 
 
-def _initial_state(c0, co, s0, E) -> _State:
-    """Coordinate state at s0 with the ties of the initial thresholds resolved (faces equal to
-    each other or to a data value get their Filippov mode before anything moves)."""
+def initial_mode(c0, co: Coordinate):
+    """The Filippov mode of one coordinate's initial thresholds ``(L,)``: faces equal to each
+    other or to a data value are resolved before anything moves, one tied value at a time."""
     L = c0.shape[0]
     mode = Mode.free((L, 1))
     rank, group, stuck = mode.rank[:, 0], mode.group[:, 0], mode.stuck[:, 0]
 
     def settle(j, carry):
         rank, group, stuck, ok = carry
-        v = c0[j]
-        cluster = c0 == v
-        has_data = _at_data(v, co)
-        first = jnp.argmax(cluster) == j  # each tied value once, from its lowest layer
-        tied = (jnp.sum(cluster) > 1) | has_data
+        cluster = c0 == c0[j]
+        has_data = _at_data(c0[j], co)
+        use = (jnp.argmax(cluster) == j) & ((jnp.sum(cluster) > 1) | has_data)
         res = resolve(c0, rank, group, stuck, cluster, has_data, co, full=True)
-        use = first & tied
         return (
             jnp.where(use, res.rank, rank),
             jnp.where(use, res.group, group).astype(group.dtype),
@@ -287,18 +297,25 @@ def _initial_state(c0, co, s0, E) -> _State:
             ok & (res.ok | ~use),
         )
 
-    rank, group, stuck, ok = jax.lax.fori_loop(0, L, settle, (rank, group, stuck, True))
+    return jax.lax.fori_loop(0, L, settle, (rank, group, stuck, jnp.asarray(True)))
+
+
+def _initial_state(c0, s0, E) -> _State:
+    """One coordinate's state at s0; its initial ties are resolved by the loop's first steps."""
+    L = c0.shape[0]
+    mode = Mode.free((L, 1))
     dtype = c0.dtype
     return _State(
         s=jnp.asarray(s0, dtype),
         c=c0,
-        rank=rank,
-        group=group,
-        stuck=stuck,
-        stuck_time=jnp.where(stuck, s0, jnp.nan).astype(dtype),
+        rank=mode.rank[:, 0],
+        group=mode.group[:, 0],
+        stuck=mode.stuck[:, 0],
+        stuck_time=jnp.full(L, jnp.nan, dtype),
+        pending=jnp.ones(L, bool),
         count=jnp.asarray(0, jnp.int32),
-        done=~ok,
-        failed=~ok,
+        done=jnp.asarray(False),
+        failed=jnp.asarray(False),
         seg_s=jnp.full(E, jnp.inf, dtype),
         seg_c=jnp.zeros((E, L), dtype),
         seg_ybar=jnp.zeros((E, L), dtype),
@@ -313,7 +330,7 @@ def _initial_state(c0, co, s0, E) -> _State:
 def _run(c0, co, s0, s_final, max_events: int) -> _State:
     """The event loop over every coordinate (``c0``: ``(M, L)``; ``co``: leading M)."""
     E = max_events + 1
-    state = jax.vmap(lambda c, k: _initial_state(c, k, s0, E))(c0, co)
+    state = jax.vmap(lambda c: _initial_state(c, s0, E))(c0)
 
     def cond(state):
         return ~jnp.all(state.done)
@@ -325,14 +342,15 @@ def _run(c0, co, s0, s_final, max_events: int) -> _State:
             )
         )
 
-        def events(releases):
-            return jax.vmap(
-                lambda st, k: _next_event(
-                    st.c, st.rank, st.group, st.stuck, st.s, s_final, k, releases
-                )  # fmt: skip
-            )(state, co)
-
-        ev = jax.lax.cond(glued, lambda: events(True), lambda: events(False))
+        mo = jax.vmap(motion)(state.c, state.rank, state.group, state.stuck, co)
+        t_rel = jax.lax.cond(
+            glued,
+            lambda: jax.vmap(_release)(state.c, state.rank, state.group, state.stuck, mo, co),
+            lambda: jnp.full_like(state.c, jnp.inf),
+        )
+        ev = jax.vmap(
+            lambda st, k, m, tr: _next_event(st.c, st.group, st.pending, st.s, s_final, k, m, tr)
+        )(state, co, mo, t_rel)
         items = jnp.sum(ev.cluster, axis=1) + ev.has_data.astype(jnp.int32)
 
         def resolved(full):

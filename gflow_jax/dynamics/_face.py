@@ -45,8 +45,12 @@ class FaceSolution:
         rates: ``(P,)`` λ_n = n/(N d²) during each piece.
         event_values: ``(P − 1,)`` the data value crossed at each event.
         complete_time: s* at which every candidate point is owned (``inf`` if never).
-        limit: lim_{s→∞} c(s): ȳ of the last piece, or the frozen c of a dead face.
+        limit: lim_{s→∞} c(s): ȳ of the last piece, the frozen c of a dead face, or the data
+            value the face sticks to.
         sign: +1 for a face truncating from below, −1 from above.
+        stick_value: the data value at which the face sticks (Filippov sliding: the one-sided
+            fields point at each other there; docs/theory.md#sliding), NaN if it never does.
+        stick_time: when it gets there (``inf`` if never); the last piece then has rate 0.
     """
 
     starts: np.ndarray
@@ -58,6 +62,8 @@ class FaceSolution:
     complete_time: float
     limit: float
     sign: int
+    stick_value: float = float("nan")
+    stick_time: float = float("inf")
 
     @property
     def event_times(self) -> np.ndarray:
@@ -67,7 +73,9 @@ class FaceSolution:
         """c(s) at the flow times ``s`` (any shape)."""
         s = np.asarray(s, dtype=float)
         p = np.clip(np.searchsorted(self.starts, s, side="right") - 1, 0, None)
-        ybar = np.where(self.counts[p] > 0, self.target_means[p], self.c_starts[p])
+        ybar = np.where(
+            (self.counts[p] > 0) & (self.rates[p] > 0), self.target_means[p], self.c_starts[p]
+        )
         decay = np.exp(-self.rates[p] * (s - self.starts[p]))
         return ybar + (self.c_starts[p] - ybar) * decay
 
@@ -98,7 +106,9 @@ def solve_face(
         s_final: stop looking for events after this time.
 
     Returns:
-        The :class:`FaceSolution` c(s), counts and event times.
+        The :class:`FaceSolution` c(s), counts and event times. It always terminates: at most one
+        event per data value, and a face that would cross and release a value in zero time
+        sticks there instead (``stick_value``, ``stick_time``).
 
     Example:
         A sweep (docs/theory.md#closed-forms): ten points in [0, 1], target ỹ = 1.5 beyond them,
@@ -127,6 +137,7 @@ def solve_face(
     n = int(np.searchsorted(xi, c, side="left"))  # #{ξ < c}
     starts, c_starts, counts, means, rates, crossed = [], [], [], [], [], []
     complete = 0.0 if n == xi.size else np.inf
+    stick_value, stick_time = np.nan, np.inf
     while True:
         ybar = prefix[n] / n if n else np.nan
         lam = n / scale
@@ -148,6 +159,18 @@ def solve_face(
         s_next = s + np.log((ybar - c) / (ybar - nxt)) / lam
         if s_next > s_final:
             break
+        # past nxt the field points back at it: the face sticks there (a crossing and a release
+        # in zero time, docs/theory.md#sliding), held with velocity 0 from then on
+        ybar_new = prefix[n_new] / n_new if n_new else np.nan
+        if (ybar_new < nxt) if c < ybar else (ybar_new > nxt):
+            crossed.append(nxt)
+            stick_value, stick_time = nxt, s_next
+            starts.append(s_next)
+            c_starts.append(nxt)
+            counts.append(n)
+            means.append(nxt)
+            rates.append(0.0)
+            break
         s, c, n = s_next, nxt, n_new
         crossed.append(nxt)
         if n == xi.size and not np.isfinite(complete):
@@ -164,6 +187,8 @@ def solve_face(
         complete_time=float(complete),
         limit=float(sign * limit),
         sign=sign,
+        stick_value=float(sign * stick_value),
+        stick_time=float(stick_time),
     )
 
 

@@ -206,46 +206,55 @@ def _assign(slot_rank, slot_block, face_slot, data_slot, c, rank, group, stuck, 
     return new_rank, new_group.astype(group.dtype), new_stuck
 
 
-def _block_velocity(mo: Motion, face_block, n_blocks: int):
-    """Velocity of each block 0..n_blocks−1 (its faces' common velocity; a block without faces —
-    the data value alone — stays at 0)."""
-    hit = face_block[None, :] == jnp.arange(n_blocks)[:, None]  # (B, L)
-    count = jnp.sum(hit, axis=1)
-    v = jnp.sum(jnp.where(hit, mo.velocity[None, :], 0.0), axis=1) / jnp.maximum(count, 1)
-    return jnp.where(count > 0, v, 0.0)
-
-
 def _evaluate(tables, c, rank, group, stuck, cluster, has_data, co):
-    """The preferred consistent mode of the cluster among the candidates of ``tables``."""
+    """The preferred consistent mode of the cluster among the candidates of ``tables``.
+
+    Every candidate mode, every split of its glued blocks and the classical field are assigned
+    first; their velocities then come from one vmapped evaluation of :func:`motion`."""
     blocks, sizes, n_blocks, lower, split_block = (jnp.asarray(t) for t in tables)
     slot_face, face_slot, data_slot, k = _slots(cluster, has_data)
     width = 2 * MAX_CLUSTER
 
-    def face_block(slot_block):
-        return jnp.where(cluster, slot_block[jnp.maximum(face_slot, 0)], -1)
+    def assign(order):
+        return _assign(order, order, face_slot, data_slot, c, rank, group, stuck, cluster)
 
-    def candidate(order, size, nb, low, sblk):
-        r, gr, st = _assign(order, order, face_slot, data_slot, c, rank, group, stuck, cluster)
-        v = _block_velocity(motion(c, r, gr, st, co), face_block(order), width)
+    def split_order(order, mask, b):  # block b split: `mask` items just below the rest
+        part = jnp.where(order < b, 2 * order, 2 * order + 1)
+        return jnp.where(order == b, jnp.where(mask, 2 * b, 2 * b + 1), part)
+
+    parts = jax.vmap(jax.vmap(split_order, (None, 0, 0)))(blocks, lower, split_block)
+    orders = jnp.concatenate([blocks[:, None, :], parts], axis=1)  # (C, 1 + S, slots)
+    C, S1 = orders.shape[:2]
+    r, g, st = jax.vmap(assign)(orders.reshape(C * S1, -1))
+    free = (jnp.zeros_like(rank), jnp.arange(c.shape[0], dtype=group.dtype), jnp.zeros_like(stuck))
+    r = jnp.concatenate([r, free[0][None]])
+    g = jnp.concatenate([g, free[1][None]])
+    st = jnp.concatenate([st, free[2][None]])
+    velocity = jax.vmap(lambda r1, g1, s1: motion(c, r1, g1, s1, co).velocity)(r, g, st)
+    v_free, velocity = velocity[-1], velocity[:-1].reshape(C, S1, -1)
+
+    def face_block(order):
+        return jnp.where(cluster, order[jnp.maximum(face_slot, 0)], -1)
+
+    def block_v(v, order):
+        hit = face_block(order)[None, :] == jnp.arange(width)[:, None]  # (B, L)
+        count = jnp.sum(hit, axis=1)
+        mean = jnp.sum(jnp.where(hit, v[None, :], 0.0), axis=1) / jnp.maximum(count, 1)
+        return jnp.where(count > 0, mean, 0.0)  # a block of the data value alone stays at 0
+
+    def consistent(order, size, nb, sblk, vels, split_orders):
+        v = block_v(vels[0], order)
         used = jnp.arange(width) < nb
         increasing = jnp.all(jnp.where(used[1:], v[1:] > v[:-1], True))
-
-        def split(mask, b):  # block b split into `mask` (just below) and the rest (just above)
-            part = jnp.where(order < b, 2 * order, 2 * order + 1)
-            part = jnp.where(order == b, jnp.where(mask, 2 * b, 2 * b + 1), part)
-            r2, g2, s2 = _assign(part, part, face_slot, data_slot, c, rank, group, stuck, cluster)
-            v2 = _block_velocity(motion(c, r2, g2, s2, co), face_block(part), width)
-            return jnp.where(
-                b >= 0, v2[2 * jnp.maximum(b, 0)] >= v2[2 * jnp.maximum(b, 0) + 1], True
-            )
-
-        attracting = jnp.all(jax.vmap(split)(low, sblk))
+        vs = jax.vmap(block_v)(vels[1:], split_orders)  # (S, B)
+        b = jnp.maximum(sblk, 0)
+        closing = vs[jnp.arange(vs.shape[0]), 2 * b] >= vs[jnp.arange(vs.shape[0]), 2 * b + 1]
+        attracting = jnp.all(jnp.where(sblk >= 0, closing, True))
         return (size == k) & increasing & attracting
 
-    ok = jax.vmap(candidate)(blocks, sizes, n_blocks, lower, split_block)
-    # the order of the classical field (each face alone, ranks 0): preferred among equals
-    free = motion(c, jnp.zeros_like(rank), jnp.arange(c.shape[0]), jnp.zeros_like(stuck), co)
-    v_item = jnp.where(slot_face >= 0, free.velocity[jnp.maximum(slot_face, 0)], 0.0)
+    ok = jax.vmap(consistent)(blocks, sizes, n_blocks, split_block, velocity, parts)
+    # the order of the classical field (each face alone, ranks 0) is preferred among equals
+    v_item = jnp.where(slot_face >= 0, v_free[jnp.maximum(slot_face, 0)], 0.0)
     slots = jnp.arange(MAX_CLUSTER)
     valid = slots < k
     ahead = (v_item[None, :] < v_item[:, None]) | (
@@ -254,8 +263,7 @@ def _evaluate(tables, c, rank, group, stuck, cluster, has_data, co):
     classical = jnp.sum(ahead & valid[None, :], axis=1)
     agree = jnp.all(jnp.where(valid[None, :], blocks == classical[None, :], True), axis=1)
     best = jnp.argmax(jnp.where(ok, 1 + 100 * n_blocks + 10 * agree, 0))
-    r, gr, st = _assign(blocks[best], blocks[best], face_slot, data_slot, c, rank, group, stuck,
-                        cluster)  # fmt: skip
+    r, gr, st = assign(blocks[best])
     return Resolution(r, gr, st, ok[best] & (k <= MAX_CLUSTER))
 
 

@@ -15,6 +15,8 @@ chatter. Works for the bias-only and the joint (D, b) flow of C_in.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import diffrax
 import equinox as eqx
 import jax
@@ -23,7 +25,7 @@ import optimistix as optx
 from jaxtyping import Array, Float
 
 from ..core import AdaptedParameters
-from ._exact import _at_data, split_margin
+from ._exact import _at_data, initial_mode, split_margin
 from ._filippov import Mode, coordinates, gradient, motion, resolve
 from ._integrate import controller, solver_of
 from ._problem import FlowProblem
@@ -38,25 +40,71 @@ def _modes(problem: FlowProblem, params: AdaptedParameters, mode: Mode):
     return co, jax.vmap(motion)(c.T, mode.rank.T, mode.group.T, mode.stuck.T, co)
 
 
-def filippov_direction(problem: FlowProblem, params: AdaptedParameters, seg: _Segment):
-    """The segment's Filippov descent direction in (d, b).
+class _State(eqx.Module):
+    """The located solver's state: weights d and thresholds c ``(L, M)`` (c, not b, so that a face
+    put on a breakpoint sits exactly on it)."""
+
+    d: Float[Array, "L M"]
+    c: Float[Array, "L M"]
+
+    @property
+    def thresholds(self) -> Float[Array, "L M"]:
+        return self.c
+
+
+def filippov_direction(problem: FlowProblem, state: _State, seg: _Segment) -> _State:
+    """The segment's Filippov descent direction in (d, c).
 
     Ownership is frozen at the segment's start (each face's owned weight n and target sum S),
     so g = (n c − S)/N is the smooth extension of the field on this side of the next
     breakpoint: the solver's stages may look past the event without seeing the jump, and the
     event's root is located on a smooth interpolant. g is then replaced by its sliding value g̃
-    (a glued group's Σg shared in proportion to d², stuck faces 0), and ∂_s b = g̃/d and, for
-    the joint flow, ∂_s d = c g̃/d (docs/theory.md#effective-flows)."""
-    c, d, m = params.thresholds, params.d, seg.mode
+    (a glued group's Σg shared in proportion to d², stuck faces 0). The flow is ∂_s b = g̃/d and,
+    for the joint flow, ∂_s d = c g̃/d (docs/theory.md#effective-flows); with b = −c d this is
+    ∂_s c = −(∂_s b + c ∂_s d)/d."""
+    c, d, m = state.c, state.d, seg.mode
     N = problem.sorted.values.shape[1]
     g = (seg.n * c - seg.S) / N
     same = m.group[:, None, :] == m.group[None, :, :]  # (L, L, M)
     G = jnp.sum(jnp.where(same, g[None, :, :], 0.0), axis=1)
     D = jnp.sum(jnp.where(same, (d**2)[None, :, :], 0.0), axis=1)
     g = jnp.where(m.stuck, 0.0, d**2 * G / D)
-    b_dot = g / params.d
-    d_dot = g * params.thresholds / params.d if problem.mode == "joint" else jnp.zeros_like(g)
-    return AdaptedParameters(d=d_dot, b=b_dot)
+    b_dot = g / d
+    d_dot = g * c / d if problem.mode == "joint" else jnp.zeros_like(g)
+    return _State(d=d_dot, c=-(b_dot + c * d_dot) / d)
+
+
+class _EventBisection(optx.AbstractRootFinder):
+    """Bisection for an event condition that is positive at the step's start and not positive at
+    its end (every watched distance falls to 0 at its breakpoint). It stops on the width of the
+    bracket alone: the condition has kinks (a minimum over terms) where Newton's method cycles,
+    and its value at the root is only as small as its slope allows. diffrax also calls it on
+    batch members without an event, whose condition is the distance to the step's end; it then
+    returns that end."""
+
+    rtol: float
+    atol: float
+    norm: Callable = optx.max_norm
+
+    def init(self, fn, y, args, options, f_struct, aux_struct, tags):
+        return (
+            jnp.asarray(options["lower"], f_struct.dtype),
+            jnp.asarray(options["upper"], f_struct.dtype),
+        )
+
+    def step(self, fn, y, args, options, state, tags):
+        lower, upper = state
+        value, aux = fn(y, args)
+        below = value > 0  # the root lies above y
+        lower, upper = jnp.where(below, y, lower), jnp.where(below, upper, y)
+        return lower + 0.5 * (upper - lower), (lower, upper), aux
+
+    def terminate(self, fn, y, args, options, state, tags):
+        lower, upper = state
+        return jnp.abs(upper - lower) < self.atol + self.rtol * jnp.abs(y), optx.RESULTS.successful
+
+    def postprocess(self, fn, y, aux, args, options, state, tags, result):
+        return y, aux, {}
 
 
 class _Segment(eqx.Module):
@@ -68,11 +116,15 @@ class _Segment(eqx.Module):
     hi: Float[Array, "L M"]  # nearest data value strictly above (+inf: none)
     watch: Array  # (L, M) bool: faces that move (not stuck)
     sign: Float[Array, "L L M"]  # +1/−1: the order of each pair of faces of different groups
+    fresh: Array  # (L, L, M) bool: pairs that start at one value (and separate)
+    speed: Float[Array, "L L M"]  # |relative velocity| of each pair at the start
+    t0: Float[Array, ""]  # the segment's start
     mode: Mode
     glued: Array  # bool: some group of ≥ 2 faces moves (watch its release)
+    watch_glue: Array  # (L labels, M) bool: the moving glued groups that attract now
 
 
-def _segment(problem: FlowProblem, params: AdaptedParameters, mode: Mode) -> _Segment:
+def _segment(problem: FlowProblem, params: _State, mode: Mode, t0) -> _Segment:
     co, mo = _modes(problem, params, mode)
     c = params.thresholds  # (L, M)
     values = problem.sorted.values  # (M, N)
@@ -86,28 +138,50 @@ def _segment(problem: FlowProblem, params: AdaptedParameters, mode: Mode) -> _Se
     diff = c[:, None, :] - c[None, :, :]
     dv = v[:, None, :] - v[None, :, :]
     other = mode.group[:, None, :] != mode.group[None, :, :]
-    sign = jnp.where(other & (diff != 0), jnp.sign(diff), 0.0)
+    # faces that leave one value apart are ordered by their velocities (the mode makes them so)
+    sign = jnp.where(other, jnp.where(diff != 0, jnp.sign(diff), jnp.sign(dv)), 0.0)
+    fresh = other & (diff == 0) & (dv != 0)
     size = jnp.sum(mode.group[:, None, :] == mode.group[None, :, :], axis=1)
-    glued = jnp.any((size > 1) & ~mode.stuck)
-    del dv
+    moving = (size > 1) & ~mode.stuck & (mo.rate.T > 0)  # (L, M), per face
+    labels = jnp.arange(c.shape[0])[:, None, None] == mode.group[None, :, :]  # (labels, L, M)
+    moving_label = jnp.any(labels & moving[None], axis=1)
+    glued = jnp.any(moving)
+    margin0 = jax.lax.cond(
+        glued,
+        lambda: jax.vmap(split_margin)(c.T, mode.rank.T, mode.group.T, mode.stuck.T, co).T,
+        lambda: jnp.full(c.shape, jnp.inf, c.dtype),
+    )
+    watch_glue = moving_label & (margin0 > 0) & jnp.isfinite(margin0)
     g, n = jax.vmap(gradient)(c.T, mode.rank.T, co)
     g, n = g.T, n.T
     S = n * c - values.shape[1] * g
-    return _Segment(n, S, lo, hi, ~mode.stuck & (mo.rate.T > 0), sign, mode, glued)
+    return _Segment(
+        n, S, lo, hi, ~mode.stuck & (mo.rate.T > 0), sign, fresh, jnp.abs(dv), t0, mode,
+        glued & jnp.any(watch_glue), watch_glue,
+    )  # fmt: skip
 
 
-def _terms(params: AdaptedParameters, problem: FlowProblem, seg: _Segment):
+def _terms(t, params: _State, problem: FlowProblem, seg: _Segment):
     """Every watched distance, each positive until its breakpoint is reached: to the nearest data
-    values ``(L, M)``, between pairs ``(L, L, M)``, and the release margin of glued groups."""
+    values ``(L, M)`` and between pairs ``(L, L, M)``. A pair that starts at one value is watched
+    through its gap divided by the time since the start (its speed at the start), positive from
+    the start and zero where the faces meet again."""
     c = params.thresholds
     to_data = jnp.where(seg.watch, jnp.minimum(c - seg.lo, seg.hi - c), jnp.inf)
-    pairs = jnp.where(seg.sign != 0, seg.sign * (c[:, None, :] - c[None, :, :]), jnp.inf)
+    gap = seg.sign * (c[:, None, :] - c[None, :, :])
+    elapsed = t - seg.t0
+    gap = jnp.where(
+        seg.fresh,
+        jnp.where(elapsed > 0, gap / jnp.where(elapsed > 0, elapsed, 1.0), seg.speed),
+        gap,
+    )
+    pairs = jnp.where(seg.sign != 0, gap, jnp.inf)
     return to_data, pairs
 
 
 def _condition(t, y, args, **kwargs):
     problem, seg = args
-    to_data, pairs = _terms(y, problem, seg)
+    to_data, pairs = _terms(t, y, problem, seg)
     margin = jnp.min(_release_margin(y, problem, seg))
     return jnp.minimum(jnp.minimum(jnp.min(to_data), jnp.min(pairs)), margin)
 
@@ -120,15 +194,16 @@ def _release_margin(params, problem, seg: _Segment):
     def margins():
         co = coordinates(problem.sorted, params.d)
         c, m = params.thresholds, seg.mode
-        return jax.vmap(split_margin)(c.T, m.rank.T, m.group.T, m.stuck.T, co).T
+        h = jax.vmap(split_margin)(c.T, m.rank.T, m.group.T, m.stuck.T, co).T
+        return jnp.where(seg.watch_glue, h, jnp.inf)
 
     return jax.lax.cond(seg.glued, margins, lambda: jnp.full((L, M), jnp.inf, params.d.dtype))
 
 
-def _snap(params: AdaptedParameters, problem: FlowProblem, seg: _Segment):
-    """The event's coordinate, value and whether it is a data value; the state put exactly on
-    the breakpoint (the faces that reached it set to its value)."""
-    to_data, pairs = _terms(params, problem, seg)
+def _snap(t, params: _State, problem: FlowProblem, seg: _Segment):
+    """The event's coordinate and value; the state put exactly on the breakpoint (the faces
+    that reached it set to its value)."""
+    to_data, pairs = _terms(t, params, problem, seg)
     margin = _release_margin(params, problem, seg)
     c = params.thresholds
     L, M = c.shape
@@ -153,14 +228,14 @@ def _snap(params: AdaptedParameters, problem: FlowProblem, seg: _Segment):
     moved = moved & ~release
     col = jnp.where(moved, value, c[:, k])
     c = c.at[:, k].set(col)
-    snapped = AdaptedParameters.from_thresholds(params.d, c)
+    snapped = _State(params.d, c)
     return snapped, k, value
 
 
-def _advance(problem, params, mode, t0, t1, save_ts, settings, progress):
-    seg = _segment(problem, params, mode)
+def _advance(problem, params, mode, t0, t1, save_ts, settings):
+    seg = _segment(problem, params, mode, t0)
     term = diffrax.ODETerm(lambda t, y, args: filippov_direction(args[0], y, args[1]))
-    event = diffrax.Event(_condition, root_finder=optx.Newton(rtol=1e-13, atol=1e-14))
+    event = diffrax.Event(_condition, root_finder=_EventBisection(rtol=1e-14, atol=1e-14))
     saveat = diffrax.SaveAt(
         subs=[diffrax.SubSaveAt(ts=jnp.clip(save_ts, t0, t1)), diffrax.SubSaveAt(t1=True)]
     )
@@ -196,7 +271,8 @@ def solve_located(
     L, M = params0.d.shape
     T = save_ts.shape[0]
     mode0 = _initial_mode(problem, params0)
-    saved0 = jax.tree.map(lambda a: jnp.broadcast_to(a, (T, *a.shape)), params0)
+    state0 = _State(params0.d, params0.thresholds)
+    saved0 = jax.tree.map(lambda a: jnp.broadcast_to(a, (T, *a.shape)), state0)
 
     def cond(carry):
         t, _, _, _, count, done, _, _ = carry
@@ -204,7 +280,7 @@ def solve_located(
 
     def body(carry):
         t, params, mode, saved, count, done, failed, stats = carry
-        sol, seg = _advance(problem, params, mode, t, save_ts[-1], save_ts, settings, False)
+        sol, seg = _advance(problem, params, mode, t, save_ts[-1], save_ts, settings)
         ok = (sol.result == diffrax.RESULTS.successful) | (
             sol.result == diffrax.RESULTS.event_occurred
         )
@@ -217,7 +293,7 @@ def solve_located(
             sol.ys[0],
         )
         finished = t_end >= save_ts[-1]
-        snapped, k, value = _snap(y_end, problem, seg)
+        snapped, k, value = _snap(t_end, y_end, problem, seg)
         mode = jax.lax.cond(
             finished | ~ok,
             lambda: mode,
@@ -233,7 +309,7 @@ def solve_located(
 
     carry = (
         save_ts[0],
-        params0,
+        state0,
         mode0,
         saved0,
         jnp.asarray(0),
@@ -242,6 +318,7 @@ def solve_located(
         jnp.zeros(3, jnp.int32),
     )
     t, params, mode, saved, count, done, failed, stats = jax.lax.while_loop(cond, body, carry)
+    saved = AdaptedParameters.from_thresholds(saved.d, saved.c)
     loss = jax.vmap(problem.loss)(saved)
     return FlowSolution(
         ts=save_ts,
@@ -277,9 +354,6 @@ def _resolve_at(problem, params, mode: Mode, k, value) -> Mode:
 
 def _initial_mode(problem, params) -> Mode:
     """The Filippov mode of the initial thresholds (ties with data values or between faces)."""
-    from ._exact import _initial_state
-
     co = coordinates(problem.sorted, params.d)
-    E = 1
-    state = jax.vmap(lambda c, k: _initial_state(c, k, 0.0, E))(params.thresholds.T, co)
-    return Mode(state.rank.T, state.group.T.astype(jnp.int32), state.stuck.T)
+    rank, group, stuck, _ = jax.vmap(initial_mode)(params.thresholds.T, co)
+    return Mode(rank.T, group.T.astype(jnp.int32), stuck.T)
