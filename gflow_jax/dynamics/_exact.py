@@ -435,7 +435,7 @@ def solve_exact(
     state = _run(c0, co, save_ts[0], save_ts[-1], max_events)
     c_t = _saves(state, save_ts)  # (T, M, L)
     thresholds = jnp.swapaxes(c_t, 1, 2)  # (T, L, M)
-    params = AdaptedParameters(d=jnp.broadcast_to(d, thresholds.shape), b=-thresholds * d)
+    params = AdaptedParameters(d=jnp.broadcast_to(d, thresholds.shape), b=-thresholds * d[None])
     loss = jax.vmap(problem.loss)(params)
     events = jnp.sum(state.count) - c0.shape[0]  # segments minus the final one per coordinate
     sliding = SlidingStatus(

@@ -68,40 +68,42 @@ def filippov_direction(problem: FlowProblem, state: _State, seg: _Segment) -> _S
     same = m.group[:, None, :] == m.group[None, :, :]  # (L, L, M)
     G = jnp.sum(jnp.where(same, g[None, :, :], 0.0), axis=1)
     D = jnp.sum(jnp.where(same, (d**2)[None, :, :], 0.0), axis=1)
-    g = jnp.where(m.stuck, 0.0, d**2 * G / D)
-    b_dot = g / d
-    d_dot = g * c / d if problem.mode == "joint" else jnp.zeros_like(g)
-    return _State(d=d_dot, c=-(b_dot + c * d_dot) / d)
+    v = jnp.where(m.stuck, 0.0, -G / D)  # the group's velocity: one number for its members
+    if problem.mode == "joint":
+        return _State(d=-c * d * v, c=(1.0 + c**2) * v)
+    return _State(d=jnp.zeros_like(d), c=v)
 
 
 class _EventBisection(optx.AbstractRootFinder):
     """Bisection for an event condition that is positive at the step's start and not positive at
     its end (every watched distance falls to 0 at its breakpoint). It stops on the width of the
     bracket alone: the condition has kinks (a minimum over terms) where Newton's method cycles,
-    and its value at the root is only as small as its slope allows. diffrax also calls it on
-    batch members without an event, whose condition is the distance to the step's end; it then
-    returns that end."""
+    and its value at the root is only as small as its slope allows. A condition that is not
+    negative at the step's end has its root there, returned exactly: diffrax calls the root
+    finder on batch members without an event too, with the distance to the step's end as the
+    condition, and their solve must end exactly at t1."""
 
     rtol: float
     atol: float
     norm: Callable = optx.max_norm
 
     def init(self, fn, y, args, options, f_struct, aux_struct, tags):
-        return (
-            jnp.asarray(options["lower"], f_struct.dtype),
-            jnp.asarray(options["upper"], f_struct.dtype),
-        )
+        upper = jnp.asarray(options["upper"], f_struct.dtype)
+        at_end = fn(upper, args)[0] >= 0
+        return jnp.asarray(options["lower"], f_struct.dtype), upper, at_end
 
     def step(self, fn, y, args, options, state, tags):
-        lower, upper = state
+        lower, upper, at_end = state
         value, aux = fn(y, args)
         below = value > 0  # the root lies above y
         lower, upper = jnp.where(below, y, lower), jnp.where(below, upper, y)
-        return lower + 0.5 * (upper - lower), (lower, upper), aux
+        new = jnp.where(at_end, state[1], lower + 0.5 * (upper - lower))
+        return new, (lower, upper, at_end), aux
 
     def terminate(self, fn, y, args, options, state, tags):
-        lower, upper = state
-        return jnp.abs(upper - lower) < self.atol + self.rtol * jnp.abs(y), optx.RESULTS.successful
+        lower, upper, at_end = state
+        narrow = jnp.abs(upper - lower) < self.atol + self.rtol * jnp.abs(y)
+        return at_end | narrow, optx.RESULTS.successful
 
     def postprocess(self, fn, y, aux, args, options, state, tags, result):
         return y, aux, {}
@@ -286,13 +288,14 @@ def solve_located(
         )
         t_end = sol.ts[1][0]
         y_end = jax.tree.map(lambda a: a[0], sol.ys[1])
-        keep = (save_ts >= t) & (save_ts <= t_end)
+        # a solve without an event reached t1 (under vmap its last time may round below it)
+        finished = (t_end >= save_ts[-1]) | (sol.result == diffrax.RESULTS.successful)
+        keep = (save_ts >= t) & ((save_ts <= t_end) | finished)
         saved = jax.tree.map(
             lambda old, new: jnp.where(keep.reshape((T,) + (1,) * (old.ndim - 1)), new, old),
             saved,
             sol.ys[0],
         )
-        finished = t_end >= save_ts[-1]
         snapped, k, value = _snap(t_end, y_end, problem, seg)
         mode = jax.lax.cond(
             finished | ~ok,

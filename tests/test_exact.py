@@ -1,0 +1,229 @@
+"""The exact (event-to-event, closed-form) solver of the bias-only flow on C_in against the closed
+forms of docs/theory.md#closed-forms and docs/theory.md#sliding, against the independent
+one-face solver, against gradient descent, and the event-located diffrax solve against it on
+random small instances (shared faces, mixed signs, sliding)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from gflow_jax.core import AdaptedParameters
+from gflow_jax.diagnostics import event_times, truncation_diagnostics
+from gflow_jax.dynamics import SolverSettings, gradient_descent, solve_face, solve_flow
+
+from .fuzz_flows import batch
+from .helpers import input_problem, sweep_problem
+
+EXACT = SolverSettings(solver="exact", max_events=500)
+LOCATED = SolverSettings(
+    solver="dopri5", rtol=1e-10, atol=1e-12, pcoeff=0.0, icoeff=1.0, events=True, max_events=500
+)
+CLUSTER = np.linspace(0.0, 1.0, 10)
+
+
+def _one_face(values, targets, c0, d, extra_far=0):
+    """One coordinate, one face: the points ``values`` with ``targets`` (plus far points that are
+    never reached, above a face from below / below a face from above)."""
+    far = np.full(extra_far, 50.0 if d > 0 else -50.0)
+    u = np.r_[values, far][:, None]
+    y = np.r_[np.broadcast_to(targets, np.shape(values)), far][:, None]
+    params = AdaptedParameters.from_thresholds(jnp.array([[d]]), jnp.array([[c0]]))
+    return input_problem(jnp.asarray(u), jnp.asarray(y)), params
+
+
+def _sweep_closed_form(xi, target, c0, N, d, s):
+    """c(s) of a sweep from below (ỹ above every ξ) by the closed form: piecewise exponential,
+    the next crossing after Δ = (N d²/n) ln[(ỹ − c)/(ỹ − ξ_{n+1})]."""
+    xi = np.sort(xi)
+    t, c, n, out = 0.0, c0, int(np.sum(xi < c0)), np.empty_like(s)
+    breaks = [(t, c, n)]
+    while n < xi.size:
+        dt = (N * d**2 / n) * np.log((target - c) / (target - xi[n]))
+        t, c, n = t + dt, xi[n], n + 1
+        breaks.append((t, c, n))
+    for i, si in enumerate(s):
+        ta, ca, na = [b for b in breaks if b[0] <= si][-1]
+        out[i] = target + (ca - target) * np.exp(-na * (si - ta) / (N * d**2))
+    return out, np.array([b[0] for b in breaks[1:]])
+
+
+def test_sweep_equals_the_closed_form_to_1e12():
+    problem, params = sweep_problem()
+    ts = np.linspace(0.0, 60.0, 121)
+    sol = solve_flow(problem, params, jnp.asarray(ts), EXACT)
+    assert bool(sol.success)
+    expected, crossings = _sweep_closed_form(CLUSTER, 1.5, 0.35, 25, 1.0, ts)
+    np.testing.assert_allclose(sol.params.thresholds[:, 0, 0], expected, rtol=0, atol=1e-12)
+    ev = sol.events
+    times = np.asarray(ev.time)[np.asarray(ev.kind) == 0]
+    np.testing.assert_allclose(times, crossings, rtol=1e-12)
+    assert int(ev.count) == 6  # six of the ten points lie above c(0) = 0.35
+
+
+@pytest.mark.parametrize(
+    ("target", "c0", "d"),
+    [
+        (1.5, 0.35, 1.0),  # sweep: complete truncation
+        (0.5, 0.05, 1.0),  # partial
+        (0.3, 0.8, 1.0),  # release
+        (1.5, -0.5, 1.0),  # dead
+        (1.5, 0.05, 2.0),  # slower metric: every time × 4
+        (-0.5, 0.65, -1.0),  # a face from above
+    ],
+)
+def test_exact_solver_equals_the_one_face_solver(target, c0, d):
+    """Two independent event-driven implementations (jitted JAX, every coordinate at once, and
+    the NumPy one-face solver) agree to 1e-12."""
+    problem, params = _one_face(CLUSTER, target, c0, d, extra_far=15)
+    ts = np.linspace(0.0, 80.0, 161)
+    sol = solve_flow(problem, params, jnp.asarray(ts), EXACT)
+    face = solve_face(CLUSTER, target, c0, d, 25)
+    np.testing.assert_allclose(sol.params.thresholds[:, 0, 0], face(ts), rtol=0, atol=1e-12)
+    crossings = np.asarray(sol.events.time)[np.asarray(sol.events.kind) == 0]
+    np.testing.assert_allclose(crossings, face.event_times, rtol=1e-12)
+
+
+def test_face_from_above_mirrors_the_face_from_below():
+    up_problem, up_params = _one_face(CLUSTER, 1.5, 0.35, 1.0)
+    down_problem, down_params = _one_face(-CLUSTER, -1.5, -0.35, -1.0)
+    ts = jnp.linspace(0.0, 30.0, 61)
+    up = solve_flow(up_problem, up_params, ts, EXACT).params.thresholds
+    down = solve_flow(down_problem, down_params, ts, EXACT).params.thresholds
+    np.testing.assert_allclose(up, -down, rtol=0, atol=1e-13)
+
+
+def test_sliding_example_sticks_at_the_data_value():
+    """docs/theory.md#sliding: ξ = (0, 2), ỹ = (4, −6), c(0) = 1, N = 2, d = 1:
+    c = 4 − 3 e^{−s/2} until it reaches 2 at s = 2 ln 1.5, then stays at 2."""
+    problem, params = _one_face(np.array([0.0, 2.0]), np.array([4.0, -6.0]), 1.0, 1.0)
+    s_stick = 2 * np.log(1.5)
+    ts = np.sort(np.r_[np.linspace(0.0, 10.0, 41), s_stick])
+    sol = solve_flow(problem, params, jnp.asarray(ts), EXACT)
+    assert bool(sol.success)
+    expected = np.where(ts < s_stick, 4 - 3 * np.exp(-ts / 2), 2.0)
+    np.testing.assert_allclose(sol.params.thresholds[:, 0, 0], expected, rtol=0, atol=1e-12)
+    assert bool(sol.sliding.stuck[0, 0])
+    np.testing.assert_allclose(sol.sliding.stuck_value[0, 0], 2.0, rtol=0, atol=0)
+    np.testing.assert_allclose(sol.sliding.stuck_time[0, 0], s_stick, rtol=1e-12)
+    # one stick event, no cross/release loop
+    kinds = np.asarray(sol.events.kind)[np.asarray(sol.events.kind) >= 0]
+    assert kinds.tolist() == [1]
+    # the one-face solver reports the same stick and returns
+    face = solve_face([0.0, 2.0], [4.0, -6.0], 1.0, 1.0, 2)
+    assert face.stick_value == 2.0
+    np.testing.assert_allclose(face.stick_time, s_stick, rtol=1e-12)
+    np.testing.assert_allclose(face(ts), expected, rtol=0, atol=1e-12)
+
+
+def test_event_times_report_the_stick_and_terminate_on_a_chattering_gd_run():
+    """GD oscillates around the stick value with amplitude O(η); the analysis still ends, with
+    one stick row at the value."""
+    problem, params = _one_face(np.array([0.0, 2.0]), np.array([4.0, -6.0]), 1.0, 1.0)
+    eta = 0.01
+    ts = np.arange(601) * eta
+    gd = gradient_descent(problem, params, jnp.asarray(ts), eta)
+    c = np.asarray(gd.params.thresholds)
+    tail = c[300:, 0, 0]
+    amplitude = np.max(np.abs(tail - 2.0))
+    assert 0 < amplitude < 10 * eta  # chatters around ξ = 2 with amplitude O(η)
+    truncated = truncation_diagnostics(gd.params, problem.u, jnp.zeros(2, int), 1).truncated
+    rows = event_times(
+        ts, c, np.asarray(gd.params.d), np.asarray(truncated), problem.u, problem.targets
+    )
+    assert np.any(rows["stick"] == 1)
+    np.testing.assert_allclose(rows["value"][rows["stick"] == 1], 2.0, atol=10 * eta)
+
+
+def test_shared_face_relaxes_to_the_weighted_mean():
+    """Two clusters owned by one face with targets below the data: c* = Σ n_j ỹ_j / n."""
+    values = np.r_[np.linspace(0.0, 0.2, 3), np.linspace(1.0, 1.2, 3)]
+    targets = np.r_[np.full(3, 2.0), np.full(3, 3.0)]
+    problem, params = _one_face(values, targets, 1.5, 1.0)
+    sol = solve_flow(problem, params, jnp.array([0.0, 400.0]), EXACT)
+    np.testing.assert_allclose(sol.params.thresholds[-1, 0, 0], 2.5, atol=1e-12)
+    assert not bool(sol.sliding.stuck[0, 0])
+
+
+def test_two_faces_of_one_coordinate_clamp_the_cluster_to_a_point():
+    """A face from below (layer 1) and one from above (layer 2): both clusters' sides are
+    truncated; the width is A e^{−λ₁ s} + B e^{−λ₂ s} once the counts are final."""
+    u = CLUSTER[:, None]
+    y = np.full((10, 1), 0.45)
+    problem = input_problem(jnp.asarray(u), jnp.asarray(y))
+    params = AdaptedParameters.from_thresholds(
+        jnp.array([[1.0], [-1.5]]), jnp.array([[0.05], [0.95]])
+    )
+    ts = np.linspace(0.0, 200.0, 401)
+    sol = solve_flow(problem, params, jnp.asarray(ts), EXACT)
+    c = np.asarray(sol.params.thresholds[:, :, 0])
+    lower = solve_face(CLUSTER[CLUSTER < 0.45], 0.45, 0.05, 1.0, 10)
+    upper = solve_face(CLUSTER[CLUSTER > 0.45], 0.45, 0.95, -1.5, 10)
+    np.testing.assert_allclose(c[:, 0], lower(ts), atol=1e-12)
+    np.testing.assert_allclose(c[:, 1], upper(ts), atol=1e-12)
+    late = ts > max(lower.complete_time, upper.complete_time)
+    lam1, lam2 = 5 / (10 * 1.0), 5 / (10 * 1.5**2)
+    w = c[late, 1] - c[late, 0]
+    s = ts[late]
+    A = (lower(s[0]) - 0.45) * -np.exp(lam1 * s[0])
+    B = (upper(s[0]) - 0.45) * np.exp(lam2 * s[0])
+    np.testing.assert_allclose(w, A * np.exp(-lam1 * s) + B * np.exp(-lam2 * s), atol=1e-12)
+
+
+def test_event_bound_is_an_error_naming_the_face():
+    problem, params = sweep_problem()
+    sol = solve_flow(
+        problem, params, jnp.linspace(0.0, 60.0, 5), SolverSettings(solver="exact", max_events=2)
+    )
+    assert not bool(sol.success)
+
+
+@pytest.fixture(scope="module")
+def fuzz():
+    problems, params = batch(0, 24)
+    ts = jnp.linspace(0.0, 5.0, 11)
+    exact = jax.vmap(lambda p, q: solve_flow(p, q, ts, EXACT))(problems, params)
+    return problems, params, ts, exact
+
+
+def test_fuzz_exact_terminates_and_many_instances_slide(fuzz):
+    problems, params, ts, exact = fuzz
+    assert bool(jnp.all(exact.success))
+    assert int(jnp.sum(jnp.any(exact.sliding.stuck, axis=(1, 2)))) >= 3
+
+
+def test_fuzz_gradient_descent_converges_to_the_exact_flow_at_first_order(fuzz):
+    """GD on the clock s = η k is an independent computation: its error against the exact flow
+    shrinks like η."""
+    problems, params, ts, exact = fuzz
+    errors = []
+    for eta in (4e-3, 1e-3):
+        gd = jax.vmap(lambda p, q, e=eta: gradient_descent(p, q, ts, e))(problems, params)
+        errors.append(float(jnp.max(jnp.abs(gd.params.thresholds - exact.params.thresholds))))
+    assert errors[1] < 0.5 * errors[0]
+    assert errors[1] < 1e-2
+
+
+def test_fuzz_located_diffrax_equals_the_exact_solver(fuzz):
+    problems, params, ts, exact = fuzz
+    located = jax.vmap(lambda p, q: solve_flow(p, q, ts, LOCATED))(problems, params)
+    assert bool(jnp.all(located.success))
+    error = jnp.max(jnp.abs(located.params.thresholds - exact.params.thresholds))
+    assert float(error) < 1e-8
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(1, 9))
+def test_fuzz_200_located_and_default_settings(seed):
+    """≥ 200 instances (8 seeds × 25): event-located diffrax at rtol 1e-10 within 1e-8 of the
+    exact solver, default settings within 1e-5, every solve terminating."""
+    problems, params = batch(seed, 25)
+    ts = jnp.linspace(0.0, 5.0, 11)
+    exact = jax.vmap(lambda p, q: solve_flow(p, q, ts, EXACT))(problems, params)
+    assert bool(jnp.all(exact.success))
+    located = jax.vmap(lambda p, q: solve_flow(p, q, ts, LOCATED))(problems, params)
+    assert bool(jnp.all(located.success))
+    assert float(jnp.max(jnp.abs(located.params.thresholds - exact.params.thresholds))) < 1e-8
+    default = jax.vmap(lambda p, q: solve_flow(p, q, ts, SolverSettings()))(problems, params)
+    assert bool(jnp.all(default.success))
+    assert float(jnp.max(jnp.abs(default.params.thresholds - exact.params.thresholds))) < 1e-5
