@@ -106,7 +106,11 @@ class FlowProblem(eqx.Module):
         n_points, dim = u.shape
         self.u = u
         self.targets = targets
-        self.y = jnp.zeros((n_points, 1), u.dtype) if y is None else y
+        if y is None:  # unused by the cost: zeros of the output dimension, if one is given
+            Shapes("FlowProblem")("out_weight", out_weight, "Q M")
+            q = 1 if out_weight is None else out_weight.shape[0]
+            y = jnp.zeros((n_points, q), u.dtype)
+        self.y = y
         self.out_weight = (
             jnp.zeros((self.y.shape[1], dim), u.dtype) if out_weight is None else out_weight
         )
