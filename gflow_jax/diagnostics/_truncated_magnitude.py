@@ -89,11 +89,12 @@ def _truncated_magnitude(
     check = Shapes(function)
     check(name, X, "T N M")
     check("scales", scales, "S")
+    check("labels", labels, "N")  # before any solve
     T, N, M = X.shape
     whole = cloud_magnitudes(X, scales, duplicate_tol=duplicate_tol, compact=compact)
     clusters, Q = None, 0
     if per_cluster and labels is not None:
-        lab = np.asarray(check("labels", np.asarray(labels), "N")).astype(int)
+        lab = np.asarray(labels).astype(int)
         Q = int(lab.max()) + 1 if n_classes is None else int(n_classes)
         members = [np.flatnonzero(lab == j) for j in range(Q)]
         if any(m.size == 0 for m in members):
