@@ -36,6 +36,7 @@ from .core import (
     truncation_projector as truncation_projector,
 )
 from .diagnostics import (
+    CollapseConvention as CollapseConvention,
     CollapseMeasures as CollapseMeasures,
     GranulatedKendall as GranulatedKendall,
     KendallStatistics as KendallStatistics,
@@ -160,6 +161,7 @@ __all__ = [
     "AdaptedParameters",
     "CloudMagnitudes",
     "ClusteredData",
+    "CollapseConvention",
     "CollapseMeasures",
     "ConfigError",
     "Dataset",

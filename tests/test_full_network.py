@@ -368,13 +368,19 @@ def test_gflow_run_writes_arrays_metrics_and_figures(tmp_path):
 
     from gflow_jax.cli import main
 
-    args = ["run", "experiments/sgd_vs_flow.toml", *_SMALL, "--out", str(tmp_path), "--quiet"]
-    assert main(args) == 0
+    convention = ["collapse.convention=papyan", "collapse.nc4=agreement"]
+    args = ["run", "experiments/sgd_vs_flow.toml", *_SMALL, *convention, "--out", str(tmp_path)]
+    assert main([*args, "--quiet"]) == 0
     (run,) = tmp_path.iterdir()
     for name in ("config.json", "env.json", "metrics.jsonl", "arrays.npz", "summary.json"):
         assert (run / name).is_file(), name
     assert json.loads((run / "status.json").read_text())["state"] == "complete"
-    assert json.loads((run / "config.json").read_text())["kind"] == "sgd_vs_flow"
+    config = json.loads((run / "config.json").read_text())
+    assert config["kind"] == "sgd_vs_flow"
+    # the Papyan convention of the run, every option written out, in config and summary
+    papyan = {"global_mean": "features", "ddof": 1, "nc3": "squared", "nc4": "agreement"}
+    assert config["collapse"] == {"convention": "papyan", **papyan}
+    assert json.loads((run / "summary.json").read_text())["collapse"] == config["collapse"]
     figures = ("loss", "collapse", "truncation", "discrepancy", "input_space")
     for fig in figures:
         assert (run / "figures" / f"{fig}.png").stat().st_size > 10_000, fig

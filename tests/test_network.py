@@ -120,7 +120,7 @@ def test_adapted_to_network_round_trip():
 
 
 def test_network_rejects_bad_shapes():
-    with pytest.raises(ValueError, match="square"):
+    with pytest.raises(ValueError, match=r"net.weights must have shape \(L, M, M\)"):
         from gflow_jax.core import ReLUNetwork
 
         ReLUNetwork(jnp.zeros((2, 3, 4)), jnp.zeros((2, 3)), jnp.zeros((1, 3)), jnp.zeros(1))

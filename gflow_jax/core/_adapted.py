@@ -13,6 +13,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float
 
 from ._network import ReLUNetwork
+from ._shapes import Shapes
 
 
 class AdaptedParameters(eqx.Module):
@@ -24,10 +25,20 @@ class AdaptedParameters(eqx.Module):
     Attributes:
         d: ``(L, M)`` diagonals d_{ℓ,k} of D_ℓ (non-zero; the sign picks the truncation side).
         b: ``(L, M)`` cumulative biases b⁽ℓ⁾.
+
+    Batch axis: accepted. Stacked parameters (the same leading axes on both leaves, e.g. the
+    saves of a solution, ``(T, L, M)``) are parameters too; ``d`` and ``b`` must have the same
+    shape.
     """
 
-    d: Float[Array, "L M"]
-    b: Float[Array, "L M"]
+    d: Float[Array, "*batch L M"]
+    b: Float[Array, "*batch L M"]
+
+    def __check_init__(self):
+        if hasattr(self.d, "shape") and hasattr(self.b, "shape"):
+            s = Shapes("AdaptedParameters")
+            s("d", self.d, "*batch L M")
+            s("b", self.b, "*batch L M")
 
     @property
     def thresholds(self) -> Float[Array, "L M"]:
@@ -40,7 +51,9 @@ class AdaptedParameters(eqx.Module):
         return cls(d=d, b=-c * d)
 
     def cumulative_weights(self, frame: Float[Array, "M M"]) -> Float[Array, "L M M"]:
-        """W⁽ℓ⁾ = D_ℓ O, ``(L, M, M)``."""
+        """W⁽ℓ⁾ = D_ℓ O, ``(L, M, M)``, for the frame O ``(M, M)``."""
+        s = Shapes("AdaptedParameters.cumulative_weights").adapted("self", self)
+        s("frame", frame, "M M")
         return self.d[:, :, None] * frame[None, :, :]
 
     def to_network(
@@ -50,7 +63,12 @@ class AdaptedParameters(eqx.Module):
         out_bias: Float[Array, " Q"],
     ) -> ReLUNetwork:
         """The layer parameters of the same network: W_1 = D_1 O, W_ℓ = D_ℓ D_{ℓ−1}⁻¹ (ℓ ≥ 2),
-        b_ℓ = b⁽ℓ⁾ − W_ℓ b⁽ℓ⁻¹⁾."""
+        b_ℓ = b⁽ℓ⁾ − W_ℓ b⁽ℓ⁻¹⁾. ``frame`` ``(M, M)``, ``out_weight`` ``(Q, M)``, ``out_bias``
+        ``(Q,)``; unstacked parameters only."""
+        s = Shapes("AdaptedParameters.to_network").adapted("self", self)
+        s("frame", frame, "M M")
+        s("out_weight", out_weight, "Q M")
+        s("out_bias", out_bias, "Q")
         d, b = self.d, self.b
         first = d[0][:, None] * frame
         ratio = d[1:] / d[:-1]
@@ -77,11 +95,19 @@ def adapted_truncate(
         >>> x_tilde.ravel().tolist(), hit.ravel().tolist()  # a point on the face is not truncated
         ([0.5, 0.5, 2.0], [True, False, False])
 
+    Args:
+        params: one set of parameters, d and b ``(L, M)``.
+        u: ``(*batch, M)`` points.
+
+    Batch axis: accepted on ``u`` (any leading axes, by design); refused on ``params`` (vmap
+    over a stack of parameters).
+
     Returns:
         x_tilde: truncated data, same shape as ``u``.
         truncated: ``(*batch, L, M)`` boolean — point truncated at (ℓ, k) (its coordinate was
             moved onto the face by that layer).
     """
+    Shapes("adapted_truncate").adapted("params", params)("u", u, "*batch M")
     c = params.thresholds
     positive = params.d > 0
 
@@ -97,7 +123,12 @@ def adapted_truncate(
 def last_truncations(truncated: Bool[Array, "*batch L M"]) -> Bool[Array, "*batch L M"]:
     """Truncations that survive to the output: truncated at (ℓ, k) and not re-truncated in
     coordinate k by a later layer. Only these points move with c_{ℓ,k}; their count is
-    n_{ℓ,k} of docs/theory.md#effective-flows (the rate λ_{ℓ,k} = n_{ℓ,k}/(N d²_{ℓ,k}))."""
+    n_{ℓ,k} of docs/theory.md#effective-flows (the rate λ_{ℓ,k} = n_{ℓ,k}/(N d²_{ℓ,k})).
+
+    ``truncated``: ``(*batch, L, M)``. Batch axis: accepted (any leading axes, by design:
+    points, saves).
+    """
+    Shapes("last_truncations")("truncated", truncated, "*batch L M")
     later = jnp.flip(jnp.cumsum(jnp.flip(truncated, axis=-2), axis=-2), axis=-2) > 0
     later = jnp.concatenate([later[..., 1:, :], jnp.zeros_like(later[..., :1, :])], axis=-2)
     return truncated & ~later

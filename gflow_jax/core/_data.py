@@ -22,6 +22,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
+from ._shapes import Shapes
+
 
 class ClusteredData(eqx.Module):
     """A labelled point cloud.
@@ -73,7 +75,7 @@ def make_clusters(
     """Draw ``n_classes`` clusters of ``n_per_class`` points each in R^``dim``.
 
     Args:
-        key: PRNG key; the same key gives the same data.
+        key: one PRNG key; the same key gives the same data.
         radius: ball radius, or per-coordinate standard deviation for ``"gaussian"``.
         separation: distance between consecutive centres per coordinate (``"diagonal"``) or the
             scale of random centres (``"random"``).
@@ -84,7 +86,10 @@ def make_clusters(
         ...                      radius=0.5, separation=3.0)
         >>> data.x.shape, data.labels.tolist()
         ((10, 3), [0, 0, 0, 0, 0, 1, 1, 1, 1, 1])
+
+    Batch axis: refused (one key; vmap over keys for several draws).
     """
+    Shapes("make_clusters").key("key", key)
     for name, value in (("n_classes", n_classes), ("n_per_class", n_per_class), ("dim", dim)):
         if int(value) != value or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
 from ._data import make_clusters
+from ._shapes import Shapes
 
 
 class Dataset(eqx.Module):
@@ -51,7 +52,12 @@ def split_dataset(
 
     A fraction ``label_noise`` of the training labels (each independently with that
     probability) is replaced by a uniformly chosen *different* class; test labels stay clean.
+    ``x`` ``(N, d)``, ``y`` ``(N,)``, ``key`` one PRNG key. Batch axis: refused.
     """
+    check = Shapes("split_dataset")
+    check("x", x, "N d")
+    check("y", y, "N")
+    check.key("key", key)
     n = x.shape[0]
     if not 0.0 < test_fraction < 1.0:
         raise ValueError(f"test_fraction must lie in (0, 1), got {test_fraction!r}")

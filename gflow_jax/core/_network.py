@@ -21,6 +21,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from ._shapes import Shapes
+
 
 class ReLUNetwork(eqx.Module):
     """A deep ReLU network with square hidden layers.
@@ -30,6 +32,10 @@ class ReLUNetwork(eqx.Module):
         biases: ``(L, M)`` hidden-layer biases b_ℓ.
         out_weight: ``(Q, M)`` output weight W_{L+1}.
         out_bias: ``(Q,)`` output bias b_{L+1}.
+
+    Batch axis: refused by the constructor (one network). Stacked networks, every leaf with the
+    same leading axes (the saves of :func:`~gflow_jax.dynamics.solve_network_flow`), come out of
+    jax transformations and are taken by the functions that say so.
     """
 
     weights: Float[Array, "L M M"]
@@ -38,17 +44,9 @@ class ReLUNetwork(eqx.Module):
     out_bias: Float[Array, " Q"]
 
     def __check_init__(self):
-        L, M, M2 = self.weights.shape
-        if M != M2:
-            raise ValueError(f"hidden weights must be square, got shape {self.weights.shape}")
-        if self.biases.shape != (L, M):
-            raise ValueError(f"biases must have shape {(L, M)}, got {self.biases.shape}")
-        if self.out_weight.ndim != 2 or self.out_weight.shape[1] != M:
-            raise ValueError(f"out_weight must have shape (Q, {M}), got {self.out_weight.shape}")
-        if self.out_bias.shape != (self.out_weight.shape[0],):
-            raise ValueError(
-                f"out_bias must have shape ({self.out_weight.shape[0]},), got {self.out_bias.shape}"
-            )
+        # one network; stacked networks (a leading axis, e.g. the saves of a flow) come out of
+        # jax transformations, which do not run this check
+        Shapes("ReLUNetwork").network("net", self)
 
     @property
     def depth(self) -> int:
@@ -66,8 +64,10 @@ def relu_forward(
 ) -> tuple[Float[Array, "L M"], Float[Array, " Q"]]:
     """Layer form of the forward pass for one input.
 
-    Returns the hidden activations x⁽ℓ⁾, ``(L, M)``, and the output x⁽ᴸ⁺¹⁾, ``(Q,)``.
+    Returns the hidden activations x⁽ℓ⁾, ``(L, M)``, and the output x⁽ᴸ⁺¹⁾, ``(Q,)``. Batch axis:
+    refused on ``net`` and ``x`` (vmap over points or networks).
     """
+    Shapes("relu_forward").network("net", net)("x", x, "M")
 
     def layer(h, wb):
         w, b = wb
@@ -83,8 +83,12 @@ def cumulative_parameters(
 ) -> tuple[Float[Array, "L M M"], Float[Array, "L M"]]:
     """Cumulative parameters W⁽ℓ⁾ = W_ℓ W⁽ℓ⁻¹⁾ and b⁽ℓ⁾ = W_ℓ b⁽ℓ⁻¹⁾ + b_ℓ (W⁽⁰⁾ = I, b⁽⁰⁾ = 0).
 
-    Returns stacked ``(L, M, M)`` and ``(L, M)`` arrays.
+    Returns stacked ``(L, M, M)`` and ``(L, M)`` arrays. Batch axis: refused (vmap over
+    networks).
     """
+    s = Shapes("cumulative_parameters")
+    s("weights", weights, "L M M")
+    s("biases", biases, "L M")
     M = weights.shape[-1]
 
     def step(carry, wb):
@@ -98,11 +102,19 @@ def cumulative_parameters(
     return W_cum, b_cum
 
 
+def _check_map(function: str, W, b, z) -> None:
+    s = Shapes(function)
+    s("W", W, "M M")
+    s("b", b, "M")
+    s("z", z, "M")
+
+
 def truncation_map(
     W: Float[Array, "M M"], b: Float[Array, " M"], z: Float[Array, " M"]
 ) -> Float[Array, " M"]:
-    """τ_{W,b}(z) = W⁻¹(σ(Wz + b) − b) for one point ``z``
-    (docs/theory.md#network-and-truncation-maps)."""
+    """τ_{W,b}(z) = W⁻¹(σ(Wz + b) − b) for one point ``z`` ``(M,)`` with W ``(M, M)``, b ``(M,)``
+    (docs/theory.md#network-and-truncation-maps). Batch axis: refused (vmap over points)."""
+    _check_map("truncation_map", W, b, z)
     return jnp.linalg.solve(W, jax.nn.relu(W @ z + b) - b)
 
 
@@ -111,8 +123,10 @@ def truncation_projector(
 ) -> Float[Array, "M M"]:
     """Π(z) = W⁻¹ P W with P the 0/1 diagonal of units active at z: τ(z) = θ + Π(z)(z − θ).
 
-    Π is a projector (Π² = Π); it is orthogonal (Π = Πᵀ) exactly for adapted W.
+    Π is a projector (Π² = Π); it is orthogonal (Π = Πᵀ) exactly for adapted W. Shapes as in
+    :func:`truncation_map`. Batch axis: refused.
     """
+    _check_map("truncation_projector", W, b, z)
     active = (W @ z + b > 0).astype(W.dtype)
     return jnp.linalg.solve(W, active[:, None] * W)
 
@@ -122,8 +136,10 @@ def input_space_forward(
 ) -> tuple[Float[Array, "L M"], Float[Array, " M"]]:
     """Input-space form of the forward pass: the chain z⁽ℓ⁾ = τ_ℓ(z⁽ℓ⁻¹⁾) for one input.
 
-    Returns the truncated points z⁽ℓ⁾, ``(L, M)``, and the truncated datum x̃ = z⁽ᴸ⁾.
+    Returns the truncated points z⁽ℓ⁾, ``(L, M)``, and the truncated datum x̃ = z⁽ᴸ⁾. Batch axis:
+    refused on ``net`` and ``x`` (vmap over points or networks).
     """
+    Shapes("input_space_forward").network("net", net)("x", x, "M")
     W_cum, b_cum = cumulative_parameters(net.weights, net.biases)
 
     def layer(z, Wb):
@@ -136,6 +152,8 @@ def input_space_forward(
 
 def random_orthogonal(key: PRNGKeyArray, dim: int) -> Float[Array, "M M"]:
     """A Haar-random ``(dim, dim)`` orthogonal matrix (QR of a Gaussian matrix with the signs of
-    R's diagonal fixed), e.g. the common frame O of adapted weights."""
+    R's diagonal fixed), e.g. the common frame O of adapted weights. ``key``: one PRNG key.
+    Batch axis: refused (vmap over keys)."""
+    Shapes("random_orthogonal").key("key", key)
     q, r = jnp.linalg.qr(jax.random.normal(key, (dim, dim)))
     return q * jnp.sign(jnp.diag(r))[None, :]

@@ -26,6 +26,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
+from ._shapes import Shapes
+
 
 class SortedData(eqx.Module):
     """Per-coordinate sorted data and prefix sums of the matching targets.
@@ -48,7 +50,12 @@ def sort_data(
     targets: Float[Array, "N M"],
     weights: Float[Array, " N"] | None = None,
 ) -> SortedData:
-    """Sort every coordinate of ``u`` and accumulate (weighted) targets in the same order."""
+    """Sort every coordinate of ``u`` ``(N, M)`` and accumulate (weighted) targets ``(N, M)``
+    in the same order; ``weights`` ``(N,)``. Batch axis: refused (vmap over it)."""
+    c = Shapes("sort_data")
+    c("u", u, "N M")
+    c("targets", targets, "N M")
+    c("weights", weights, "N")
     if weights is None:
         weights = jnp.ones(u.shape[0], u.dtype)
     order = jnp.argsort(u, axis=0)
@@ -141,7 +148,14 @@ def threshold_gradient(
             face is not truncated, and of two equal faces the earlier truncates. The exact
             solver uses ranks to evaluate the field on either side of a discontinuity
             (docs/theory.md#sliding).
+
+    Batch axis: refused (vmap over it).
     """
+    check = Shapes("threshold_gradient")
+    check("thresholds", thresholds, "L M")
+    check("d", d, "L M")
+    check("data.values", data.values, "M N")
+    check("ranks", ranks, "L M")
     c, positive = thresholds, d > 0
     n_points = data.values.shape[1]
     cuts = _cuts(c, positive, ranks)  # (L, M)

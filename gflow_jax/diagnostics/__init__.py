@@ -5,8 +5,10 @@ intervals) and the persistent-homology dimension.
 """
 
 from ._collapse import (
+    CollapseConvention as CollapseConvention,
     CollapseMeasures as CollapseMeasures,
     class_means as class_means,
+    collapse_convention as collapse_convention,
     nc1_input as nc1_input,
     papyan_collapse as papyan_collapse,
 )
@@ -63,6 +65,7 @@ from ._truncation import (
 )
 
 __all__ = [
+    "CollapseConvention",
     "CollapseMeasures",
     "ConditionalKendall",
     "Estimate",
@@ -80,6 +83,7 @@ __all__ = [
     "cluster_counts",
     "cluster_error",
     "cluster_spread",
+    "collapse_convention",
     "conditional_kendall",
     "event_times",
     "gap_matrix",

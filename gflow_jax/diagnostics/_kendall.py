@@ -22,6 +22,8 @@ from typing import Literal
 
 import numpy as np
 
+from ..core._shapes import Shapes
+
 Variant = Literal["a", "b"]
 VARIANTS = ("a", "b")
 
@@ -44,11 +46,10 @@ class _Pairs:
     diagonal), ``finite`` the networks with both values finite (the others get weight 0).
     """
 
-    def __init__(self, x, y):
-        x = np.asarray(x, dtype=float).ravel()
-        y = np.asarray(y, dtype=float).ravel()
-        if x.shape != y.shape:
-            raise ValueError(f"kendall_tau needs equal lengths, got {x.shape[0]} and {y.shape[0]}")
+    def __init__(self, x, y, check: Shapes | None = None, names: tuple[str, str] = ("x", "y")):
+        check = Shapes("kendall_tau") if check is None else check
+        x = np.asarray(check(names[0], np.asarray(x, dtype=float), "P"))
+        y = np.asarray(check(names[1], np.asarray(y, dtype=float), "P"))
         self.finite = np.isfinite(x) & np.isfinite(y)
         x = np.where(self.finite, x, 0.0)
         y = np.where(self.finite, y, 0.0)
@@ -97,13 +98,13 @@ def _groups(cols: Mapping[str, list], keys: Sequence[str]) -> dict[tuple, np.nda
     return {g: np.asarray(idx) for g, idx in groups.items()}
 
 
-def _factor_columns(factors: Mapping[str, Sequence], n: int) -> dict[str, list]:
+def _factor_columns(factors: Mapping[str, Sequence], check: Shapes) -> dict[str, list]:
+    """Each factor's ``(P,)`` values as a list (P from the measure, bound in ``check``)."""
     cols = {}
     for name, values in factors.items():
-        values = list(np.asarray(values).ravel().tolist())
-        if len(values) != n:
-            raise ValueError(f"factor {name!r} has {len(values)} values, expected {n}")
-        cols[name] = values
+        values = np.asarray(values)
+        check(f"factors[{name!r}]", values, "P")
+        cols[name] = values.tolist()
     return cols
 
 
@@ -168,6 +169,9 @@ def kendall_tau(x: Sequence[float], y: Sequence[float], *, variant: Variant = "b
     Pairs with a non-finite entry (a failed point) are dropped first. NaN when fewer than two
     points remain. O(n²) memory: meant for sweeps of up to a few thousand points.
 
+    ``x`` and ``y``: ``(n,)``. Batch axis: refused (a 2-d input is not flattened: loop over the
+    rows).
+
     Example:
         >>> kendall_tau([1, 2, 3, 4], [10, 20, 40, 30])  # 5 concordant pairs, 1 discordant
         0.6666666666666666
@@ -175,7 +179,7 @@ def kendall_tau(x: Sequence[float], y: Sequence[float], *, variant: Variant = "b
         0.6666666666666666
     """
     check_variant(variant)
-    pairs = _Pairs(x, y)
+    pairs = _Pairs(x, y, Shapes("kendall_tau"))
     return float(_tau(*pairs.counts(np.ones((1, pairs.n))), variant)[0])
 
 
@@ -224,10 +228,13 @@ def granulated_kendall(
             ``{"lr": lrs, "bs": bss, "seed": seeds}``.
         over: the hyperparameters to granulate over (default: every factor except ``"seed"``).
         variant: ``"b"`` (default) or ``"a"``, see :func:`kendall_tau`.
+
+    Batch axis: refused (``measure``, ``gap`` and every factor must be ``(P,)``).
     """
     check_variant(variant)
-    pairs = _Pairs(measure, gap)
-    cols = _factor_columns(factors, pairs.n)
+    check = Shapes("granulated_kendall")
+    pairs = _Pairs(measure, gap, check, ("measure", "gap"))
+    cols = _factor_columns(factors, check)
     over = [h for h in cols if h != "seed"] if over is None else list(over)
     for h in over:
         if h not in cols:
@@ -288,10 +295,13 @@ def conditional_kendall(
         >>> conditional_kendall([1, 1, 2, 2], [0.1, 0.3, 0.2, 0.4], {"lr": [1, 1, 2, 2]},
         ...                     given=("lr",)).tau
         0.0
+
+    ``measure``, ``gap`` and every factor: ``(P,)``. Batch axis: refused.
     """
     check_variant(variant)
-    pairs = _Pairs(measure, gap)
-    cols = _factor_columns(factors, pairs.n)
+    check = Shapes("conditional_kendall")
+    pairs = _Pairs(measure, gap, check, ("measure", "gap"))
+    cols = _factor_columns(factors, check)
     for h in given:
         if h not in cols:
             raise ValueError(f"unknown factor {h!r} (known: {sorted(cols)})")

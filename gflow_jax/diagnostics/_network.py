@@ -10,12 +10,23 @@ import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
 
 from ..core import ReLUNetwork, cumulative_parameters, relu_forward, truncation_map
+from ..core._shapes import Shapes
 from ..dynamics import balance_quantities
-from ._collapse import CollapseMeasures, nc1_input, papyan_collapse
+from ._collapse import (
+    CollapseConvention,
+    CollapseMeasures,
+    collapse_convention,
+    nc1_input,
+    papyan_collapse,
+)
 
 
 def offdiagonality(W: Float[Array, "*batch M M"]) -> Float[Array, "*batch"]:
-    """‖offdiag(G)‖_F / ‖G‖_F with G = W Wᵀ: 0 exactly for adapted W (= D O), at most 1."""
+    """‖offdiag(G)‖_F / ‖G‖_F with G = W Wᵀ: 0 exactly for adapted W (= D O), at most 1.
+
+    ``W``: ``(*batch, M, M)``. Batch axis: accepted (any leading axes, by design).
+    """
+    Shapes("offdiagonality")("W", W, "*batch M M")
     G = W @ jnp.swapaxes(W, -1, -2)
     diag = jnp.diagonal(G, axis1=-2, axis2=-1)
     total = jnp.sum(G**2, axis=(-2, -1))
@@ -23,7 +34,12 @@ def offdiagonality(W: Float[Array, "*batch M M"]) -> Float[Array, "*batch"]:
 
 
 def parameter_distance(a: ReLUNetwork, b: ReLUNetwork) -> Float[Array, "*batch"]:
-    """Euclidean distance between all parameters of two (stacked) networks, per leading index."""
+    """Euclidean distance between all parameters of two (stacked) networks, per leading index.
+
+    Batch axis: accepted (any leading axes ``*batch``, by design); ``a`` and ``b`` must have the
+    same architecture and the same leading axes. Returns ``(*batch)``.
+    """
+    Shapes("parameter_distance").network("a", a, lead="*batch").network("b", b, lead="*batch")
     batch = a.weights.ndim - 3  # weights are (*batch, L, M, M)
     leaves = jax.tree.leaves(jax.tree.map(lambda u, v: u - v, a, b))
     return jnp.sqrt(sum(jnp.sum(v.reshape(v.shape[:batch] + (-1,)) ** 2, -1) for v in leaves))
@@ -51,7 +67,8 @@ class NetworkDiagnostics(eqx.Module):
         identity_error: ``(T,)`` max_{i,ℓ} |x⁽ℓ⁾ − (W⁽ℓ⁾z⁽ℓ⁾ + b⁽ℓ⁾)|: rounding if the cumulative
             mapping is faithful.
         nc1_input: ``(T,)`` NC1 of x̃ in input space.
-        papyan: :class:`CollapseMeasures` of x⁽ᴸ⁾ with W_{L+1}, each ``(T,)``.
+        papyan: :class:`CollapseMeasures` of x⁽ᴸ⁾ with W_{L+1}, each ``(T,)``, in the
+            convention asked for (``papyan.convention``).
         balance: ``(T, L, M)`` balance quantities Δ_{ℓ,k}.
         accuracy: ``(T,)`` fraction of points whose argmax output is their class.
     """
@@ -73,7 +90,7 @@ class NetworkDiagnostics(eqx.Module):
     accuracy: Float[Array, " T"]
 
 
-def _one_diagnostic(net: ReLUNetwork, x, labels, n_classes: int):
+def _one_diagnostic(net: ReLUNetwork, x, labels, n_classes: int, collapse: CollapseConvention):
     W_cum, b_cum = cumulative_parameters(net.weights, net.biases)
 
     def chain(xi):
@@ -101,7 +118,9 @@ def _one_diagnostic(net: ReLUNetwork, x, labels, n_classes: int):
     rebuilt = jnp.einsum("lij,nlj->nli", W_cum, zs) + b_cum[None]
     row_norm2 = jnp.sum(W_cum**2, axis=-1)
     counts = jnp.sum(hits, axis=0)
-    papyan = papyan_collapse(hidden[:, -1], labels, n_classes, net.out_weight, net.out_bias)
+    papyan = papyan_collapse(
+        hidden[:, -1], labels, n_classes, net.out_weight, net.out_bias, convention=collapse
+    )
     return NetworkDiagnostics(
         x_tilde=x_tilde,
         truncated=hits,
@@ -121,18 +140,42 @@ def _one_diagnostic(net: ReLUNetwork, x, labels, n_classes: int):
     )
 
 
-@eqx.filter_jit
 def network_diagnostics(
-    nets: ReLUNetwork, x: Float[Array, "N M"], labels: Int[Array, " N"], n_classes: int
+    nets: ReLUNetwork,
+    x: Float[Array, "N M"],
+    labels: Int[Array, " N"],
+    n_classes: int,
+    *,
+    collapse: str | CollapseConvention = "toolkit",
 ) -> NetworkDiagnostics:
     """Map every saved network (leading axis T) to cumulative parameters and diagnose it.
 
     Per saved time: W⁽ℓ⁾, b⁽ℓ⁾ (:func:`~gflow_jax.core.cumulative_parameters`), the truncation
     chain z⁽ℓ⁾ = τ_{W⁽ℓ⁾,b⁽ℓ⁾}(z⁽ℓ⁻¹⁾) of every point, the check x⁽ℓ⁾ = W⁽ℓ⁾z⁽ℓ⁾ + b⁽ℓ⁾ against the
     layer-form forward pass, truncation counts and rates, adaptedness, NC1 in input space, Papyan
-    NC1–NC4 on x⁽ᴸ⁾, the balance quantities and the training accuracy.
+    NC1–NC4 on x⁽ᴸ⁾ in the convention ``collapse`` (a name or a
+    :class:`~gflow_jax.diagnostics.CollapseConvention`, see
+    :func:`~gflow_jax.diagnostics.papyan_collapse`), the balance quantities and the training
+    accuracy.
+
+    Args:
+        nets: stacked networks, every leaf with one leading axis T (weights ``(T, L, M, M)``,
+            biases ``(T, L, M)``, out_weight ``(T, Q, M)``, out_bias ``(T, Q)``).
+        x: ``(N, M)`` inputs; ``labels`` ``(N,)``; ``n_classes`` Q.
+
+    Batch axis: exactly the one time axis T of ``nets`` by design; a further axis (on ``nets``,
+    ``x`` or ``labels``) is refused.
     """
-    return jax.vmap(lambda n: _one_diagnostic(n, x, labels, n_classes))(nets)
+    check = Shapes("network_diagnostics").network("nets", nets, lead="T")
+    check("x", x, "N M")
+    check("labels", labels, "N")
+    conv = collapse_convention(collapse)
+    return _network_diagnostics(nets, x, labels, int(n_classes), conv)
+
+
+@eqx.filter_jit
+def _network_diagnostics(nets, x, labels, n_classes: int, collapse: CollapseConvention):
+    return jax.vmap(lambda n: _one_diagnostic(n, x, labels, n_classes, collapse))(nets)
 
 
 @jax.jit
@@ -140,7 +183,13 @@ def hidden_representations(
     weights: Float[Array, "T L M M"], biases: Float[Array, "T L M"], x: Float[Array, "N M"]
 ) -> Float[Array, "T L N M"]:
     """Hidden activations x⁽ℓ⁾ = σ(W_ℓ x⁽ℓ⁻¹⁾ + b_ℓ) of every saved network (layer form,
-    :func:`~gflow_jax.core.relu_forward`), ``(T, L, N, M)``."""
+    :func:`~gflow_jax.core.relu_forward`), ``(T, L, N, M)``, from ``weights`` ``(T, L, M, M)``,
+    ``biases`` ``(T, L, M)`` and ``x`` ``(N, M)``. Batch axis: the one time axis T by design; a
+    further axis is refused."""
+    check = Shapes("hidden_representations")
+    check("weights", weights, "T L M M")
+    check("biases", biases, "T L M")
+    check("x", x, "N M")
 
     def one(W, b):
         def layer(h, wb):

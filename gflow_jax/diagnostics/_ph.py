@@ -15,6 +15,7 @@ from jaxtyping import ArrayLike
 from scipy.sparse.csgraph import minimum_spanning_tree
 from scipy.spatial.distance import pdist, squareform
 
+from ..core._shapes import Shapes
 from ..magnitude import canonical_metric, check_distance_matrix
 
 
@@ -25,9 +26,10 @@ def mst_lengths(D: ArrayLike) -> np.ndarray:
     scipy reads entries of a dense graph within 1e-8 of 0 as missing edges, so the tree is found
     on the weights 1 + d_ij / max d (the same tree: a spanning tree's weight shifts by a
     constant) and its lengths are read from ``D``. Zero distances (duplicates, pseudometric ties
-    such as ρ_S = 0) are edges of length 0.
+    such as ρ_S = 0) are edges of length 0. Batch axis: refused.
     """
     D = np.asarray(D, dtype=np.float64)
+    Shapes("mst_lengths")("D", D, "n n")
     n = D.shape[0]
     if n < 2:
         return np.zeros(0)
@@ -115,19 +117,20 @@ def ph_dimension(
 
     Raises:
         ValueError: fewer than two sizes fit in the cloud, a bad α, or an invalid matrix.
+
+    Batch axis: refused (``X`` must be ``(N, p)`` or ``(N, N)``).
     """
     if not (alpha > 0 and math.isfinite(alpha)):
         raise ValueError(f"alpha must be positive and finite, got {alpha}")
     if n_repeats < 1:
         raise ValueError(f"n_repeats must be at least 1, got {n_repeats}")
     metric = canonical_metric(metric)
+    X = np.asarray(X, dtype=np.float64)
+    Shapes("ph_dimension")("X", X, "N N" if metric == "precomputed" else "N p")
     if metric == "precomputed":
         X = np.asarray(check_distance_matrix(X))
-    X = np.asarray(X, dtype=np.float64)
-    if X.ndim != 2:
-        raise ValueError(f"X must be (N, p) points, got shape {X.shape}")
     if not np.all(np.isfinite(X)):
-        raise ValueError("X contains NaN or inf")
+        raise ValueError("ph_dimension: X contains NaN or inf")
     N = X.shape[0]
     sizes = ph_sizes(N, min_points, max_points, step)
     rng = np.random.default_rng(seed)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..core._shapes import Shapes
 from ._kendall import (
     Variant,
     _conditional,
@@ -128,20 +129,21 @@ def kendall_statistics(
         n_bootstrap: resamples B (0: intervals are NaN).
         level: coverage of the intervals, in (0, 1).
         weights: ``(B, P)`` resample multiplicities; overrides ``n_bootstrap`` and ``seed``.
+
+    Batch axis: refused (``measure``, ``gap`` and every factor must be ``(P,)``).
     """
     check_variant(variant)
     if not 0.0 < level < 1.0:
-        raise ValueError(f"level must lie in (0, 1), got {level}")
-    pairs = _Pairs(measure, gap)
-    cols = _factor_columns(factors, pairs.n)
+        raise ValueError(f"kendall_statistics: level must lie in (0, 1), got {level}")
+    check = Shapes("kendall_statistics")
+    pairs = _Pairs(measure, gap, check, ("measure", "gap"))
+    cols = _factor_columns(factors, check)
     for h in (*over, *given):
         if h not in cols:
             raise ValueError(f"unknown factor {h!r} (known: {sorted(cols)})")
     if weights is None:
         weights = bootstrap_weights(pairs.n, n_bootstrap, seed)
-    weights = np.asarray(weights, dtype=float)
-    if weights.ndim != 2 or weights.shape[1] != pairs.n:
-        raise ValueError(f"weights must be (B, {pairs.n}), got shape {weights.shape}")
+    weights = np.asarray(check("weights", np.asarray(weights, dtype=float), "B P"))
     W = np.concatenate([np.ones((1, pairs.n)), weights])
     tau = _tau(*pairs.counts(W), variant)
     psi, Psi, _, _ = _granulated(pairs, W, cols, list(over), variant)

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
+from ..core._shapes import Shapes
 from ..magnitude import cloud_magnitudes, e_alpha, magnitude_function
 from ._ph import PHDimension, ph_dimension
 
@@ -38,10 +39,11 @@ def loss_pseudometric(
     satisfying the triangle inequality, and zero for distinct weights with identical losses (a
     *pseudo*metric: such iterates are duplicates for magnitude). Rows are computed in blocks of
     ``chunk_size`` (default: about 2²⁴ elements per block) so memory stays O(chunk·K·n).
+
+    ``losses``: ``(K, n)`` (K iterates, n examples). Batch axis: refused (vmap over it).
     """
     losses = jnp.asarray(losses)
-    if losses.ndim != 2:
-        raise ValueError(f"losses must be (K iterates, n examples), got shape {losses.shape}")
+    Shapes("loss_pseudometric")("losses", losses, "K n")
     k, n = losses.shape
     if n == 0:
         raise ValueError("losses has no examples (n = 0)")
@@ -72,8 +74,9 @@ def _l1_rows(losses, chunk):
 def relative_scales(
     distances: Float[Array, "n n"], n_scales: int, log10_range: tuple[float, float]
 ) -> np.ndarray:
-    """Scales t with t·diam log-spaced over ``10**log10_range`` (``n_scales`` values)."""
-    d = np.asarray(distances)
+    """Scales t with t·diam log-spaced over ``10**log10_range`` (``n_scales`` values), from the
+    ``(n, n)`` distance matrix ``distances``. Batch axis: refused."""
+    d = np.asarray(Shapes("relative_scales")("distances", distances, "n n"))
     diam = float(np.max(d)) if d.size else 0.0
     if not diam > 0:
         diam = 1.0  # a single point (or all duplicates): any grid gives |tX| = 1
@@ -137,10 +140,12 @@ def trajectory_measures(
     sizes ``ph_sizes = (min, max, step)`` (None: not computed; a cloud too small for two sizes
     gets NaN and a warning), ``ph_repeats`` subsamples per size drawn with ``ph_seed``. Warnings
     of the magnitude library are collected in the result instead of being printed.
+
+    Batch axis: refused (``distances`` must be ``(n, n)``; loop over clouds, or use
+    :func:`cloud_measures` for many small ones).
     """
     d = jnp.asarray(distances)
-    if d.ndim != 2 or d.shape[0] != d.shape[1]:
-        raise ValueError(f"distances must be a square matrix, got shape {d.shape}")
+    Shapes("trajectory_measures")("distances", d, "n n")
     n = d.shape[0]
     scales = relative_scales(d, n_scales, log10_range)
     diam = float(jnp.max(d))
@@ -223,16 +228,22 @@ def cloud_measures(
     profile on t = 10^u/diam, u ∈ ``log10_range``, ``n_scales`` values), ``pmag_sqrt_n`` and
     ``mag_sqrt_n`` (t = √n_i, raw distances), ``pmag_0.01`` and ``diameter``. A cloud of
     identical points has magnitude 1 and dimension 0.
+
+    Batch axis: the clouds are the batch (a sequence, or a ``(C, n, p)`` array); each cloud must
+    be ``(n_i, p)``, and a further axis is refused.
     """
-    if not clouds:
+    if len(clouds) == 0:
         return []
+    clouds = [np.asarray(c) for c in clouds]
+    check = Shapes("cloud_measures")
+    for i, c in enumerate(clouds):
+        check(f"clouds[{i}]", c, "n_i p")
+        check.sizes.pop("n_i")
     p = clouds[0].shape[1]
     n_max = max(c.shape[0] for c in clouds)
     X = np.zeros((len(clouds), n_max, p))
     valid = np.zeros((len(clouds), n_max), bool)
     for i, c in enumerate(clouds):
-        if c.ndim != 2 or c.shape[1] != p:
-            raise ValueError(f"cloud {i} has shape {c.shape}; every cloud must be (n, {p})")
         X[i, : c.shape[0]] = c
         valid[i, : c.shape[0]] = True
     diam = np.array([_diameter(c) for c in clouds])

@@ -18,6 +18,7 @@ import equinox as eqx
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Int
 
+from ..core._shapes import Shapes
 from ..magnitude import CloudMagnitudes, cloud_magnitudes
 
 SCALE_CONVENTION = "Z_ij = exp(-t |x_i - x_j|_2); t in inverse units of the input coordinates"
@@ -72,17 +73,28 @@ def truncated_magnitude(
     Returns:
         :class:`TruncatedMagnitude`: ``whole`` has one row per save, ``clusters`` one row per
         (save, cluster).
+
+    Batch axis: the one save axis T by design; a further axis is refused.
     """
+    return _truncated_magnitude(
+        "truncated_magnitude", "x_tilde", x_tilde, scales, labels, n_classes, per_cluster,
+        duplicate_tol, compact,
+    )  # fmt: skip
+
+
+def _truncated_magnitude(
+    function, name, x_tilde, scales, labels, n_classes, per_cluster, duplicate_tol, compact
+) -> TruncatedMagnitude:
     X = np.asarray(x_tilde, dtype=np.float64)
-    if X.ndim != 3:
-        raise ValueError(f"x_tilde must be (T, N, M), got shape {X.shape}")
+    check = Shapes(function)
+    check(name, X, "T N M")
+    check("scales", scales, "S")
+    check("labels", labels, "N")  # before any solve
     T, N, M = X.shape
     whole = cloud_magnitudes(X, scales, duplicate_tol=duplicate_tol, compact=compact)
     clusters, Q = None, 0
     if per_cluster and labels is not None:
         lab = np.asarray(labels).astype(int)
-        if lab.shape != (N,):
-            raise ValueError(f"labels must have shape ({N},), got {lab.shape}")
         Q = int(lab.max()) + 1 if n_classes is None else int(n_classes)
         members = [np.flatnonzero(lab == j) for j in range(Q)]
         if any(m.size == 0 for m in members):
@@ -112,15 +124,29 @@ def representation_magnitude(
 ) -> TruncatedMagnitude:
     """The same measure for hidden-layer representations x⁽ℓ⁾(s) of a full network, ``(T, N,
     width)`` (feature space), so input-space and feature-space pictures can be compared; an
-    alias of :func:`truncated_magnitude`."""
-    return truncated_magnitude(representations, scales, labels=labels, **kwargs)
+    alias of :func:`truncated_magnitude` (the same keywords). Batch axis: the one save axis T by
+    design; a further axis is refused."""
+    options = dict(n_classes=None, per_cluster=True, duplicate_tol=0.0, compact=True)
+    unknown = set(kwargs) - set(options)
+    if unknown:
+        raise TypeError(f"representation_magnitude: unknown keywords {sorted(unknown)}")
+    options.update(kwargs)
+    return _truncated_magnitude(
+        "representation_magnitude", "representations", representations, scales, labels,
+        options["n_classes"], options["per_cluster"], options["duplicate_tol"],
+        options["compact"],
+    )  # fmt: skip
 
 
 def magnitude_increases(ts: Float[ArrayLike, " T"], magnitude: Float[ArrayLike, "T S"]) -> dict:
     """Monotonicity of |tX̃(s)| in s, per scale: the largest increase between consecutive
     saves, where it happens, and the number of increasing steps (JSON-ready; increases below
-    1e-12·|tX̃| count as rounding and are not counted)."""
+    1e-12·|tX̃| count as rounding and are not counted). ``ts`` ``(T,)``, ``magnitude``
+    ``(T, S)``. Batch axis: refused."""
     ts, m = np.asarray(ts), np.asarray(magnitude)
+    check = Shapes("magnitude_increases")
+    check("ts", ts, "T")
+    check("magnitude", m, "T S")
     inc = np.diff(m, axis=0)  # (T-1, S)
     k = np.nanargmax(inc, axis=0)
     S = m.shape[1]

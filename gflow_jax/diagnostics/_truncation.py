@@ -9,6 +9,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
 
 from ..core import AdaptedParameters, adapted_truncate, last_truncations
+from ..core._shapes import Shapes
 from ._collapse import nc1_input
 
 
@@ -34,7 +35,12 @@ class TruncationDiagnostics(eqx.Module):
 def truncation_diagnostics(
     params: AdaptedParameters, u: Float[Array, "N M"], labels: Int[Array, " N"], n_classes: int
 ) -> TruncationDiagnostics:
-    """Diagnostics for a stack of parameters ``params`` (leading time axis) on data ``u``."""
+    """Diagnostics for a stack of parameters ``params`` (d, b ``(T, L, M)``) on data ``u``
+    ``(N, M)`` with ``labels`` ``(N,)``. Batch axis: the one time axis T of ``params`` by
+    design; a further axis is refused."""
+    check = Shapes("truncation_diagnostics").adapted("params", params, lead="T")
+    check("u", u, "N M")
+    check("labels", labels, "N")
 
     def one(p):
         x_tilde, hits = adapted_truncate(p, u)
@@ -49,7 +55,12 @@ def cluster_spread(
     x_tilde: Float[Array, "T N M"], labels: Int[Array, " N"], n_classes: int
 ) -> Float[Array, "T Q M"]:
     """max − min of x̃ within each cluster, per coordinate: exactly 0 once a cluster's coordinate
-    is completely truncated (every point pinned to the same face)."""
+    is completely truncated (every point pinned to the same face). ``x_tilde`` ``(T, N, M)``,
+    ``labels`` ``(N,)``. Batch axis: the one time axis T by design; a further axis is refused.
+    """
+    check = Shapes("cluster_spread")
+    check("x_tilde", x_tilde, "T N M")
+    check("labels", labels, "N")
     one_hot = jax.nn.one_hot(labels, n_classes, dtype=bool)[None, :, :, None]  # (1, N, Q, 1)
     x = x_tilde[:, :, None, :]
     hi = jnp.max(jnp.where(one_hot, x, -jnp.inf), axis=1)
@@ -60,7 +71,12 @@ def cluster_spread(
 def cluster_counts(
     truncated: Bool[Array, "T N L M"], labels: Int[Array, " N"], n_classes: int
 ) -> Int[Array, "T L M Q"]:
-    """n_{ℓ,k,j}(s): points of cluster j owned by face (ℓ, k) (truncated there, not later)."""
+    """n_{ℓ,k,j}(s): points of cluster j owned by face (ℓ, k) (truncated there, not later).
+    ``truncated`` ``(T, N, L, M)``, ``labels`` ``(N,)``. Batch axis: the one time axis T by
+    design; a further axis is refused."""
+    check = Shapes("cluster_counts")
+    check("truncated", truncated, "T N L M")
+    check("labels", labels, "N")
     owner = jax.vmap(last_truncations)(truncated)
     one_hot = jax.nn.one_hot(labels, n_classes, dtype=jnp.int32)
     return jnp.einsum("tnlm,nq->tlmq", owner.astype(jnp.int32), one_hot)

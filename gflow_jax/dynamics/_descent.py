@@ -20,8 +20,9 @@ import optax
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from ..core import AdaptedParameters
+from ..core._shapes import Shapes
 from ..io import scan_progress
-from ._problem import FlowProblem
+from ._problem import FlowProblem, check_problem
 from ._sampling import minibatch_indices, positive_rows
 
 
@@ -45,7 +46,9 @@ class DescentTrajectory(eqx.Module):
 
 
 def steps_per_interval(save_ts: np.ndarray, eta: float, *, rtol: float = 1e-9) -> np.ndarray:
-    """Number of steps η between consecutive save times; error if Δs is not a multiple of η."""
+    """Number of steps η between consecutive save times ``save_ts`` ``(T,)``, ``(T − 1,)``;
+    error if Δs is not a multiple of η. Batch axis: refused."""
+    Shapes("steps_per_interval")("save_ts", save_ts, "T")
     save_ts = np.asarray(save_ts, dtype=float)
     if not eta > 0 or not np.isfinite(eta):
         raise ValueError(f"step size eta must be positive and finite, got {eta!r}")
@@ -76,7 +79,13 @@ def descent_loop(
     Interval i takes ``n_steps[i]`` steps (a traced trip count: batch members may take their own
     numbers of steps); step k of interval i uses the key ``fold_in(split(key, T − 1)[i], k)``.
     Returns the stacked states ``(T, …)`` with ``params0`` first. Pure: jit- and vmappable.
+    ``params0`` is any pytree; ``eta`` a scalar, ``n_steps`` ``(T − 1,)``, ``key`` one PRNG key.
+    Batch axis: refused on ``eta``, ``n_steps`` and ``key`` (vmap the loop).
     """
+    check = Shapes("descent_loop")
+    check("eta", eta, "")
+    check("n_steps", n_steps, "T")
+    check.key("key", key)
     optimizer = optax.sgd(learning_rate=eta)
 
     def step(k, carry):
@@ -109,7 +118,13 @@ def descend(
 ) -> tuple[AdaptedParameters, Float[Array, " T"]]:
     """Pure (S)GD on the save grid: ``(params (T, …), loss (T,))``; vmappable over problems,
     ``params0``, ``eta``, ``n_steps`` and ``key`` (step counts may differ per batch member).
-    ``batch_size == problem.n_points`` is full-batch GD."""
+    ``batch_size == problem.n_points`` is full-batch GD. ``params0`` d, b ``(L, M)``, ``eta`` a
+    scalar, ``n_steps`` ``(T − 1,)``, ``key`` one PRNG key. Batch axis: refused (vmap over it).
+    """
+    check = check_problem(Shapes("descend").adapted("params0", params0), problem)
+    check("eta", eta, "")
+    check("n_steps", n_steps, "T")
+    check.key("key", key)
     n_points = problem.n_points
     # minibatches are drawn among rows of positive weight; rescaling by n_pos/n_rows keeps the
     # minibatch cost an unbiased estimate of the full cost (exactly 1 without padding rows)
@@ -183,5 +198,10 @@ def gradient_descent(
         eta: step size η; iterate k sits at flow time s = η·k.
         batch_size: minibatch size B ≤ N.
         key: PRNG key for minibatches (required for SGD).
+
+    Batch axis: refused on ``problem``, ``params0`` (d, b ``(L, M)``), ``save_ts`` and ``key``.
     """
+    check = check_problem(Shapes("gradient_descent").adapted("params0", params0), problem)
+    check("save_ts", save_ts, "T")
+    check.key("key", key)
     return run_descent(_descend, problem, params0, save_ts, eta, batch_size, key, progress)

@@ -7,16 +7,24 @@ import jax
 from jaxtyping import Array, Float
 
 from ..core import AdaptedParameters, adapted_input_cost_gradient
+from ..core._shapes import Shapes
 from ._exact import solve_exact
 from ._integrate import integrate_gradient_flow
 from ._located import solve_located
-from ._problem import FlowProblem
+from ._problem import FlowProblem, check_problem
 from ._settings import SolverSettings
 from ._solution import FlowSolution
 
 
+def _check_field(function: str, s, params, problem) -> None:
+    check = check_problem(Shapes(function).adapted("params", params), problem)
+    check("s", s, "")
+
+
 def vector_field(s: Float[Array, ""], params: AdaptedParameters, problem: FlowProblem):
-    """diffrax vector field ∂_s params = −mask ⊙ ∇C(params) (time-independent)."""
+    """diffrax vector field ∂_s params = −mask ⊙ ∇C(params) (time-independent); ``s`` a scalar,
+    d and b ``(L, M)`` with M the problem's. Batch axis: refused (vmap over it)."""
+    _check_field("vector_field", s, params, problem)
     del s
     return problem.descent_direction(params)
 
@@ -24,7 +32,9 @@ def vector_field(s: Float[Array, ""], params: AdaptedParameters, problem: FlowPr
 def closed_form_vector_field(
     s: Float[Array, ""], params: AdaptedParameters, problem: FlowProblem
 ) -> AdaptedParameters:
-    """The same vector field from the closed-form gradient of C_in (docs/theory.md#gradient)."""
+    """The same vector field from the closed-form gradient of C_in (docs/theory.md#gradient).
+    Shapes as in :func:`vector_field`. Batch axis: refused."""
+    _check_field("closed_form_vector_field", s, params, problem)
     del s
     if problem.cost != "input":
         raise ValueError("the closed-form field is implemented for the input-layer cost only")
@@ -63,7 +73,12 @@ def solve_flow(
         >>> gap = np.max(np.abs(sol.params.thresholds[:, 0, 0] - exact(ts)))
         >>> bool(sol.success), bool(gap < 1e-7)
         (True, True)
+
+    Batch axis: refused on ``problem``, ``params0`` (d, b ``(L, M)``) and ``save_ts``
+    ``(T,)``; vmap the solve over a batch.
     """
+    check = check_problem(Shapes("solve_flow").adapted("params0", params0), problem)
+    check("save_ts", save_ts, "T")
     settings = SolverSettings() if settings is None else settings
     if settings.solver == "exact":
         return solve_exact(problem, params0, save_ts, max_events=settings.max_events)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import diffrax
 from jaxtyping import Array, Float
 
+from ..core._shapes import Shapes
 from ..io import flow_progress_meter
 from ._settings import SolverSettings
 
@@ -43,7 +44,11 @@ def integrate_gradient_flow(
     never binds, > 0 forces steps of at least ``dtmin`` through sliding modes) or, with
     ``solver="euler"``, fixed steps ``dt0``; states saved at ``save_ts``; ``throw=False`` so a
     failed solve is reported in ``result`` instead of raised (batches survive).
+
+    ``y0`` and ``args`` are any pytrees (the field checks them); ``save_ts`` ``(T,)``. Batch axis:
+    refused on ``save_ts`` (vmap the call).
     """
+    Shapes("integrate_gradient_flow")("save_ts", save_ts, "T")
     return diffrax.diffeqsolve(
         diffrax.ODETerm(field),
         solver_of(settings.solver),

@@ -12,6 +12,8 @@ import optax
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
+from ..core._shapes import Shapes
+
 
 class MLP(eqx.Module):
     """ReLU multilayer perceptron x⁽ℓ⁾ = σ(W_ℓ x⁽ℓ⁻¹⁾ + b_ℓ), logits W_{L+1} x⁽ᴸ⁾ + b_{L+1}.
@@ -43,6 +45,28 @@ class MLP(eqx.Module):
         return _affine(last, self.weights[-1], self.biases[-1])
 
 
+def check_mlp(check: Shapes, argument: str, model: MLP, lead: str = "") -> Shapes:
+    """``model.weights[ℓ]`` ``(width_{ℓ+1}, width_ℓ)`` and ``model.biases[ℓ]``
+    ``(width_{ℓ+1},)``, chained: input width ``d``, hidden widths ``h1 … hL``, output ``Q``,
+    each after the leading axes ``lead`` (e.g. ``"P"``: a stack of P members)."""
+    if len(model.weights) != len(model.biases) or not model.weights:
+        check.fail(argument, "needs as many weight matrices as bias vectors, at least one")
+    lead = f"{lead} " if lead else ""
+    n = len(model.weights)
+    widths = ["d", *(f"h{i}" for i in range(1, n)), "Q"]
+    for i, (w, b) in enumerate(zip(model.weights, model.biases, strict=True)):
+        check(f"{argument}.weights[{i}]", w, f"{lead}{widths[i + 1]} {widths[i]}")
+        check(f"{argument}.biases[{i}]", b, f"{lead}{widths[i + 1]}")
+    return check
+
+
+def _data(function: str, model: MLP, x, y) -> Shapes:
+    check = check_mlp(Shapes(function), "model", model)
+    check("x", x, "n d")
+    check("y", y, "n")
+    return check
+
+
 def _affine(x, w, b):
     """x Wᵀ + b for inputs with any leading batch shape (explicit broadcast of b)."""
     y = x @ w.T
@@ -52,7 +76,9 @@ def _affine(x, w, b):
 def init_mlp(
     key: PRNGKeyArray, in_dim: int, hidden: Sequence[int], n_classes: int, dtype=None
 ) -> MLP:
-    """He-normal weights (std √(2/fan_in)), zero biases; ``hidden`` lists the L widths."""
+    """He-normal weights (std √(2/fan_in)), zero biases; ``hidden`` lists the L widths.
+    ``key``: one PRNG key. Batch axis: refused (vmap over keys for a stack of members)."""
+    Shapes("init_mlp").key("key", key)
     widths = [int(in_dim), *map(int, hidden), int(n_classes)]
     if any(w < 1 for w in widths):
         raise ValueError(f"layer widths must be positive, got {widths}")
@@ -67,17 +93,30 @@ def init_mlp(
 
 
 def flatten_params(model: MLP) -> Float[Array, " D"]:
-    """The weight vector w ∈ R^D (order W_1, W_2, …, b_1, b_2, … as in ``ravel_pytree``)."""
+    """The weight vector w ∈ R^D (order W_1, W_2, …, b_1, b_2, … as in ``ravel_pytree``).
+    Batch axis: refused (a stack of members would be flattened into one vector: vmap)."""
+    check_mlp(Shapes("flatten_params"), "model", model)
     return ravel_pytree(model)[0]
 
 
+def _check_vector(function: str, argument: str, vector, spec: str, like: MLP) -> None:
+    check = check_mlp(Shapes(function), "like", like)
+    size = sum(int(w.size) + int(b.size) for w, b in zip(like.weights, like.biases, strict=True))
+    check.sizes["D"] = size
+    check(argument, vector, spec)
+
+
 def unflatten_params(vector: Float[Array, " D"], like: MLP) -> MLP:
-    """Inverse of :func:`flatten_params` for the architecture of ``like``."""
+    """Inverse of :func:`flatten_params` for the architecture of ``like``; ``vector`` ``(D,)``
+    with D the parameter count of ``like``. Batch axis: refused (vmap over vectors)."""
+    _check_vector("unflatten_params", "vector", vector, "D", like)
     return ravel_pytree(like)[1](vector)
 
 
 def per_example_loss(model: MLP, x: Float[Array, "n d"], y: Int[Array, " n"]) -> Float[Array, " n"]:
-    """Softmax cross-entropy ℓ(w, z_i) of every example (nats)."""
+    """Softmax cross-entropy ℓ(w, z_i) of every example (nats); ``x`` ``(n, d)``, ``y``
+    ``(n,)``. Batch axis: refused on ``model``, ``x`` and ``y`` (vmap over members)."""
+    _data("per_example_loss", model, x, y)
     return optax.softmax_cross_entropy_with_integer_labels(model(x), y)
 
 
@@ -92,7 +131,9 @@ def _blocks(x, block: int):
 def evaluate(
     model: MLP, x: Float[Array, "n d"], y: Int[Array, " n"], *, block: int = 512
 ) -> tuple[Float[Array, ""], Float[Array, ""]]:
-    """Mean cross-entropy and accuracy over ``(x, y)``, in blocks of ``block`` examples."""
+    """Mean cross-entropy and accuracy over ``(x, y)`` (``(n, d)``, ``(n,)``), in blocks of
+    ``block`` examples. Batch axis: refused (vmap over members)."""
+    _data("evaluate", model, x, y)
     n = x.shape[0]
     block = max(1, min(block, n))
     xb, yb = _blocks(x, block), _blocks(y, block)
@@ -119,7 +160,13 @@ def loss_matrix(
     block: int = 32,
 ) -> Float[Array, "K n"]:
     """ℓ(w_a, z_i) for every iterate w_a (rows of ``vectors``) and example, ``block`` iterates
-    at a time (the input of :func:`gflow_jax.diagnostics.loss_pseudometric`)."""
+    at a time (the input of :func:`gflow_jax.diagnostics.loss_pseudometric`). ``vectors``
+    ``(K, D)`` flattened parameters of ``like``'s architecture, ``x`` ``(n, d)``, ``y`` ``(n,)``.
+    Batch axis: refused beyond the K iterates."""
+    _check_vector("loss_matrix", "vectors", vectors, "K D", like)
+    check = check_mlp(Shapes("loss_matrix"), "like", like)
+    check("x", x, "n d")
+    check("y", y, "n")
     k = vectors.shape[0]
     block = max(1, min(block, k))
     unravel = ravel_pytree(like)[1]

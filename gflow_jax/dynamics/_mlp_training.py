@@ -33,8 +33,9 @@ import optax
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from ..core import Dataset
+from ..core._shapes import Shapes
 from ..io import ChunkedArrayWriter, progress_bar
-from ._mlp import MLP, evaluate, flatten_params, make_optimizer, per_example_loss
+from ._mlp import MLP, check_mlp, evaluate, flatten_params, make_optimizer, per_example_loss
 from ._sampling import minibatch_indices
 
 
@@ -246,7 +247,16 @@ def train_and_record(
 
     Returns one :class:`MemberOutcome` per member. Streams of successful members are closed
     (complete); those of failed members are left open (incomplete).
+
+    Batch axis: exactly one member axis P by design (on ``models``, ``learning_rates`` and
+    ``keys``); a further axis is refused.
     """
+    check = check_mlp(Shapes("train_and_record"), "models", models, lead="P")
+    check("learning_rates", learning_rates, "P")
+    typed = "key" in str(getattr(keys, "dtype", ""))
+    check("keys", keys, "P" if typed else "P 2")
+    check("data.x_train", data.x_train, "n d")
+    check("probe_x", probe_x, "probe d")
     lrs = jnp.asarray(learning_rates, dtype=jnp.result_type(float))
     n_members = lrs.shape[0]
     if len(recorders) != n_members:

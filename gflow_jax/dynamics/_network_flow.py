@@ -42,6 +42,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from ..core import ReLUNetwork, relu_forward
+from ..core._shapes import Shapes
 from ._descent import DescentTrajectory, descent_loop, run_descent
 from ._integrate import integrate_gradient_flow
 from ._sampling import minibatch_indices
@@ -55,20 +56,33 @@ class NetworkProblem(eqx.Module):
     Attributes:
         x: ``(N, M)`` inputs x_{j,i}.
         y: ``(N, Q)`` reference output of each point (y_j of its class).
+
+    Batch axis: refused by the constructor (one data set).
     """
 
     x: Float[Array, "N M"]
     y: Float[Array, "N Q"]
 
     def __check_init__(self):
-        if self.x.ndim != 2 or self.y.ndim != 2 or self.x.shape[0] != self.y.shape[0]:
-            raise ValueError(
-                f"x must be (N, M) and y (N, Q) with the same N, got {self.x.shape}, {self.y.shape}"
-            )
+        _check_problem(Shapes("NetworkProblem"), self, "")
 
     @property
     def n_points(self) -> int:
         return self.x.shape[0]
+
+
+def _check_problem(s: Shapes, problem: NetworkProblem, name: str = "problem.") -> Shapes:
+    """x ``(N, M)`` and y ``(N, Q)`` (M and Q those of a network checked before)."""
+    s(f"{name}x", problem.x, "N M")
+    s(f"{name}y", problem.y, "N Q")
+    return s
+
+
+def _check_call(function: str, net, problem, save_ts=None, weights=None) -> Shapes:
+    s = _check_problem(Shapes(function).network("net" if save_ts is None else "net0", net), problem)
+    s("save_ts", save_ts, "T")
+    s("weights", weights, "N")
+    return s
 
 
 def _point_losses(net: ReLUNetwork, x: Float[Array, "N M"], y: Float[Array, "N Q"]):
@@ -82,7 +96,9 @@ def network_loss(
     weights: Float[Array, " N"] | None = None,
 ) -> Float[Array, ""]:
     """Standard cost C = (1/2N) Σ_i |x⁽ᴸ⁺¹⁾_i − y_i|², or Σ_i w_i ½|x⁽ᴸ⁺¹⁾_i − y_i|² with
-    per-point ``weights`` (a minibatch: w_i = 1/B on the batch, 0 elsewhere)."""
+    per-point ``weights`` ``(N,)`` (a minibatch: w_i = 1/B on the batch, 0 elsewhere). Batch
+    axis: refused on ``net`` and the problem (vmap over networks)."""
+    _check_call("network_loss", net, problem, weights=weights)
     losses = _point_losses(net, problem.x, problem.y)
     return jnp.mean(losses) if weights is None else jnp.sum(weights * losses)
 
@@ -90,7 +106,9 @@ def network_loss(
 def network_gradient(
     net: ReLUNetwork, problem: NetworkProblem, weights: Float[Array, " N"] | None = None
 ) -> ReLUNetwork:
-    """∇C with respect to every leaf of ``net`` (autodiff; a ReLUNetwork of gradients)."""
+    """∇C with respect to every leaf of ``net`` (autodiff; a ReLUNetwork of gradients).
+    Shapes as in :func:`network_loss`. Batch axis: refused."""
+    _check_call("network_gradient", net, problem, weights=weights)
     return jax.grad(network_loss)(net, problem, weights)
 
 
@@ -118,7 +136,11 @@ def solve_network_flow(
     solve; ``solver``, ``max_steps`` and ``dtmin`` are static. ``dtmin = 0`` means no
     lower bound; with ``dtmin > 0`` steps are forced to at least ``dtmin`` (sliding modes, where
     the field points into a ReLU face from both sides, otherwise make the solver chatter).
+
+    Batch axis: refused on ``net0`` and the problem (one solve; vmap for many); ``save_ts``
+    ``(T,)``.
     """
+    _check_call("solve_network_flow", net0, problem, save_ts=save_ts)
     settings = SolverSettings() if settings is None else settings
     return _solve(problem, net0, jnp.asarray(save_ts), settings, progress)
 
@@ -176,7 +198,10 @@ def network_descent(
         eta: step size η (traced: a new η reuses the compiled program).
         batch_size: B ∈ [1, N]; a fresh uniform B-subset every step (static: it sets shapes).
         key: PRNG key for the minibatches (required when B < N).
+
+    Batch axis: refused on ``net0``, the problem and ``key``.
     """
+    _check_call("network_descent", net0, problem, save_ts=save_ts).key("key", key)
     return run_descent(_descend, problem, net0, save_ts, eta, batch_size, key, progress)
 
 
@@ -185,10 +210,13 @@ def balance_quantities(net: ReLUNetwork) -> Float[Array, "L M"]:
 
     Conserved by the gradient flow of any cost of the network function (module docstring); the
     diagonal of W_ℓW_ℓᵀ + b_ℓb_ℓᵀ − W_{ℓ+1}ᵀW_{ℓ+1}, with W_{L+1} the output weight.
+
+    Batch axis: accepted. ``net`` may be stacked with any leading axes ``*batch`` on every leaf
+    (e.g. the saves ``(T, …)`` of :func:`solve_network_flow`), and the result is then
+    ``(*batch, L, M)``; the leaves must agree on those axes.
     """
-    incoming = jnp.sum(net.weights**2, axis=-1) + net.biases**2  # (L, M)
-    next_weights = jnp.concatenate(
-        [jnp.sum(net.weights[1:] ** 2, axis=-2), jnp.sum(net.out_weight**2, axis=0)[None]],
-        axis=0,
-    )
-    return incoming - next_weights
+    Shapes("balance_quantities").network("net", net, lead="*batch")
+    incoming = jnp.sum(net.weights**2, axis=-1) + net.biases**2  # (*batch, L, M)
+    later = jnp.sum(net.weights[..., 1:, :, :] ** 2, axis=-2)  # columns of W_2..W_L
+    last = jnp.sum(net.out_weight**2, axis=-2)[..., None, :]  # columns of W_{L+1}
+    return incoming - jnp.concatenate([later, last], axis=-2)

@@ -32,10 +32,24 @@ from ..core import (
     sort_data,
     threshold_gradient,
 )
+from ..core._shapes import Shapes
 
 FlowMode = Literal["bias", "joint"]
 CostKind = Literal["input", "standard", "output"]
 GradientKind = Literal["sorted", "autodiff"]
+
+
+def check_problem(s: Shapes, problem: FlowProblem, name: str = "problem.") -> Shapes:
+    """The arrays of a :class:`FlowProblem` (``name`` prefixes the names in the messages):
+    u, targets ``(N, M)``, y ``(N, Q)``, out_weight ``(Q, M)``, out_bias ``(Q,)``, weights
+    ``(N,)``; sizes bound in ``s`` before (e.g. M of the parameters) must agree."""
+    s(f"{name}u", problem.u, "N M")
+    s(f"{name}targets", problem.targets, "N M")
+    s(f"{name}y", problem.y, "N Q")
+    s(f"{name}out_weight", problem.out_weight, "Q M")
+    s(f"{name}out_bias", problem.out_bias, "Q")
+    s(f"{name}weights", problem.weights, "N")
+    return s
 
 
 class FlowProblem(eqx.Module):
@@ -59,6 +73,9 @@ class FlowProblem(eqx.Module):
             docs/theory.md#effective-flows, flow 4, and #spectral-gap).
         gradient: ``"sorted"`` (exact, from sorted data; input cost only) or ``"autodiff"``
             (``jax.grad`` of the cost). Both give the same field; tests check it.
+
+    Batch axis: refused by the constructor (one problem; a batch of problems is built with
+    ``eqx.filter_vmap`` or :func:`~gflow_jax.core.stack`).
     """
 
     u: Float[Array, "N M"]
@@ -85,10 +102,15 @@ class FlowProblem(eqx.Module):
         gradient: GradientKind | None = None,
         weights: Float[Array, " N"] | None = None,
     ):
+        Shapes("FlowProblem")("u", u, "N M")
         n_points, dim = u.shape
         self.u = u
         self.targets = targets
-        self.y = jnp.zeros((n_points, 1), u.dtype) if y is None else y
+        if y is None:  # unused by the cost: zeros of the output dimension, if one is given
+            Shapes("FlowProblem")("out_weight", out_weight, "Q M")
+            q = 1 if out_weight is None else out_weight.shape[0]
+            y = jnp.zeros((n_points, q), u.dtype)
+        self.y = y
         self.out_weight = (
             jnp.zeros((self.y.shape[1], dim), u.dtype) if out_weight is None else out_weight
         )
@@ -107,6 +129,8 @@ class FlowProblem(eqx.Module):
         if gradient is None:
             gradient = "sorted" if cost == "input" else "autodiff"
         self.gradient = gradient
+        self.sorted = None
+        check_problem(Shapes("FlowProblem"), self, "")  # before sorting: errors name FlowProblem
         self.sorted = sort_data(u, targets, self.weights) if gradient == "sorted" else None
 
     def __check_init__(self):
@@ -118,14 +142,7 @@ class FlowProblem(eqx.Module):
             raise ValueError(f"gradient must be 'sorted' or 'autodiff', got {self.gradient!r}")
         if self.gradient == "sorted" and self.cost != "input":
             raise ValueError("the sorted gradient exists for the input-layer cost only")
-        if self.u.shape != self.targets.shape:
-            raise ValueError(
-                f"targets must have the data's shape {self.u.shape}, got {self.targets.shape}"
-            )
-        if self.weights.shape != self.u.shape[:1]:
-            raise ValueError(
-                f"weights must have shape ({self.u.shape[0]},), got {self.weights.shape}"
-            )
+        check_problem(Shapes("FlowProblem"), self, "")
 
     @property
     def n_points(self) -> int:

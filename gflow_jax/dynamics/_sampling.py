@@ -11,6 +11,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
+from ..core._shapes import Shapes
+
 # batches up to this size draw with an unrolled loop (fastest vmapped on CPU)
 _UNROLL = 32
 
@@ -19,7 +21,9 @@ def positive_rows(weights: Float[Array, " N"]) -> Int[Array, " N"]:
     """Indices of the rows of positive weight, in order, then padded with the last row.
 
     Entry r is the row holding the (r+1)-th positive weight; computed once per run, so that a
-    minibatch's ranks map to rows by one gather per step (:func:`minibatch_indices`)."""
+    minibatch's ranks map to rows by one gather per step (:func:`minibatch_indices`).
+    ``weights`` ``(N,)``. Batch axis: refused (vmap over it)."""
+    Shapes("positive_rows")("weights", weights, "N")
     n_rows = weights.shape[0]
     return jnp.nonzero(weights > 0, size=n_rows, fill_value=n_rows - 1)[0].astype(jnp.int32)
 
@@ -32,7 +36,13 @@ def floyd_ranks(key: PRNGKeyArray, n: Int[Array, ""], batch_size: int) -> Int[Ar
     random keys per step (``argsort``) made vmapped SGD sort-bound on CPU
     (benchmarks/sweep_throughput.py). Batches of up to 32 are unrolled; larger ones run as
     a loop (the same draws, no compile time growing with B).
+
+    ``key`` one PRNG key, ``n`` a scalar. Batch axis: refused (vmap over it).
     """
+    check = Shapes("floyd_ranks")
+    check.key("key", key)
+    check("n", n, "")
+    n = jnp.asarray(n)
     u = jax.random.uniform(key, (batch_size,))
     j = n.astype(jnp.int32) - batch_size + jnp.arange(batch_size, dtype=jnp.int32)
     draws = jnp.minimum(jnp.floor(u * (j + 1)).astype(jnp.int32), j)  # all B draws at once
@@ -65,6 +75,12 @@ def minibatch_indices(
     ``rows[r]`` (:func:`positive_rows`, pass it to skip recomputing it at every step). ``n`` is a
     count, so a problem padded with zero-weight rows draws exactly the minibatches of the
     unpadded one (what lets a sweep batch problems of different sizes in one program).
+
+    ``weights`` and ``rows`` ``(N,)``, ``key`` one PRNG key. Batch axis: refused.
     """
+    check = Shapes("minibatch_indices")
+    check.key("key", key)
+    check("weights", weights, "N")
+    check("rows", rows, "N")
     rows = positive_rows(weights) if rows is None else rows
     return rows[floyd_ranks(key, jnp.sum(weights > 0), batch_size)]

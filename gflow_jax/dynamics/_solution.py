@@ -7,6 +7,7 @@ from typing import Any
 import equinox as eqx
 from jaxtyping import Array, Bool, Float, Int
 
+from ..core._shapes import Shapes
 from ._settings import SolverSettings
 
 
@@ -99,7 +100,13 @@ class FlowSolution(eqx.Module):
 
 def check_solution(solution: FlowSolution, settings: SolverSettings) -> FlowSolution:
     """Return ``solution`` if a single (un-batched) solve succeeded; otherwise raise a
-    ``RuntimeError`` that says how far it got and what to change."""
+    ``RuntimeError`` that says how far it got and what to change.
+
+    Batch axis: refused (``solution.success`` must be a scalar; check each member of a batch).
+    """
+    check = Shapes("check_solution")
+    check("solution.success", solution.success, "")
+    check("solution.ts", solution.ts, "T")
     if not bool(solution.success):
         raise RuntimeError(
             f"the gradient-flow solve stopped before s = {float(solution.ts[-1]):g} after "

@@ -6,6 +6,7 @@ Kinds are imported on first use (:func:`get_kind`), so importing this package lo
 
 from ._config import (
     ClusterConfig as ClusterConfig,
+    CollapseConfig as CollapseConfig,
     ConfigBase as ConfigBase,
     ConfigError as ConfigError,
     FlowConfig as FlowConfig,
@@ -29,6 +30,7 @@ from ._registry import (
 
 __all__ = [
     "ClusterConfig",
+    "CollapseConfig",
     "ConfigBase",
     "ConfigError",
     "ExperimentKind",

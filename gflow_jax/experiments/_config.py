@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from ..core import ClusteredData, make_clusters
+from ..diagnostics import CollapseConvention, collapse_convention
+from ..diagnostics._collapse import CONVENTIONS, GLOBAL_MEANS, NC3_FORMS, NC4_FORMS
 from ..dynamics import DEFAULTS, SOLVERS
 
 
@@ -364,6 +366,49 @@ def clusters_from_config(key, section: ClusterConfig) -> ClusteredData:
         distribution=section.distribution,
         layout=section.layout,
     )
+
+
+@dataclass(frozen=True)
+class CollapseConfig:
+    """How the Papyan neural-collapse measures are computed (docs/theory.md#neural-collapse,
+    :func:`~gflow_jax.diagnostics.papyan_collapse`).
+
+    ``convention``: ``"toolkit"`` (the default: global mean = mean of the class means,
+    ddof = 0, NC3 not squared, NC4 as agreement) or ``"papyan"`` (Papyan, Han and Donoho 2020:
+    global mean = mean of all features, ddof = 1, NC3 squared, NC4 as mismatch). Each of
+    ``global_mean`` (``"class_means"``, ``"features"``), ``ddof`` (0, 1), ``nc3`` (``"norm"``,
+    ``"squared"``) and ``nc4`` (``"agreement"``, ``"mismatch"``) overrides the convention; left
+    out (``""``, ``ddof = -1``) it follows it. Validation fills in every option, so the run's
+    recorded config states all four.
+    """
+
+    convention: str = "toolkit"
+    global_mean: str = ""
+    ddof: int = -1
+    nc3: str = ""
+    nc4: str = ""
+
+    def check(self, prefix: str, root=None) -> None:
+        require_choice(f"{prefix}.convention", self.convention, tuple(CONVENTIONS))
+        for key, choices in (("global_mean", GLOBAL_MEANS), ("nc3", NC3_FORMS), ("nc4", NC4_FORMS)):
+            if getattr(self, key):
+                require_choice(f"{prefix}.{key}", getattr(self, key), choices)
+        if self.ddof not in (-1, 0, 1):
+            raise ConfigError(f"{prefix}.ddof", f"must be 0 or 1, got {self.ddof!r}")
+
+    def resolved(self) -> CollapseConfig:
+        """The same section with every option filled in from the convention."""
+        return dataclasses.replace(self, **self.options().as_dict())
+
+    def options(self) -> CollapseConvention:
+        """The :class:`~gflow_jax.diagnostics.CollapseConvention` this section asks for."""
+        return collapse_convention(
+            self.convention,
+            global_mean=self.global_mean or None,
+            ddof=None if self.ddof < 0 else self.ddof,
+            nc3=self.nc3 or None,
+            nc4=self.nc4 or None,
+        )
 
 
 @dataclass(frozen=True)

@@ -60,6 +60,7 @@ import jax
 import numpy as np
 import scipy.linalg as sla
 
+from ..core._shapes import Shapes
 from . import _host
 
 #: distinct points from which ``method="auto"`` (and the many-clouds engine) use this engine on CPU
@@ -487,8 +488,11 @@ def solve_adaptive(D, scales, settings: AdaptiveSettings = AdaptiveSettings()) -
     ``"pcg"`` solve), ``solver`` (names: ``"cg"``, ``"pcg"`` — preconditioned by a neighbouring
     scale's factor —, ``"cholesky32"`` — float64 CG preconditioned by this scale's own float32
     factor —, ``"cholesky"``, ``"lu"``), ``fallback`` (why float32 was abandoned at a scale,
-    else ``""``) and ``profile`` (seconds per phase, :data:`PHASES`).
+    else ``""``) and ``profile`` (seconds per phase, :data:`PHASES`). Batch axis: refused.
     """
     D_host = np.asarray(D, dtype=np.float64)
     scales = np.asarray(scales, dtype=np.float64)
+    check = Shapes("solve_adaptive")
+    check("D", D_host, "m m")
+    check("scales", scales, "S")
     return _Run(D_host, scales, settings).run()

@@ -42,6 +42,7 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Int
 
 from ..core import on_accelerator
+from ..core._shapes import Shapes
 from . import _host
 from ._adaptive import AdaptiveSettings, solve_adaptive, use_adaptive
 from ._clouds import bucket_size
@@ -133,14 +134,16 @@ class MagnitudeFunction(eqx.Module):
 # input checks
 
 
-def _check_scales(scales: ArrayLike) -> np.ndarray:
+def _check_scales(scales: ArrayLike, function: str = "magnitude_function") -> np.ndarray:
     s = np.atleast_1d(np.asarray(scales, dtype=np.float64))
-    if s.ndim != 1 or s.size == 0:
-        raise ValueError(f"scales must be a non-empty 1-d array, got shape {s.shape}")
+    check = Shapes(function)
+    check("scales", s, "S")
+    if s.size == 0:
+        check.fail("scales", "must hold at least one scale")
     if not np.all(np.isfinite(s)):
-        raise ValueError("scales contain NaN or inf")
+        check.fail("scales", "contain NaN or inf")
     if np.any(s <= 0):
-        raise ValueError("scales must be positive (t > 0)")
+        check.fail("scales", "must be positive (t > 0)")
     return s
 
 
@@ -225,12 +228,12 @@ def _from_core(
     )
 
 
-def _on_device(X, scales, metric, duplicate_tol, rtol) -> MagnitudeFunction:
+def _on_device(X, scales, metric, duplicate_tol, rtol, function) -> MagnitudeFunction:
     """The accelerator engine: distances computed on the device (or a precomputed matrix
     checked there), then :func:`~gflow_jax.magnitude._device.device_magnitude`."""
-    D = distance_matrix(X, metric) if metric == "precomputed" else None
+    D = distance_matrix(X, metric, function) if metric == "precomputed" else None
     if D is None:
-        D = device_distances(check_points(X), metric)
+        D = device_distances(check_points(X, "X", function), metric)
     result, iterations = device_magnitude(D, scales, duplicate_tol=duplicate_tol, rtol=rtol)
     return _from_core(result, metric, "device", iterations)
 
@@ -323,17 +326,38 @@ def magnitude_function(
     Raises:
         ValueError: NaN/inf in ``X``, wrong shapes, non-positive scales, an invalid precomputed
             distance matrix, or an unknown metric or method.
+
+    Batch axis: refused (one cloud ``X``; :func:`~gflow_jax.magnitude.cloud_magnitudes`
+    solves many); ``scales`` must be ``(S,)`` (a scalar is read as one scale).
     """
+    return _magnitude_function(
+        "magnitude_function", X, scales, metric=metric, method=method,
+        duplicate_tol=duplicate_tol, rtol=rtol, progress=progress,
+    )  # fmt: skip
+
+
+def _magnitude_function(
+    function: str,
+    X: ArrayLike,
+    scales: ArrayLike,
+    *,
+    metric: str = "euclidean",
+    method: Method = "auto",
+    duplicate_tol: float = 0.0,
+    rtol: float = 1e-12,
+    progress: bool = False,
+) -> MagnitudeFunction:
+    """:func:`magnitude_function` with errors naming ``function`` (the public caller)."""
     metric = canonical_metric(metric)
     method = _check_method(method)
-    s = _check_scales(scales)
+    s = _check_scales(scales, function)
     if not (duplicate_tol >= 0 and math.isfinite(duplicate_tol)):
-        raise ValueError(f"duplicate_tol must be finite and ≥ 0, got {duplicate_tol}")
+        raise ValueError(f"{function}: duplicate_tol must be finite and ≥ 0, got {duplicate_tol}")
     if method == "device" or (method == "auto" and on_accelerator()):
-        result = _on_device(X, s, metric, duplicate_tol, rtol)
+        result = _on_device(X, s, metric, duplicate_tol, rtol, function)
         _warn(result)
         return result
-    D = distance_matrix(X, metric)
+    D = distance_matrix(X, metric, function)
     groups = _host_groups(D, method, duplicate_tol)
     engine = "cholesky" if groups is None else _engine(method, int(groups[0].sum()))
     if engine == "cholesky":
@@ -356,35 +380,42 @@ def magnitude(
         >>> import numpy as np
         >>> np.round(np.asarray(magnitude(np.array([[0.0], [1.0]]), [1.0, 2.0])), 8).tolist()
         [1.46211716, 1.76159416]
+
+    Batch axis: refused, as :func:`magnitude_function`.
     """
-    return magnitude_function(X, scales, metric=metric, **kwargs).magnitude
+    return _magnitude_function("magnitude", X, scales, metric=metric, **kwargs).magnitude
 
 
 def magnitude_weights(
     X: ArrayLike, scales: ArrayLike, *, metric: str = "euclidean", **kwargs
 ) -> Float[Array, "n S"]:
     """Weights w(t) with Z(t) w = 1, ``(n, S)``, aligned with the input rows (duplicates share
-    their point's weight equally)."""
-    return magnitude_function(X, scales, metric=metric, **kwargs).weights
+    their point's weight equally). Batch axis: refused, as :func:`magnitude_function`."""
+    return _magnitude_function("magnitude_weights", X, scales, metric=metric, **kwargs).weights
 
 
 def magnitude_dimension_profile(
     X: ArrayLike, scales: ArrayLike, *, metric: str = "euclidean", **kwargs
 ) -> Float[Array, " S"]:
     """Instantaneous magnitude dimension dim(t) = d log|tX| / d log t = t·wᵀ(D∘Z)w / Σw,
-    ``(S,)``, from the exact derivative (no finite differences)."""
-    return magnitude_function(X, scales, metric=metric, **kwargs).dimension
+    ``(S,)``, from the exact derivative (no finite differences). Batch axis: refused, as
+    :func:`magnitude_function`."""
+    result = _magnitude_function("magnitude_dimension_profile", X, scales, metric=metric, **kwargs)
+    return result.dimension
 
 
 def positive_magnitude(
     X: ArrayLike, scales: ArrayLike, *, metric: str = "euclidean", **kwargs
 ) -> Float[Array, " S"]:
-    """PMag(tX) = Σ_i max(w_i, 0), ``(S,)``."""
-    return magnitude_function(X, scales, metric=metric, **kwargs).positive_magnitude
+    """PMag(tX) = Σ_i max(w_i, 0), ``(S,)``. Batch axis: refused, as
+    :func:`magnitude_function`."""
+    result = _magnitude_function("positive_magnitude", X, scales, metric=metric, **kwargs)
+    return result.positive_magnitude
 
 
 def spread(
     X: ArrayLike, scales: ArrayLike, *, metric: str = "euclidean", **kwargs
 ) -> Float[Array, " S"]:
-    """Spread E(tX) = Σ_i 1/Σ_j Z_ij over the distinct points, ``(S,)``."""
-    return magnitude_function(X, scales, metric=metric, **kwargs).spread
+    """Spread E(tX) = Σ_i 1/Σ_j Z_ij over the distinct points, ``(S,)``. Batch axis: refused,
+    as :func:`magnitude_function`."""
+    return _magnitude_function("spread", X, scales, metric=metric, **kwargs).spread

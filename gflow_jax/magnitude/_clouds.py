@@ -44,6 +44,7 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Bool, Float, Int
 
 from ..core import on_accelerator
+from ..core._shapes import Shapes
 from . import _host
 from ._adaptive import solve_adaptive, use_adaptive
 from ._core import CHOLESKY, LU, magnitude_from_distances
@@ -98,13 +99,15 @@ def magnitude_scales(
     t_min: float = 0.1, t_max: float = 100.0, n_scales: int = 32, scales=()
 ) -> np.ndarray:
     """The scale grid: ``scales`` if given, else ``n_scales`` log-spaced values in
-    [t_min, t_max] (float64, ``(S,)``)."""
-    if len(scales):
-        s = np.asarray(scales, dtype=np.float64)
-    else:
+    [t_min, t_max] (float64, ``(S,)``). Batch axis: refused (``scales`` must be ``(S,)``)."""
+    s = np.asarray(scales, dtype=np.float64)
+    if s.size == 0:
         s = np.geomspace(t_min, t_max, n_scales)
-    if s.ndim != 1 or s.size == 0 or not np.all(np.isfinite(s)) or np.any(s <= 0):
-        raise ValueError(f"scales must be a non-empty 1-d array of positive numbers, got {s}")
+    Shapes("magnitude_scales")("scales", s, "S")
+    if s.size == 0 or not np.all(np.isfinite(s)) or np.any(s <= 0):
+        raise ValueError(
+            f"magnitude_scales: scales must be a non-empty array of positive numbers, got {s}"
+        )
     return s
 
 
@@ -121,7 +124,9 @@ def bucket_size(n: int) -> int:
 def euclidean_distances(x: Float[Array, "n M"]) -> Float[Array, "n n"]:
     """Euclidean distances from coordinate differences (fused; no Gram-identity cancellation):
     exactly symmetric, exactly 0 on the diagonal and between exact duplicates. O(n²·M) memory:
-    for the small clouds of this engine (large clouds: :func:`pairwise_distances`)."""
+    for the small clouds of this engine (large clouds: :func:`pairwise_distances`). ``x``
+    ``(n, M)``. Batch axis: refused (vmap over clouds)."""
+    Shapes("euclidean_distances")("x", x, "n M")
     diff = x[:, None, :] - x[None, :, :]
     return jnp.sqrt(jnp.sum(diff * diff, axis=-1))
 
@@ -184,25 +189,27 @@ def _compact(x: np.ndarray) -> np.ndarray:
 
 def _check_clouds(clouds, valid, scales, duplicate_tol):
     X = np.asarray(clouds, dtype=np.float64)
-    if X.ndim != 3 or 0 in X.shape:
-        raise ValueError(f"clouds must be a non-empty (C, n, M) array, got shape {X.shape}")
+    check = Shapes("cloud_magnitudes")
+    check("clouds", X, "C n M")
+    if 0 in X.shape:
+        check.fail("clouds", f"must be a non-empty (C, n, M) array, got shape {X.shape}")
     C, n, _ = X.shape
     V = np.ones((C, n), bool) if valid is None else np.asarray(valid, dtype=bool)
-    if V.shape != (C, n):
-        raise ValueError(f"valid must have shape {(C, n)}, got {V.shape}")
+    check("valid", V, "C n")
     if not np.all(np.isfinite(X[V])):
-        raise ValueError("clouds contain NaN or inf")
+        check.fail("clouds", "contain NaN or inf")
     if not V.any(axis=1).all():
-        raise ValueError("every cloud needs at least one valid point")
+        check.fail("valid", "must mark at least one valid point in every cloud")
     s = np.asarray(scales, dtype=np.float64)
-    if s.ndim == 1:
-        s = np.broadcast_to(magnitude_scales(scales=s), (C, s.size))
-    if s.ndim != 2 or s.shape[0] != C or s.shape[1] == 0:
-        raise ValueError(f"scales must be (S,) or (C, S) = ({C}, S), got shape {s.shape}")
+    check("scales", s, "S" if s.ndim < 2 else "C S")
+    if s.size == 0:
+        check.fail("scales", "must hold at least one scale")
     if not (np.all(np.isfinite(s)) and np.all(s > 0)):
-        raise ValueError("scales must be positive and finite")
+        check.fail("scales", "must be positive and finite")
+    if s.ndim == 1:
+        s = np.broadcast_to(s, (C, s.size))
     if not (duplicate_tol >= 0 and math.isfinite(duplicate_tol)):
-        raise ValueError(f"duplicate_tol must be finite and ≥ 0, got {duplicate_tol}")
+        check.fail("duplicate_tol", f"must be finite and ≥ 0, got {duplicate_tol}")
     return X, V, s
 
 
@@ -235,6 +242,9 @@ def cloud_magnitudes(
 
     Returns:
         :class:`CloudMagnitudes` (one row per cloud, in input order).
+
+    Batch axis: the clouds are the batch (the leading C of ``clouds``, ``valid`` and per-cloud
+    ``scales``); a further axis is refused.
 
     Example:
         >>> import numpy as np

@@ -36,6 +36,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Bool, Float, Int
 
+from ..core._shapes import Shapes
+
 #: solver codes of :class:`MagnitudeResult` (``solver`` field) and their names
 SOLVER_NAMES = ("cholesky", "lu", "failed")
 CHOLESKY, LU, FAILED = 0, 1, 2
@@ -99,7 +101,13 @@ def duplicate_groups(
         keep: ``(n,)`` True for group representatives.
         representative: ``(n,)`` index of each point's representative.
         group_size: ``(n,)`` size of each point's group.
+
+    ``D`` ``(n, n)``, ``duplicate_tol`` a scalar, ``valid`` ``(n,)``. Batch axis: refused (vmap).
     """
+    check = Shapes("duplicate_groups")
+    check("D", D, "n n")
+    check("duplicate_tol", duplicate_tol, "")
+    check("valid", valid, "n")
     n = D.shape[0]
     valid = jnp.ones((n,), dtype=bool) if valid is None else jnp.asarray(valid, dtype=bool)
     close = (D <= duplicate_tol) & valid[:, None] & valid[None, :]
@@ -229,15 +237,20 @@ def magnitude_from_distances(
     Returns:
         :class:`MagnitudeResult` (docs/theory.md#magnitude: Z w = 1, |tX| = Σw, d|tX|/dt =
         wᵀ(D∘Z)w).
+
+    Batch axis: refused (vmap over a batch of ``D``, as above; shapes are static, so the check
+    costs nothing under jit).
     """
     D = jnp.asarray(D)
     if not jnp.issubdtype(D.dtype, jnp.floating):
         D = D.astype(jnp.float64)
     scales = jnp.asarray(scales, dtype=D.dtype)
-    if D.ndim != 2 or D.shape[0] != D.shape[1]:
-        raise ValueError(f"D must be a square (n, n) matrix, got shape {D.shape}")
-    if scales.ndim != 1 or scales.shape[0] == 0:
-        raise ValueError(f"scales must be a non-empty 1-d array, got shape {scales.shape}")
+    check = Shapes("magnitude_from_distances")
+    check("D", D, "n n")
+    check("scales", scales, "S")
+    check("valid", valid, "n")
+    if scales.shape[0] == 0:
+        check.fail("scales", "must hold at least one scale")
     n, S = D.shape[0], scales.shape[0]
     keep, representative, group_size = duplicate_groups(D, duplicate_tol, valid)
     batch = default_scale_batch(n, S) if scale_batch is None else max(1, int(scale_batch))

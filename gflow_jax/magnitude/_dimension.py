@@ -64,12 +64,14 @@ def magnitude_dimension(
             log t; default: all given scales. At least two scales must fall inside.
         refine: refine the profile maximum between the neighbours of the best evaluated scale
             (six rounds of eight batched solves on a shrinking log grid).
+
+    Batch axis: refused (one cloud; loop over clouds).
     """
-    s = _check_scales(scales)
+    s = _check_scales(scales, "magnitude_dimension")
     if s.size < 2:
         raise ValueError("magnitude_dimension needs at least two scales")
     metric = canonical_metric(metric)
-    D = distance_matrix(X, metric)
+    D = distance_matrix(X, metric, "magnitude_dimension")
     result = magnitude_function(D, s, metric="precomputed", **kwargs)
     result = dataclasses.replace(result, metric=metric)
     profile = np.asarray(result.dimension)
@@ -121,12 +123,13 @@ def convergence_scale(
 
     A coarse log grid brackets the crossing; safeguarded Newton steps in log t with the exact
     derivative d|tX|/dt then converge to relative accuracy ``rtol`` in t. ``method`` picks the
-    engine as in :func:`magnitude_function`.
+    engine as in :func:`magnitude_function`. ``X``: ``(n, p)`` points, or ``(n, n)`` with
+    ``metric="precomputed"``. Batch axis: refused (one cloud).
     """
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"fraction must lie in (0, 1), got {fraction}")
     metric = canonical_metric(metric)
-    D = distance_matrix(X, metric)
+    D = distance_matrix(X, metric, "convergence_scale")
     keep, _, _ = _groups(D, 0.0)
     index = np.flatnonzero(np.asarray(keep))
     if index.size < 2:
@@ -176,10 +179,12 @@ def convergence_scale(
 
 def e_alpha(X: ArrayLike, alpha: float = 1.0, *, metric: str = "euclidean") -> float:
     """E_α = Σ over the edges e of a minimum spanning tree of |e|^α (the PH₀ lifetimes of the
-    Vietoris–Rips filtration raised to α). Prim's algorithm on the distance matrix, O(n²)."""
+    Vietoris–Rips filtration raised to α). Prim's algorithm on the distance matrix, O(n²).
+    ``X``: ``(n, p)`` points, or ``(n, n)`` with ``metric="precomputed"``. Batch axis: refused
+    (one cloud)."""
     if not (alpha > 0 and math.isfinite(alpha)):
         raise ValueError(f"alpha must be positive and finite, got {alpha}")
-    D = distance_matrix(X, canonical_metric(metric))
+    D = distance_matrix(X, canonical_metric(metric), "e_alpha")
     return float(jnp.sum(_mst_edges(D) ** alpha))
 
 

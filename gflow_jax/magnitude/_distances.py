@@ -19,6 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
+from ..core._shapes import Shapes
+
 METRICS = ("euclidean", "cityblock", "chebyshev")
 _ALIASES = {"l2": "euclidean", "l1": "cityblock", "manhattan": "cityblock", "linf": "chebyshev"}
 # elements of one temporary block (float64): 2^23 = 64 MiB
@@ -40,40 +42,46 @@ def canonical_metric(metric: str) -> str:
     return name
 
 
-def check_points(X: ArrayLike, name: str = "X") -> Float[Array, "n p"]:
-    """``X`` as a float64 ``(n, p)`` JAX array; raises ``ValueError`` on a wrong shape, no
-    points, or NaN/inf entries."""
+def check_points(
+    X: ArrayLike, name: str = "X", function: str = "check_points"
+) -> Float[Array, "n p"]:
+    """``X`` as a float64 ``(n, p)`` JAX array; raises ``ValueError`` (naming ``function`` and
+    the argument ``name``) on a wrong shape, no points, or NaN/inf entries. Batch axis: refused
+    (one cloud; :func:`~gflow_jax.magnitude.cloud_magnitudes` takes many)."""
     X = jnp.asarray(X)
-    if X.ndim != 2:
-        raise ValueError(f"{name} must be a 2-d array of points (n, p), got shape {X.shape}")
+    check = Shapes(function)
+    check(name, X, "n p")
     if X.shape[0] == 0 or X.shape[1] == 0:
-        raise ValueError(f"{name} must hold at least one point of dimension ≥ 1, got {X.shape}")
+        check.fail(name, f"must hold at least one point of dimension ≥ 1, got {X.shape}")
     if not jnp.issubdtype(X.dtype, jnp.number) or jnp.issubdtype(X.dtype, jnp.complexfloating):
-        raise ValueError(f"{name} must be real-valued, got dtype {X.dtype}")
+        check.fail(name, f"must be real-valued, got dtype {X.dtype}")
     X = X.astype(jnp.float64)
     if not bool(jnp.all(jnp.isfinite(X))):
-        raise ValueError(f"{name} contains NaN or inf")
+        check.fail(name, "contains NaN or inf")
     return X
 
 
-def check_distance_matrix(D: ArrayLike, *, atol: float = 0.0) -> Float[Array, "n n"]:
-    """``D`` as a float64 ``(n, n)`` distance matrix; raises ``ValueError`` unless it is square,
-    finite, non-negative, symmetric (to ``atol`` plus 1e-12 relative) with a zero diagonal."""
+def check_distance_matrix(
+    D: ArrayLike, *, atol: float = 0.0, name: str = "D", function: str = "check_distance_matrix"
+) -> Float[Array, "n n"]:
+    """``D`` as a float64 ``(n, n)`` distance matrix; raises ``ValueError`` (naming ``function``
+    and the argument ``name``) unless it is square, finite, non-negative, symmetric (to ``atol``
+    plus 1e-12 relative) with a zero diagonal. Batch axis: refused."""
     D = jnp.asarray(D)
-    if D.ndim != 2 or D.shape[0] != D.shape[1]:
-        raise ValueError(f"a precomputed distance matrix must be square (n, n), got {D.shape}")
+    check = Shapes(function)
+    check(name, D, "n n")
     if D.shape[0] == 0:
-        raise ValueError("the distance matrix is empty")
+        check.fail(name, "is an empty distance matrix")
     D = D.astype(jnp.float64)
     if not bool(jnp.all(jnp.isfinite(D))):
-        raise ValueError("the distance matrix contains NaN or inf")
+        check.fail(name, "(a distance matrix) contains NaN or inf")
     if bool(jnp.any(D < 0)):
-        raise ValueError("the distance matrix has negative entries")
+        check.fail(name, "(a distance matrix) has negative entries")
     if bool(jnp.any(jnp.diagonal(D) != 0)):
-        raise ValueError("the distance matrix must have a zero diagonal")
+        check.fail(name, "(a distance matrix) must have a zero diagonal")
     tol = atol + 1e-12 * float(jnp.max(D))
     if bool(jnp.any(jnp.abs(D - D.T) > tol)):
-        raise ValueError("the distance matrix is not symmetric")
+        check.fail(name, "(a distance matrix) is not symmetric")
     return 0.5 * (D + D.T)
 
 
@@ -167,24 +175,28 @@ def pairwise_distances(
         chunk_size: rows of ``X`` per block (default: blocks of about 64 MiB).
 
     Memory is O(n·m + n·p): rows are processed in blocks, and for ℓ1/ℓ∞ the coordinates too.
+
+    Batch axis: refused (``X`` ``(n, p)``, ``Y`` ``(m, p)``; one cloud at a time).
     """
     metric = canonical_metric(metric)
     if metric == "precomputed":
         raise ValueError("pairwise_distances needs points, not metric='precomputed'")
-    X = check_points(X, "X")
+    X = check_points(X, "X", "pairwise_distances")
     same = Y is None
-    Y = X if same else check_points(Y, "Y")
-    if Y.shape[1] != X.shape[1]:
-        raise ValueError(f"X and Y have different dimensions: {X.shape[1]} and {Y.shape[1]}")
+    Y = X if same else check_points(Y, "Y", "pairwise_distances")
+    Shapes("pairwise_distances", p=X.shape[1])("Y", Y, "m p")
     if metric == "euclidean":
         return _euclidean(X, Y, same, chunk_size)
     return _elementwise(X, Y, same, chunk_size, metric)
 
 
-def distance_matrix(X: ArrayLike, metric: str) -> Float[Array, "n n"]:
-    """The ``(n, n)`` distance matrix of ``X``: computed from points, or checked when
-    ``metric="precomputed"``."""
+def distance_matrix(
+    X: ArrayLike, metric: str, function: str = "distance_matrix"
+) -> Float[Array, "n n"]:
+    """The ``(n, n)`` distance matrix of ``X``: computed from points ``(n, p)``, or checked when
+    ``metric="precomputed"`` (``X`` ``(n, n)``). Errors name ``function``. Batch axis: refused."""
     metric = canonical_metric(metric)
     if metric == "precomputed":
-        return check_distance_matrix(X)
+        return check_distance_matrix(X, name="X", function=function)
+    X = check_points(X, "X", function)
     return pairwise_distances(X, metric=metric)

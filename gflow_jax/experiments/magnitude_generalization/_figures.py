@@ -143,7 +143,10 @@ def _monitoring(cfg, results, curves, early, st: _Style, fig_dir: Path) -> Path:
             axes[3].plot(early["steps"], early[f"tau[{gap}]"], marker=".", label=gap)
     axes[3].axhline(0, color="k", lw=0.5)
     axes[3].set(
-        xlabel="step", ylabel="Kendall τ_b", title="τ(window dim at step, final gap)", ylim=(-1, 1)
+        xlabel="step",
+        ylabel=f"Kendall τ_{cfg.get('statistics', {}).get('kendall_variant', 'b')}",
+        title="τ(window dim at step, final gap)",
+        ylim=(-1, 1),
     )
     axes[3].legend(fontsize=8)
     fig.suptitle(f"Monitoring during training — {st.sub}", fontsize=10)

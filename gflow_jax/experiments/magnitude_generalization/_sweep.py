@@ -109,7 +109,8 @@ def run_sweep(
 
 
 def _early_warning(cfg, run_dir: Path, ok: list[dict]) -> dict:
-    """τ_b between the windowed trajectory dimension at each monitor step and the final gap."""
+    """Kendall τ (the run's ``statistics.kendall_variant``) between the windowed trajectory
+    dimension at each monitor step and the final gap."""
     series = {}
     for r in ok:
         z = load_arrays(run_dir / "points" / r["id"] / "curves.npz")

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 from ...core import AdaptedParameters, ReLUNetwork, random_orthogonal
 from .._config import (
     ClusterConfig,
+    CollapseConfig,
     ConfigBase,
     ConfigError,
     FlowConfig,
@@ -84,7 +85,8 @@ class SgdVsFlowConfig(ConfigBase):
     """The ``sgd_vs_flow`` kind. ``[flow]``: the gradient flow and the common save grid. ReLU
     gradient flow can *slide* along a face (the field points into the face from both sides; see
     docs/theory.md#sliding); ``flow.dtmin`` > 0 forces steps of at least ``dtmin`` there (error
-    O(dtmin), as GD with η = dtmin on the sliding stretch), so the solve finishes."""
+    O(dtmin), as GD with η = dtmin on the sliding stretch), so the solve finishes.
+    ``[collapse]``: the convention of the Papyan NC measures (:class:`CollapseConfig`)."""
 
     name: str = "sgd_vs_flow"
     seed: int = 0
@@ -94,9 +96,12 @@ class SgdVsFlowConfig(ConfigBase):
     flow: FlowConfig = field(default_factory=FlowConfig)
     gd: GDConfig = field(default_factory=GDConfig)
     sgd: SvfSGDConfig = field(default_factory=SvfSGDConfig)
+    collapse: CollapseConfig = field(default_factory=CollapseConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
 
     def validate(self) -> None:
+        # every option of the Papyan measures written out, so the run records all four
+        object.__setattr__(self, "collapse", self.collapse.resolved())
         if self.data.n_classes < 2:
             raise ConfigError(
                 "data.n_classes", f"needs at least 2 classes, got {self.data.n_classes}"

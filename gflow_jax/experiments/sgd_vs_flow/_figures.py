@@ -48,6 +48,19 @@ def _style(name: str, etas: list[float], batches: list[int]) -> dict:
     }
 
 
+def _collapse_labels(cfg: dict) -> tuple[str, str, str]:
+    """NC3's and NC4's panel titles and the ideal values, in the run's recorded convention
+    (runs recorded before ``[collapse]`` existed used the toolkit's)."""
+    c = {"global_mean": "class_means", "ddof": 0, "nc3": "norm", "nc4": "agreement"}
+    c.update({k: v for k, v in cfg.get("collapse", {}).items() if v not in ("", -1)})
+    nc3 = "NC3 ‖W/‖W‖ − M̄/‖M̄‖‖" + ("²" if c["nc3"] == "squared" else "")
+    agree = c["nc4"] == "agreement"
+    nc4 = f"NC4 nearest-centre {'=' if agree else '≠'} argmax (fraction)"
+    mean = "mean of class means" if c["global_mean"] == "class_means" else "mean of features"
+    ideal = f"ideal: 0, 0, 0, 0, 0, {1 if agree else 0}; μ_G = {mean}, ddof = {c['ddof']}"
+    return nc3, nc4, ideal
+
+
 def _subtitle(cfg: dict) -> str:
     d, n = cfg["data"], cfg["network"]
     N = d["n_classes"] * d["points_per_class"]
@@ -116,6 +129,7 @@ def plot_sgd_vs_flow_run(run_dir: str | Path) -> list[Path]:
     batches = sorted({_batch(n) for n in names if n.startswith("sgd/")})
     styles = {n: _style(n, etas, batches) for n in names}
     sub = _subtitle(cfg)
+    nc3_title, nc4_title, ideal = _collapse_labels(cfg)
     paths = []
 
     figures = [
@@ -134,10 +148,10 @@ def plot_sgd_vs_flow_run(run_dir: str | Path) -> list[Path]:
                 ("nc1", "NC1 = tr(Σ_W Σ_B⁺)/Q on x⁽ᴸ⁾", True),
                 ("nc2_equinorm", "NC2 equinorm: CV of ‖μ_c − μ_G‖", True),
                 ("nc2_maxangle", "NC2 equiangle: mean |cos + 1/(Q−1)|", True),
-                ("nc3", "NC3 ‖W/‖W‖ − M̄/‖M̄‖‖", True),
-                ("nc4", "NC4 nearest-centre = argmax (fraction)", False),
+                ("nc3", nc3_title, True),
+                ("nc4", nc4_title, False),
             ],
-            f"Neural collapse (ideal: 0, 0, 0, 0, 0, 1)\n{sub}",
+            f"Neural collapse ({ideal})\n{sub}",
             "collapse.png",
         ),
         (

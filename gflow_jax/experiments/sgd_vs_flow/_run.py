@@ -11,7 +11,8 @@ all on the clock s = η·k and saved on one time grid. At every saved time the l
 mapped to cumulative parameters W⁽ℓ⁾, b⁽ℓ⁾ and the data are followed in input space: truncated
 data x̃, truncation counts and rates, the rank of ∂x̃/∂x, how far the weights are from adapted
 (‖offdiag W⁽ℓ⁾W⁽ℓ⁾ᵀ‖_F/‖W⁽ℓ⁾W⁽ℓ⁾ᵀ‖_F), NC1 in input space, Papyan NC1–NC4 on x⁽ᴸ⁾, the balance
-quantities and the distance to the flow.
+quantities and the distance to the flow. The Papyan measures follow the config's
+``[collapse]`` convention, recorded in the run's config and in ``summary["collapse"]``.
 
 Run directory: ``arrays.npz`` (keys ``flow/…``, ``gd/eta=…/…``, ``sgd/eta=…,B=…/…`` plus the
 data), ``metrics.jsonl`` (one row per saved time with every scalar series) and figures.
@@ -43,8 +44,8 @@ def _eta_label(eta: float) -> str:
     return f"{eta:g}"
 
 
-def _trajectory_arrays(prefix: str, nets, loss, x, labels, Q, flow_nets) -> dict:
-    diag = network_diagnostics(nets, x, labels, Q)
+def _trajectory_arrays(prefix: str, nets, loss, x, labels, Q, flow_nets, collapse) -> dict:
+    diag = network_diagnostics(nets, x, labels, Q, collapse=collapse)
     N, L, M = diag.truncated.shape[1:]
     bal = np.asarray(diag.balance)
     out = {
@@ -120,7 +121,8 @@ def run_sgd_vs_flow(cfg: SgdVsFlowConfig, *, progress: bool = False) -> tuple[di
     settings = SolverSettings.from_config(fc)
     ts = jnp.linspace(0.0, fc.t_final, fc.n_save)
 
-    summary: dict = {}
+    collapse = cfg.collapse.options()
+    summary: dict = {"collapse": {"convention": cfg.collapse.convention, **collapse.as_dict()}}
     t0 = time.perf_counter()
     sol = check_solution(
         solve_network_flow(problem, net0, ts, settings, progress=progress), settings
@@ -137,7 +139,9 @@ def run_sgd_vs_flow(cfg: SgdVsFlowConfig, *, progress: bool = False) -> tuple[di
         "data/x": np.asarray(x),
         "data/labels": np.asarray(data.labels),
     }
-    arrays.update(_trajectory_arrays("flow", sol.params, sol.loss, x, data.labels, Q, sol.params))
+    arrays.update(
+        _trajectory_arrays("flow", sol.params, sol.loss, x, data.labels, Q, sol.params, collapse)
+    )
     summary["flow"].update(_final(arrays, "flow"))
 
     runs = [(f"gd/eta={_eta_label(e)}", e, None) for e in cfg.gd.etas]
@@ -160,7 +164,9 @@ def run_sgd_vs_flow(cfg: SgdVsFlowConfig, *, progress: bool = False) -> tuple[di
         )
         jax.block_until_ready(traj)
         arrays.update(
-            _trajectory_arrays(prefix, traj.params, traj.loss, x, data.labels, Q, sol.params)
+            _trajectory_arrays(
+                prefix, traj.params, traj.loss, x, data.labels, Q, sol.params, collapse
+            )
         )
         summary[prefix] = {
             "eta": eta,
@@ -206,7 +212,7 @@ def run_into(cfg: SgdVsFlowConfig, run_dir: Path, progress: bool) -> dict:
         f"({flow['num_rejected_steps']} rejected), final cost {flow['loss']:.3e}"
     )
     for name, e in summary.items():
-        if isinstance(e, dict):
+        if isinstance(e, dict) and "loss" in e:
             print(
                 f"gflow: {name}: cost {e['loss']:.3e}, NC1 {e['nc1']:.3e}, NC1_in "
                 f"{e['nc1_input']:.3e}, truncated {e['truncated_fraction']:.2f}, "
