@@ -156,6 +156,21 @@ EXPENSIVE = ("magnitude_generalization", "generalization_grid", "generalization_
 ALWAYS_DRY = tuple(f"experiments/{name}.toml" for name in EXPENSIVE)
 
 
+def _check_install(command: str) -> None:
+    """An install command for an accelerator (no GPU and no CUDA wheels on a test machine):
+    every extra it names is declared in pyproject.toml and pins jax with that CUDA plugin."""
+    import tomllib
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    named = re.findall(r"\.\[(\w+)\]", command)
+    assert named, command
+    for extra in named:
+        assert extra in extras, f"{command!r}: no extra {extra!r} in pyproject.toml"
+        assert any(dep.startswith(f"jax[{extra}]") for dep in extras[extra]), extras[extra]
+
+
 def _dry(argv: list[str]) -> bool:
     command = argv[0]
     if "--executor" in argv and argv[argv.index("--executor") + 1] == "slurm":
@@ -172,6 +187,9 @@ def _run(command: str, workdir: Path, fillers: Fillers, real: bool, monkeypatch)
             pytest.skip("make is not installed")
         proc = subprocess.run(["make", "-n", *argv], cwd=ROOT, capture_output=True, text=True)
         assert proc.returncode == 0, proc.stderr
+        return
+    if program == "python" and argv[:2] == ["-m", "venv"]:
+        _check_install(command)
         return
     assert program.endswith("gflow"), f"a command the test cannot run: {command!r}"
     argv = fillers.fill(argv)

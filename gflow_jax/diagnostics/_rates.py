@@ -11,6 +11,7 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from ..core import AdaptedParameters, last_truncations, sort_data, threshold_gradient
+from ..core._shapes import Shapes
 from ..dynamics import solve_face
 
 
@@ -37,7 +38,13 @@ class RateDiagnostics(eqx.Module):
 @eqx.filter_jit
 def rate_diagnostics(problem, params: AdaptedParameters) -> RateDiagnostics:
     """:class:`RateDiagnostics` along a stack of parameters (flow or (S)GD) of ``problem``
-    (a :class:`~gflow_jax.dynamics.FlowProblem` with the input-layer cost)."""
+    (a :class:`~gflow_jax.dynamics.FlowProblem` with the input-layer cost).
+
+    ``params``: d, b ``(T, L, M)`` (one stacking axis T; M the problem's). Batch axis: the one
+    stacking axis T only (more are refused)."""
+    check = Shapes("rate_diagnostics")
+    check("problem.u", problem.u, "N M")
+    check.adapted("params", params, "T")
     if problem.cost != "input":
         raise ValueError("rates n/(N d²) are those of the input-layer cost C_in")
     data = (
@@ -81,7 +88,14 @@ def interval_rates(
     dynamics, sets log|c − ȳ|). Returns columns ``layer, coord,
     s_start, s_end, count, fitted, predicted`` (predicted = mean of the predicted rate over the
     interval).
+
+    Shapes: ``ts`` ``(T,)``, ``thresholds`` ``(T, L, M)``, ``rates`` of the same stack. Batch
+    axis: refused (one trajectory per call).
     """
+    check = Shapes("interval_rates")
+    check("ts", ts, "T")
+    check("thresholds", thresholds, "T L M")
+    check("rates.counts", rates.counts, "T L M")
     ts = np.asarray(ts)
     c = np.asarray(thresholds)
     n = np.asarray(rates.counts)
@@ -132,7 +146,18 @@ def event_times(
     ``stick`` row (``stick = 1``) with its value and time, and the search always terminates (on
     a (S)GD trajectory that oscillates around the value, each crossing is located where it is
     seen). Rows: ``layer, coord, time, count_before, count_after, value, stick``.
+
+    Shapes: ``ts`` ``(T,)``, ``thresholds`` and ``d`` ``(T, L, M)``, ``truncated``
+    ``(T, N, L, M)``, ``u`` and ``targets`` ``(N, M)``. Batch axis: refused (one trajectory
+    per call).
     """
+    check = Shapes("event_times")
+    check("ts", ts, "T")
+    check("thresholds", thresholds, "T L M")
+    check("d", d, "T L M")
+    check("u", u, "N M")
+    check("targets", targets, "N M")
+    check("truncated", truncated, "T N L M")
     ts, c, d = np.asarray(ts), np.asarray(thresholds), np.asarray(d)
     owner = np.asarray(jax.vmap(last_truncations)(jnp.asarray(truncated)))  # (T, N, L, M)
     u, targets = np.asarray(u), np.asarray(targets)

@@ -43,6 +43,16 @@ def closed_form_vector_field(
 
 
 @eqx.filter_jit
+def locatable(problem: FlowProblem, settings: SolverSettings) -> bool:
+    """Whether ``settings.events`` applies: the effective flow of the input-layer cost (its
+    sorted field knows where it jumps) integrated by an adaptive solver."""
+    return (
+        problem.cost == "input"
+        and problem.sorted is not None
+        and settings.solver in ("tsit5", "dopri5", "dopri8")
+    )
+
+
 def solve_flow(
     problem: FlowProblem,
     params0: AdaptedParameters,
@@ -82,7 +92,7 @@ def solve_flow(
     settings = SolverSettings() if settings is None else settings
     if settings.solver == "exact":
         return solve_exact(problem, params0, save_ts, max_events=settings.max_events)
-    if settings.events:
+    if settings.events and locatable(problem, settings):
         return solve_located(problem, params0, save_ts, settings)
     sol = integrate_gradient_flow(vector_field, params0, problem, save_ts, settings, progress)
     return FlowSolution.from_diffrax(sol, save_ts, jax.vmap(problem.loss)(sol.ys))

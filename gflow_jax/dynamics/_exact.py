@@ -27,8 +27,9 @@ import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
 
 from ..core import AdaptedParameters, sort_data
+from ..core._shapes import Shapes
 from ._filippov import Coordinate, Mode, coordinates, motion, resolve
-from ._problem import FlowProblem
+from ._problem import FlowProblem, check_problem
 from ._solution import FlowEvents, FlowSolution, SlidingStatus
 
 # event kinds (FlowEvents.kind)
@@ -400,7 +401,8 @@ def solve_exact(
     max_events: int = 2000,
 ) -> FlowSolution:
     """The exact solution of the bias-only flow on C_in (docs/theory.md#meeting-faces), event by
-    event, saved at ``save_ts``.
+    event, saved at ``save_ts``. Batch axis: refused on ``problem``, ``params0`` (d, b
+    ``(L, M)``) and ``save_ts`` ``(T,)``; vmap the solve over a batch.
 
     Between events every face follows c(t) = ȳ + (c − ȳ)e^{−λt} exactly; events (data values
     crossed, faces meeting, faces sticking at a data value, glued groups forming and releasing)
@@ -418,6 +420,8 @@ def solve_exact(
 
     Pure and jittable; ``vmap`` over problems of one shape batches them.
     """
+    check = check_problem(Shapes("solve_exact").adapted("params0", params0), problem)
+    check("save_ts", save_ts, "T")
     if problem.mode != "bias" or problem.cost != "input":
         raise ValueError(
             "the exact solver solves the bias-only flow of the input-layer cost "

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 import numpy as np
 from jaxtyping import ArrayLike
 
+from ..core._shapes import Shapes
+
 
 @dataclass(frozen=True)
 class FaceSolution:
@@ -94,11 +96,12 @@ def solve_face(
     *,
     s_final: float = np.inf,
 ) -> FaceSolution:
-    """Event-driven exact solution of one face of the bias-only flow on C_in.
+    """Event-driven exact solution of one face of the bias-only flow on C_in. Batch axis:
+    refused (``values`` and ``targets`` must be 1-d).
 
     Args:
-        values: ``(n,)`` coordinate u_k of the points this face can own (for a separated face,
-            the cluster's coordinates).
+        values: ``(n,)`` coordinate u_k of the points this face can own
+            (for a separated face, the cluster's coordinates).
         targets: ``(n,)`` or scalar: the k-th target coordinate ỹ of each of those points.
         c0: threshold c_{ℓ,k}(0).
         d: diagonal weight d_{ℓ,k}; its sign is the truncation side, d² sets the time scale.
@@ -119,7 +122,11 @@ def solve_face(
         >>> int(face.counts[-1]), bool(np.isfinite(face.complete_time)), face.limit
         (10, True, 1.5)
     """
-    values = np.asarray(values, dtype=float).ravel()
+    check = Shapes("solve_face")
+    check("values", values, "n")
+    if np.ndim(targets):
+        check("targets", targets, "n")
+    values = np.asarray(values, dtype=float)
     targets = np.broadcast_to(np.asarray(targets, dtype=float), values.shape)
     if not (np.all(np.isfinite(values)) and np.all(np.isfinite(targets))):
         raise ValueError("values and targets must be finite")
@@ -197,7 +204,12 @@ def two_sided_width(lower: FaceSolution, upper: FaceSolution, s) -> np.ndarray:
     a face from below (d₁ > 0) and a later face from above (d₂ < 0) on the same coordinate.
     While the two owned sets are disjoint the faces evolve independently, and once both counts
     are final
-    w(s) = A e^{−λ₁ s} + B e^{−λ₂ s}, λ₁ = #{ξ < ỹ}/(N d₁²), λ₂ = #{ξ > ỹ}/(N d₂²)."""
+    w(s) = A e^{−λ₁ s} + B e^{−λ₂ s}, λ₁ = #{ξ < ỹ}/(N d₁²), λ₂ = #{ξ > ỹ}/(N d₂²).
+
+    ``s``: flow times of any shape (elementwise); returns w of the same shape. Batch axis:
+    accepted (on ``s``)."""
+    if not (isinstance(lower, FaceSolution) and isinstance(upper, FaceSolution)):
+        raise ValueError("two_sided_width: lower and upper must be FaceSolution (solve_face)")
     if lower.sign != 1 or upper.sign != -1:
         raise ValueError("need a face from below (d > 0) and a face from above (d < 0)")
     return upper(s) - lower(s)

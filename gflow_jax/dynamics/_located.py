@@ -25,10 +25,11 @@ import optimistix as optx
 from jaxtyping import Array, Float
 
 from ..core import AdaptedParameters
+from ..core._shapes import Shapes
 from ._exact import _at_data, initial_mode, split_margin
 from ._filippov import Mode, coordinates, gradient, motion, resolve
 from ._integrate import controller, solver_of
-from ._problem import FlowProblem
+from ._problem import FlowProblem, check_problem
 from ._settings import SolverSettings
 from ._solution import FlowSolution
 
@@ -267,7 +268,11 @@ def solve_located(
 ) -> FlowSolution:
     """The effective flow by diffrax with every field discontinuity located and resolved
     (module docstring). Same conventions as :func:`~gflow_jax.dynamics.solve_flow`; at most
-    ``settings.max_events`` events (segments) in all, else ``success = False``."""
+    ``settings.max_events`` events per coordinate on average (``max_events · M`` segments in
+    all), else ``success = False``. Batch axis:
+    refused on ``problem``, ``params0`` (d, b ``(L, M)``) and ``save_ts`` ``(T,)``."""
+    check = check_problem(Shapes("solve_located").adapted("params0", params0), problem)
+    check("save_ts", save_ts, "T")
     if problem.cost != "input" or problem.sorted is None:
         raise ValueError("event location needs the input-layer cost with the sorted gradient")
     L, M = params0.d.shape
@@ -306,7 +311,7 @@ def solve_located(
         steps = ("num_steps", "num_accepted_steps", "num_rejected_steps")
         stats = stats + jnp.stack([sol.stats[name] for name in steps]).astype(stats.dtype)
         count = count + 1
-        overflow = (count >= settings.max_events) & ~finished
+        overflow = (count >= settings.max_events * M) & ~finished
         return (t_end, params, mode, saved, count, finished | ~ok | overflow,
                 failed | ~ok | overflow, stats)  # fmt: skip
 

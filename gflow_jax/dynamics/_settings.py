@@ -27,18 +27,22 @@ DEFAULTS: dict = {
 
 
 class SolverSettings(eqx.Module):
-    """How a gradient flow is integrated (docs/theory.md#sliding on why the field is only
-    piecewise smooth).
-
-    ``rtol``/``atol``/``pcoeff``/``icoeff``/``dt0`` are arrays, so changing them does not
-    recompile; ``solver``, ``max_steps`` (buffer sizes; counts rejected steps too), ``dtmin``
-    (0 = no lower bound; diffrax's controller behaves differently with any dtmin), ``events``
-    and ``max_events`` are static. ``solver="euler"`` takes fixed steps ``dt0`` (explicit Euler =
-    full-batch GD with η = dt0); ``solver="exact"`` solves the bias-only flow on C_in event by
-    event in closed form (tolerances unused). ``events=True`` stops the adaptive solver at every
-    discontinuity of the field, resolves it (crossing, sliding, gluing) and restarts
-    (docs/theory.md#sliding). ``max_events`` bounds the events of the exact and event-located
-    solves (per coordinate for ``"exact"``); reaching it is reported as a failure.
+    """How a gradient flow is integrated (docs/theory.md#sliding on why the field is only piecewise
+    smooth). ``rtol``/``atol``/``pcoeff``/``icoeff``/``dt0`` are arrays, so changing them does
+    not recompile; ``solver``, ``max_steps`` (buffer sizes; counts rejected steps too),
+    ``dtmin`` (0 = no lower bound; diffrax's controller behaves differently with any dtmin),
+    ``events`` and ``max_events`` are static. ``solver="euler"`` takes fixed steps ``dt0``
+    (explicit Euler = full-batch GD with η = dt0); ``solver="exact"`` solves the bias-only flow
+    on C_in event by event in closed form (tolerances unused). ``events=True`` stops the
+    adaptive solver at every discontinuity of the field, resolves it (crossing, sliding, gluing)
+    and restarts (docs/theory.md#sliding); it applies to the effective flow of the input-layer
+    cost (bias or joint) with an adaptive solver, and elsewhere (standard cost, full networks,
+    ``"euler"``) the plain solve runs. The default ``events=False`` integrates across the jumps
+    with step-size control alone: fastest on separated data at the default tolerances, but where
+    a face sticks it chatters until ``max_steps`` (a reported failure; benchmarks/README.md,
+    work precision). ``max_events`` bounds the events per coordinate of the exact and
+    event-located solves (the located solve: ``max_events · M`` in all); reaching it is reported
+    as a failure.
     """
 
     rtol: Float[Array, ""] = eqx.field(default=DEFAULTS["rtol"], converter=jnp.asarray)

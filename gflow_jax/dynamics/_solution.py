@@ -98,6 +98,18 @@ class FlowSolution(eqx.Module):
         )
 
 
+def _sliding_hint(solution: FlowSolution, settings: SolverSettings) -> str:
+    """Advice when a plain adaptive solve ran out of steps: most often a face sticks at a data
+    value and the solver chatters across it (docs/theory.md#sliding)."""
+    plain = solution.events is None and settings.solver != "euler" and not settings.events
+    if not plain or int(solution.num_steps) < settings.max_steps:
+        return ""
+    return (
+        "; if a face sticks at a data value (shared faces), the plain solve chatters: set "
+        'flow.solver = "exact" (bias-only flow) or flow.events = true'
+    )
+
+
 def check_solution(solution: FlowSolution, settings: SolverSettings) -> FlowSolution:
     """Return ``solution`` if a single (un-batched) solve succeeded; otherwise raise a
     ``RuntimeError`` that says how far it got and what to change.
@@ -112,6 +124,6 @@ def check_solution(solution: FlowSolution, settings: SolverSettings) -> FlowSolu
             f"the gradient-flow solve stopped before s = {float(solution.ts[-1]):g} after "
             f"{int(solution.num_steps)} steps ({int(solution.num_rejected_steps)} rejected; "
             f"max_steps = {settings.max_steps}): raise flow.max_steps, loosen flow.rtol/atol, "
-            "or check for d → 0 (singular weights)"
+            "or check for d → 0 (singular weights)" + _sliding_hint(solution, settings)
         )
     return solution
