@@ -68,6 +68,9 @@ SLOW = {
     "tests/test_sliding_experiment.py::test_a_sweep_batch_keeps_the_exact_trajectory":
         "test_sweep.py::test_batched_sweep_equals_single_runs (the batched path), "
         "test_sliding_experiment_sticks_at_the_closed_form_value (the exact trajectory)",
+    "tests/test_work_precision.py::test_quick_mode_has_every_method_and_finite_errors":
+        "test_numpy_field_and_jacobian_are_the_library_field (the scipy side's field), "
+        "test_sliding_experiment_sticks_at_the_closed_form_value (the exact solver)",
 }  # fmt: skip
 
 
