@@ -80,7 +80,7 @@ def _exact_summary(exact: FlowSolution, flow_c: np.ndarray, seconds: float) -> d
                 "time": float(when[ell, k]),
             }
             for ell, k in zip(*np.nonzero(stuck), strict=True)
-        ],  # fmt: skip
+        ],
     }
 
 
