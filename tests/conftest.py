@@ -61,6 +61,16 @@ SLOW = {
     "tests/test_generalization.py::test_sweep_writes_every_point_table_and_figures":
         "test_interrupted_sweep_resumes_to_the_uninterrupted_result, "
         "test_failed_point_is_recorded_and_the_sweep_goes_on",
+    "tests/test_sliding_experiment.py::test_sliding_experiment_diffrax_with_events_follows_the_"
+    "exact_solution":
+        "test_sliding_experiment_sticks_at_the_closed_form_value (the run, its analysis and "
+        "figure with the exact solver as the flow; the located solver's own tests)",
+    "tests/test_sliding_experiment.py::test_a_sweep_batch_keeps_the_exact_trajectory":
+        "test_sweep.py::test_batched_sweep_equals_single_runs (the batched path), "
+        "test_sliding_experiment_sticks_at_the_closed_form_value (the exact trajectory)",
+    "tests/test_work_precision.py::test_quick_mode_has_every_method_and_finite_errors":
+        "test_numpy_field_and_jacobian_are_the_library_field (the scipy side's field), "
+        "test_sliding_experiment_sticks_at_the_closed_form_value (the exact solver)",
 }  # fmt: skip
 
 

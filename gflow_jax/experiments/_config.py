@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import jax.numpy as jnp
+
 from ..core import ClusteredData, make_clusters
 from ..diagnostics import CollapseConvention, collapse_convention
 from ..diagnostics._collapse import CONVENTIONS, GLOBAL_MEANS, NC3_FORMS, NC4_FORMS
@@ -331,7 +333,14 @@ class FlowConfig(SolverConfig):
 
 @dataclass(frozen=True)
 class ClusterConfig:
-    """Synthetic clusters (:func:`~gflow_jax.make_clusters`)."""
+    """Synthetic clusters (:func:`~gflow_jax.make_clusters`), or explicit ones.
+
+    ``points``: the data written out instead of drawn — ``n_classes × points_per_class`` rows of
+    ``dim`` coordinates, class by class (rows j·points_per_class … (j+1)·points_per_class − 1
+    are class j); each centre is its class's mean, and ``radius``, ``separation``,
+    ``distribution`` and ``layout`` are not used. For hand-made instances whose events are
+    known in closed form (experiments/sliding.toml).
+    """
 
     n_classes: int = 2
     points_per_class: int = 20
@@ -340,6 +349,7 @@ class ClusterConfig:
     separation: float = 3.0
     distribution: str = "ball"
     layout: str = "diagonal"
+    points: tuple[tuple[float, ...], ...] = ()
 
     @property
     def n_points(self) -> int:
@@ -351,11 +361,24 @@ class ClusterConfig:
         require_non_negative(f"{prefix}.separation", self.separation)
         require_choice(f"{prefix}.distribution", self.distribution, ("ball", "gaussian"))
         require_choice(f"{prefix}.layout", self.layout, ("diagonal", "random"))
+        if self.points and (
+            len(self.points) != self.n_points or any(len(p) != self.dim for p in self.points)
+        ):
+            raise ConfigError(
+                f"{prefix}.points",
+                f"needs {self.n_points} rows ({prefix}.n_classes × {prefix}.points_per_class) "
+                f"of {self.dim} coordinates ({prefix}.dim)",
+            )
 
 
 def clusters_from_config(key, section: ClusterConfig) -> ClusteredData:
-    """:func:`~gflow_jax.make_clusters` from a :class:`ClusterConfig` section — the one place
-    configs become data."""
+    """:func:`~gflow_jax.make_clusters` from a :class:`ClusterConfig` section (or its explicit
+    ``points``) — the one place configs become data."""
+    if section.points:
+        x = jnp.asarray(section.points, dtype=float)
+        labels = jnp.repeat(jnp.arange(section.n_classes), section.points_per_class)
+        centers = x.reshape(section.n_classes, section.points_per_class, section.dim).mean(1)
+        return ClusteredData(x=x, labels=labels, centers=centers)
     return make_clusters(
         key,
         n_classes=section.n_classes,

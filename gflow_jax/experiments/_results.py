@@ -115,6 +115,33 @@ register_reproduction(
     )
 )  # fmt: skip
 
+_STUCK = ("summary.json", "exact", "stuck_faces", 0)
+
+register_reproduction(
+    Reproduction(
+        name="sliding",
+        config="experiments/sliding.toml",
+        figures={"sliding.png": "sliding.png"},
+        description="a face shared by two clusters sticks at a data value (Filippov sliding, "
+        "docs/theory.md#sliding): diffrax with its events located, the exact solution and GD on "
+        "one clock, GD chattering around the stick value by O(η); s* = 6 ln(3.75/3.5) + "
+        "3 ln(3.5/3) + 2 ln(3/2)",
+        minutes=0.5,
+        numbers=(
+            Q("stick value (the data value ξ = 2)", "2", (*_STUCK, "value"), atol=0.0),
+            Q("stick time s* (exact solver)", "1.6873", (*_STUCK, "time")),
+            Q("stick time s* (analysis of the diffrax flow's saves)", "1.6873",
+              ("analysis.json", "flow", "stick_events", 0, "time")),
+            Q("max |c_flow − c_exact| (diffrax, events located)", "1.5e-9",
+              ("summary.json", "exact", "max_threshold_gap_to_flow"), at_most=1e-7),
+            Q("GD η = 0.05: max |c − c_flow|", "4.95e-2",
+              ("summary.json", "gd/eta=0.05", "max_threshold_gap_to_flow")),
+            Q("GD η = 0.01: max |c − c_flow|", "9.999e-3",
+              ("summary.json", "gd/eta=0.01", "max_threshold_gap_to_flow")),
+        ),
+    )
+)  # fmt: skip
+
 _SVF = "sgd/eta=0.2,B=6"
 
 register_reproduction(

@@ -53,6 +53,10 @@ class MGDataConfig(ClusterConfig):
             raise ConfigError(
                 f"{prefix}.label_noise", f"must lie in [0, 1], got {self.label_noise}"
             )
+        if self.points:
+            raise ConfigError(
+                f"{prefix}.points", "explicit points are not read by this kind (it draws its data)"
+            )
         if self.source == "clusters" and self.n_classes < 2:
             raise ConfigError(f"{prefix}.n_classes", "needs at least 2 classes")
         if self.n_test < 1 or self.n_train < 1:

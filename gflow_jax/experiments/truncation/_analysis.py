@@ -1,9 +1,11 @@
 """Truncation analysis of a finished run, from its saved states (docs/theory.md#closed-forms).
 
-For the flow and for every GD/SGD trajectory of a truncation run: rates fitted on each
-inter-event interval against the prediction n/(N d²) (×(1 + c²) for the joint flow), event
-(crossing) times, per-cluster counts and spreads, complete-truncation times, faces shared by
-several clusters with their weighted-mean fixed point c* = Σ_j n_j ỹ_j / n, and the residual cost.
+For the flow and for every GD/SGD trajectory of a truncation run (and the exact solution, with
+``flow.compare_exact``): rates fitted on each inter-event interval against the prediction
+n/(N d²) (×(1 + c²) for the joint flow), event (crossing) times and the faces that stick at a
+data value (``stick_events``, docs/theory.md#sliding), per-cluster counts and spreads,
+complete-truncation times, faces shared by several clusters with their weighted-mean fixed point
+c* = Σ_j n_j ỹ_j / n, and the residual cost.
 Nothing is re-simulated: every number is a function of the saved parameters and the data.
 """
 
@@ -11,10 +13,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ...core import AdaptedParameters
+from ...core import AdaptedParameters, last_truncations
 from ...diagnostics import (
     cluster_counts,
     cluster_spread,
@@ -23,7 +26,7 @@ from ...diagnostics import (
     rate_diagnostics,
     truncation_diagnostics,
 )
-from ...dynamics import FlowProblem
+from ...dynamics import FlowProblem, solve_face
 from ...io import load_arrays, read_json, save_npz, write_json
 from .._arrays import trajectory_prefixes
 
@@ -34,6 +37,42 @@ def _problem(arrays: dict, mode: str) -> tuple[FlowProblem, np.ndarray]:
     u = jnp.asarray(arrays["data/x"]) @ frame.T
     targets = (jnp.asarray(arrays["targets"]) @ frame.T)[labels]
     return FlowProblem(u, targets, mode=mode), labels
+
+
+def held_at_data(ts, c, d, owner, u, targets, n_total, events) -> dict[str, np.ndarray]:
+    """Stick rows (columns of :func:`~gflow_jax.diagnostics.event_times`) for the faces that
+    are held exactly at a data value without the owned set changing there — the diffrax flow
+    with events located and the exact solution put a stuck face *on* the value, where by the tie
+    convention the point is not owned, so no crossing is seen between saves.
+
+    A face counts when its saved c sits at one data value ξ of its coordinate (to 1e-9
+    relative) from a save i₀ > 0 to the end, has no stick row in ``events`` yet, and the closed
+    form (:func:`~gflow_jax.dynamics.solve_face` from the save before, on the points it owned
+    there and those at ξ) sticks at ξ: the row's time is where it gets there.
+    ``owner``: ``(T, N, L, M)`` the points each face owns at each save."""
+    rows = []
+    stuck = events["stick"] > 0
+    faces = np.stack([events["layer"][stuck], events["coord"][stuck]], axis=1).astype(int)
+    known = {tuple(face) for face in faces.tolist()}
+    T, L, M = c.shape
+    for ell in range(L):
+        for k in range(M):
+            col, data = c[:, ell, k], u[:, k]
+            xi = data[np.argmin(np.abs(data - col[-1]))]
+            at = np.abs(col - xi) <= 1e-9 * max(1.0, abs(xi))
+            if (ell, k) in known or not at[-1] or at.all():
+                continue
+            i0 = T - int(np.argmin(at[::-1]))  # first save of the final run at ξ
+            cand = owner[i0 - 1, :, ell, k] | (data == xi)
+            face = solve_face(
+                data[cand], targets[cand, k], col[i0 - 1], d[i0 - 1, ell, k], n_total,
+                s_final=ts[i0] - ts[i0 - 1],
+            )  # fmt: skip
+            if np.isfinite(face.stick_time) and face.stick_value == xi:
+                n_after = face.counts[-1]
+                rows.append((ell, k, ts[i0 - 1] + face.stick_time, n_after, n_after, xi, 1.0))
+    table = np.array(rows, dtype=float).reshape(-1, len(events))
+    return {name: table[:, i] for i, name in enumerate(events)}
 
 
 def analyse_trajectory(
@@ -58,6 +97,12 @@ def analyse_trajectory(
     events = event_times(
         ts, c, np.asarray(params.d), np.asarray(diag.truncated), problem.u, problem.targets
     )
+    owner = np.asarray(jax.vmap(last_truncations)(diag.truncated))
+    held = held_at_data(
+        ts, c, np.asarray(params.d), owner, np.asarray(problem.u), np.asarray(problem.targets),
+        n_points, events,
+    )  # fmt: skip
+    events = {name: np.concatenate([events[name], held[name]]) for name in events}
     per_cluster = np.asarray(cluster_counts(diag.truncated, jnp.asarray(labels), n_classes))
     spread = np.asarray(cluster_spread(diag.x_tilde, jnp.asarray(labels), n_classes))
 
@@ -83,6 +128,12 @@ def analyse_trajectory(
                 "final_threshold": float(c[-1, ell, k]),
             }
         )
+    stick = events["stick"] > 0  # a face held at a data value (docs/theory.md#sliding)
+    sticks = [
+        {"layer": int(events["layer"][i]), "coord": int(events["coord"][i]),
+         "time": float(events["time"][i]), "value": float(events["value"][i])}
+        for i in np.flatnonzero(stick)
+    ]  # fmt: skip
     err = np.abs(fitted["fitted"] - fitted["predicted"]) / np.maximum(fitted["predicted"], 1e-300)
     summary = {
         "n_points": int(n_points),
@@ -90,6 +141,7 @@ def analyse_trajectory(
         "max_rel_rate_error": float(err.max()) if err.size else None,
         "n_events": int(len(events["time"])),
         "event_times": events["time"].tolist(),
+        "stick_events": sticks,
         "complete_truncation_times": complete.tolist(),
         "final_spread_max": float(spread[-1].max()),
         "final_nc1": float(diag.nc1[-1]),

@@ -29,7 +29,7 @@ from ...dynamics import (
     steps_per_interval,
 )
 from ._config import TruncationConfig
-from ._run import point_result, sgd_key, write_point
+from ._run import exact_settings, point_result, sgd_key, write_point
 from ._setup import ExperimentSetup, setup_experiment
 
 
@@ -44,12 +44,16 @@ def _batch_member(
     sgd_steps: Int[Array, " T-1"] | None,
     key: PRNGKeyArray,
     sgd_batch: int | None,
+    exact: SolverSettings | None = None,
 ) -> dict:
     """One truncation point as a pure function of arrays (vmapped over a group by the sweep):
     the flow solve, full-batch GD at each of its E step sizes (η and the step counts per save
     interval are traced: a new η does not recompile, and each member takes its own number of
-    steps) and SGD with minibatch ``sgd_batch`` (static; ``problem.n_points`` = full batch)."""
+    steps), SGD with minibatch ``sgd_batch`` (static; ``problem.n_points`` = full batch) and,
+    with ``exact`` settings (``flow.compare_exact``), the exact solution."""
     out = {"flow": solve_flow(problem, params0, save_ts, settings)}
+    if exact is not None:
+        out["exact"] = solve_flow(problem, params0, save_ts, exact)
     if gd_etas is not None:
         out["gd"] = jax.vmap(
             lambda eta, steps: descend(problem, params0, eta, steps, key, problem.n_points, False)
@@ -78,6 +82,9 @@ def _group_key(setup: ExperimentSetup) -> tuple:
         len(cfg.gd.etas),
         sgd,
         cfg.flow.dtype,
+        cfg.flow.compare_exact,
+        settings.events,
+        settings.max_events,
     )
 
 
@@ -106,6 +113,7 @@ def _member_args(setup: ExperimentSetup, n_rows: int) -> tuple:
         sgd_steps,
         sgd_key(cfg),
         sgd_batch,
+        exact_settings(setup),
     )
 
 
@@ -122,7 +130,10 @@ def _unpack_point(setup: ExperimentSetup, out: dict, j: int, seconds: float, bat
     if cfg.sgd.enabled:
         params, loss = member["sgd"]
         descents.append(("sgd", cfg.sgd.eta, cfg.sgd.batch_size, params, loss, seconds))
-    arrays, summary = point_result(setup, sol, seconds, descents)
+    exact = None
+    if "exact" in member:
+        exact = (check_solution(member["exact"], setup.settings), seconds)
+    arrays, summary = point_result(setup, sol, seconds, descents, exact)
     summary["sweep_batch"] = batch_info
     return arrays, summary
 

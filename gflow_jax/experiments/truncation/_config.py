@@ -108,17 +108,29 @@ class TruncationFlowConfig(FlowConfig):
     same tolerances (the tolerance, not the precision, dominates), and the cost within 6e-6 of
     its initial value; SGD's iterates stay within 6e-6 of float64's after 1600 steps (the same
     minibatches). tests/test_device.py checks such bounds on a small config.
+
+    ``compare_exact``: also solve the flow with the exact event-driven solver
+    (``solver = "exact"``, docs/theory.md#meeting-faces; bias-only flow of C_in) and keep it
+    beside the diffrax flow as the trajectory ``exact``, with its events and the faces that
+    stick (docs/theory.md#sliding) in the summary.
     """
 
     mode: str = "bias"
     cost: str = "input"
     dtype: str = "float64"
+    compare_exact: bool = False
 
     def check(self, prefix: str, root=None) -> None:
         super().check(prefix, root)
         require_choice(f"{prefix}.mode", self.mode, ("bias", "joint"))
         require_choice(f"{prefix}.cost", self.cost, ("input", "standard"))
         require_choice(f"{prefix}.dtype", self.dtype, ("float64", "float32"))
+        if self.compare_exact and (self.mode != "bias" or self.cost != "input"):
+            raise ConfigError(
+                f"{prefix}.compare_exact",
+                f"the exact solver solves the bias-only flow of C_in: needs {prefix}.mode = "
+                f"'bias' and {prefix}.cost = 'input'",
+            )
         if self.dtype == "float32" and self.rtol < FLOAT32_MIN_RTOL:
             raise ConfigError(
                 f"{prefix}.rtol",

@@ -4,7 +4,8 @@ Every figure has labelled axes with their units (flow time s = η·k, input coor
 Where GD, SGD and the flow coincide at plotting resolution (cost, truncated counts, NC1) a
 second panel shows each descent's difference to the flow, on a log axis where it is a positive
 quantity. A figure whose premise does not hold for the run is not drawn (``two_sided_width.png``
-only for a cluster clamped from both sides on one coordinate, in bias mode).
+only for a cluster clamped from both sides on one coordinate, in bias mode; ``sliding.png``
+only for a face that sticks, with ``flow.compare_exact``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from ...io import pyplot, save_figure, time_axis
 from .._arrays import read_run, trajectory_prefixes
 from ._analysis import write_analysis
 from ._magnitude import plot_truncated_magnitude
+from ._sliding import plot_sliding
 
 S_LABEL = "flow time s = η·k"
 
@@ -25,6 +27,9 @@ def _style(name: str) -> dict:
     plt = pyplot()
     if name == "flow":
         return {"color": "k", "lw": 2.2, "label": "effective flow (diffrax)", "zorder": 5}
+    if name == "exact":
+        return {"color": "gold", "lw": 1.3, "ls": (0, (4, 2)), "label": "exact solution "
+                "(event-driven)", "zorder": 6}  # fmt: skip
     if name == "sgd":
         return {"color": "tab:red", "lw": 1.0, "alpha": 0.85, "label": "SGD (optax)"}
     eta = name.split("=", 1)[1]
@@ -305,4 +310,7 @@ def plot_truncation_analysis(run_dir: str | Path) -> list[Path]:
         paths.append(two_sided)
     elif (out / "two_sided_width.png").is_file():
         (out / "two_sided_width.png").unlink()  # drawn by an older version: premise fails
+    sliding = plot_sliding(run_dir, _style, S_LABEL, _subtitle(cfg))
+    if sliding is not None:
+        paths.append(sliding)
     return paths

@@ -10,7 +10,13 @@ import jax
 import numpy as np
 
 from ...diagnostics import truncation_diagnostics
-from ...dynamics import FlowSolution, check_solution, gradient_descent, solve_flow
+from ...dynamics import (
+    FlowSolution,
+    SolverSettings,
+    check_solution,
+    gradient_descent,
+    solve_flow,
+)
 from .._arrays import metrics_rows, write_run
 from ._config import TruncationConfig
 from ._setup import ExperimentSetup, setup_experiment
@@ -42,13 +48,55 @@ def sgd_key(cfg: TruncationConfig):
     return jax.random.fold_in(jax.random.PRNGKey(cfg.seed), 1)
 
 
+#: the kinds of :class:`~gflow_jax.dynamics.FlowEvents` (``kind`` 0 … 4)
+EVENT_KINDS = ("cross", "stick", "meet", "glue", "release")
+
+
+def exact_settings(setup: ExperimentSetup) -> SolverSettings | None:
+    """The exact solver's settings when ``flow.compare_exact`` is set (its ``max_events`` that
+    of the flow), else ``None``."""
+    if not setup.config.flow.compare_exact:
+        return None
+    return SolverSettings(solver="exact", max_events=setup.settings.max_events)
+
+
+def _exact_summary(exact: FlowSolution, flow_c: np.ndarray, seconds: float) -> dict:
+    """Events, stuck faces and the distance of the diffrax flow to the exact solution."""
+    kinds = np.asarray(exact.events.kind)
+    stuck = np.asarray(exact.sliding.stuck)
+    value, when = np.asarray(exact.sliding.stuck_value), np.asarray(exact.sliding.stuck_time)
+    c = np.asarray(exact.params.thresholds)
+    return {
+        "seconds_including_compile": seconds,
+        "num_events": int(exact.num_steps),
+        "events_by_kind": {name: int(np.sum(kinds == i)) for i, name in enumerate(EVENT_KINDS)},
+        "final_loss": float(exact.loss[-1]),
+        "max_threshold_gap_to_flow": float(np.max(np.abs(c - flow_c))),
+        "stuck_faces": [
+            {
+                "layer": int(ell),
+                "coord": int(k),
+                "value": float(value[ell, k]),
+                "time": float(when[ell, k]),
+            }
+            for ell, k in zip(*np.nonzero(stuck), strict=True)
+        ],
+    }
+
+
 def point_result(
-    setup: ExperimentSetup, sol: FlowSolution, flow_seconds: float, descents: list[tuple]
+    setup: ExperimentSetup,
+    sol: FlowSolution,
+    flow_seconds: float,
+    descents: list[tuple],
+    exact: tuple[FlowSolution, float] | None = None,
 ) -> tuple[dict, dict]:
     """Arrays and summary of one point from its flow solution and its (S)GD trajectories.
 
-    ``descents``: ``(prefix, eta, batch_size, params (T, …), loss (T,), seconds)`` per run.
-    Shared by :func:`run_truncation` and the batched sweep path, so both write the same keys.
+    ``descents``: ``(prefix, eta, batch_size, params (T, …), loss (T,), seconds)`` per run;
+    ``exact``: the exact solution and its seconds (``flow.compare_exact``), kept as the
+    trajectory ``exact``. Shared by :func:`run_truncation` and the batched sweep path, so both
+    write the same keys.
     """
     summary: dict = {
         "flow": {
@@ -69,6 +117,10 @@ def point_result(
         "frame": np.asarray(setup.frame),
     }
     arrays.update(_trajectory_arrays("flow", sol.params, sol.loss, setup))
+    if exact is not None:
+        exact_sol, seconds = exact
+        arrays.update(_trajectory_arrays("exact", exact_sol.params, exact_sol.loss, setup))
+        summary["exact"] = _exact_summary(exact_sol, arrays["flow/thresholds"], seconds)
     for prefix, eta, batch_size, params, loss, seconds in descents:
         arrays.update(_trajectory_arrays(prefix, params, loss, setup))
         gap = np.abs(arrays[f"{prefix}/thresholds"] - arrays["flow/thresholds"])
@@ -96,6 +148,12 @@ def run_truncation(setup: ExperimentSetup, *, progress: bool = False) -> tuple[d
     )
     jax.block_until_ready(sol)
     flow_seconds = time.perf_counter() - t0
+    exact = None
+    if (settings := exact_settings(setup)) is not None:
+        t0 = time.perf_counter()
+        exact_sol = solve_flow(setup.problem, setup.params0, setup.save_ts, settings)
+        exact_sol = jax.block_until_ready(check_solution(exact_sol, settings))
+        exact = (exact_sol, time.perf_counter() - t0)
     descents = []
     for prefix, eta, batch in descent_runs(cfg):
         t0 = time.perf_counter()
@@ -111,7 +169,7 @@ def run_truncation(setup: ExperimentSetup, *, progress: bool = False) -> tuple[d
         jax.block_until_ready(traj)
         seconds = time.perf_counter() - t0
         descents.append((prefix, eta, traj.batch_size, traj.params, traj.loss, seconds))
-    return point_result(setup, sol, flow_seconds, descents)
+    return point_result(setup, sol, flow_seconds, descents, exact)
 
 
 def write_point(run_dir: Path, arrays: dict) -> None:
@@ -128,6 +186,14 @@ def run_into(cfg: TruncationConfig, run_dir: Path, progress: bool) -> dict:
         f"gflow: flow solved in {flow['num_steps']} steps ({flow['num_rejected_steps']} rejected),"
         f" final cost {flow['final_loss']:.3e}"
     )
+    if "exact" in summary:
+        ex = summary["exact"]
+        stuck = ", ".join(
+            f"(layer {f['layer'] + 1}, coordinate {f['coord'] + 1}) at {f['value']:.6g} from "
+            f"s = {f['time']:.6g}"
+            for f in ex["stuck_faces"]
+        )
+        print(f"gflow: exact solution: {ex['num_events']} events; stuck faces: {stuck or 'none'}")
     for name, entry in summary.items():
         if name != "flow":
             print(
