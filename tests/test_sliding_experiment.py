@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import math
 
-import jax
 import numpy as np
 import pytest
 
@@ -41,14 +40,6 @@ def closed_form(s: np.ndarray) -> tuple[np.ndarray, float]:
         c[on] = TARGET + (value - TARGET) * np.exp(-n * (s[on] - start) / N)
         start, value = end, xi
     return c, start
-
-
-@pytest.fixture(autouse=True)
-def _allow_rank_promotion():
-    """solve_exact broadcasts d (L, M) against the saved (T, L, M) thresholds, which the suite's
-    rank_promotion = "raise" refuses (reported to the exact solver's owner; remove once fixed)."""
-    with jax.numpy_rank_promotion("allow"):
-        yield
 
 
 S_STICK = closed_form(np.zeros(1))[1]

@@ -12,19 +12,10 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
 from gflow_jax.core import threshold_gradient
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(autouse=True)
-def _allow_rank_promotion():
-    """solve_exact broadcasts d (L, M) against the saved (T, L, M) thresholds, which the suite's
-    rank_promotion = "raise" refuses (reported to the exact solver's owner; remove once fixed)."""
-    with jax.numpy_rank_promotion("allow"):
-        yield
 
 
 @functools.cache
