@@ -1,4 +1,4 @@
-"""Magnitude of the truncated data vs the flow solve that produced it (issue 8).
+"""Magnitude of the truncated data vs the flow solve that produced it.
 
 Run:  .venv/bin/python benchmarks/truncated_magnitude_vs_flow.py [--points-per-class 250]
 

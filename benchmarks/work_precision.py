@@ -39,7 +39,7 @@ absolute part from dominating the relative one):
 Writes ``work_precision.md`` (the tables and ratios), ``work_precision.json`` (every row) and
 ``work_precision.png`` (log-log error against time, one line per method) into ``--out``
 (default ``runs/work_precision``), and prints the table, the exact solver's events and time per
-event, and the ratios of issue 13: the exact solver against today's default (Tsit5 + PID at
+event, and the two ratios of the goals: the exact solver against the default (Tsit5 + PID at
 rtol 1e-8; goal ≥ 10×) and the best diffrax configuration against Tsit5 + PID at equal error
 (the time each needs to reach the error Tsit5 + PID reaches at rtol 1e-8; goal ≥ 2×). The load
 average is printed before and after, with a warning above 1. ``--quick``: tiny sizes and three
@@ -133,8 +133,8 @@ def sliding_problem(key, sizes: Sizes):
     b = 1.2 + jax.random.uniform(k_b, (half, dim))
     xi = jnp.min(b, axis=0)
     delta = jnp.linspace(1.0, 12.0, dim) / half
-    targets_b = jnp.where(b == xi, -6.0, 2.0)
-    targets = jnp.concatenate([jnp.broadcast_to(xi + delta, (half, dim)), targets_b])
+    targets_b = jnp.where(b == xi[None, :], -6.0, 2.0)
+    targets = jnp.concatenate([jnp.broadcast_to((xi + delta)[None, :], (half, dim)), targets_b])
     x = jnp.concatenate([a, b])
     return FlowProblem(x, targets), _faces(x, sizes.layers, dim)
 
@@ -416,7 +416,7 @@ class Bench:
             skip = None
             for rtol in args.tolerances:
                 # a failed (or slow) method is not run at tighter tolerances, except today's
-                # default at its default rtol (the issue's ratio needs its time to failure)
+                # default at its default rtol (the ratio needs its time to failure)
                 forced = method == DEFAULT_METHOD and rtol == DEFAULTS["rtol"]
                 if skip is not None and not forced:
                     log(f"  {method:30s} rtol {rtol:.0e}: skipped ({skip})")

@@ -42,7 +42,6 @@ def closed_form_vector_field(
     return jax.tree.map(lambda g, m: -g * m, grad, problem.mask(params))
 
 
-@eqx.filter_jit
 def locatable(problem: FlowProblem, settings: SolverSettings) -> bool:
     """Whether ``settings.events`` applies: the effective flow of the input-layer cost (its
     sorted field knows where it jumps) integrated by an adaptive solver."""
@@ -53,6 +52,7 @@ def locatable(problem: FlowProblem, settings: SolverSettings) -> bool:
     )
 
 
+@eqx.filter_jit
 def solve_flow(
     problem: FlowProblem,
     params0: AdaptedParameters,
