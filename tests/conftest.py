@@ -71,6 +71,11 @@ SLOW = {
     "tests/test_work_precision.py::test_quick_mode_has_every_method_and_finite_errors":
         "test_numpy_field_and_jacobian_are_the_library_field (the scipy side's field), "
         "test_sliding_experiment_sticks_at_the_closed_form_value (the exact solver)",
+    "tests/test_config_cli.py::test_resume_reruns_a_kind_that_cannot_skip_finished_work":
+        "test_cli_errors.py::test_resume_works_for_every_kind",
+    "tests/test_config_cli.py::test_run_writes_a_new_directory_each_time":
+        "test_cli_errors.py::test_a_run_ends_naming_its_directory_and_main_figure, "
+        "test_config_cli.py::test_pulled_back_targets_run (a full run writes its directory)",
 }  # fmt: skip
 
 

@@ -265,3 +265,17 @@ def test_the_save_grid_is_chosen_from_the_step_sizes(capsys):
     assert main(["run", config, "gd.etas=[0.03]", "--dry-run"]) == 2
     line = _one_line(capsys.readouterr().err)
     assert "gd.etas[0]" in line and "flow.t_final = 40 is not a whole number of steps" in line
+
+
+def test_slurm_without_sbatch_leaves_nothing_behind(tmp_path, capsys, monkeypatch):
+    """submitit installed but no Slurm here: one line naming the option, nothing written."""
+    import shutil
+
+    real = shutil.which
+    monkeypatch.setattr(shutil, "which", lambda name, *a: None if name == "sbatch" else real(name))
+    config = ROOT / "experiments" / "truncation_sweep.toml"
+    args = ["sweep", str(config), "--executor", "slurm", "--out", str(tmp_path / "out")]
+    assert main(args) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert "option '--executor'" in line and "sbatch" in line
+    assert not (tmp_path / "out").exists()

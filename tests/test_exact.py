@@ -180,7 +180,7 @@ def test_event_bound_is_an_error_naming_the_face():
 
 @pytest.fixture(scope="module")
 def fuzz():
-    problems, params = batch(0, 24)
+    problems, params = batch(0, 12)
     ts = jnp.linspace(0.0, 5.0, 11)
     exact = jax.vmap(lambda p, q: solve_flow(p, q, ts, EXACT))(problems, params)
     return problems, params, ts, exact

@@ -28,6 +28,18 @@ def _check_executor(args: argparse.Namespace) -> None:
         )
 
 
+def _check_slurm(args: argparse.Namespace) -> None:
+    """Before anything is written: ``--executor slurm`` needs Slurm's commands on this machine."""
+    import shutil
+
+    if args.executor == "slurm" and shutil.which("sbatch") is None:
+        raise ConfigError(
+            "--executor",
+            "'slurm' submits with sbatch, which is not on this machine's PATH (run on a Slurm "
+            "login node, or use --executor submitit-local / local)",
+        )
+
+
 def _check_devices(args: argparse.Namespace) -> None:
     if args.devices is None or args.executor != "local":
         return  # array jobs count the devices of their own node
@@ -55,6 +67,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         if args.dry_run:
             print(f"gflow: sweep {sweep_dir} can be resumed ({len(meta['points'])} points)")
             return 0
+        _check_slurm(args)
         print(f"gflow: resuming sweep {sweep_dir}")
     else:
         if args.config is None:
@@ -72,6 +85,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
             root = args.out or plan.configs[0].output.root
             print(f"gflow: {what} valid; would write {root}/{plan.configs[0].name}-sweep-<time>/")
             return 0
+        _check_slurm(args)
         sweep_dir = create_sweep(plan, args.out)
         progress = plan.configs[0].output.progress
         print(f"gflow: {what} in {sweep_dir}")
