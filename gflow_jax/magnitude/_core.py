@@ -274,11 +274,17 @@ def magnitude_from_distances(
     out["solver"] = jnp.where(
         jnp.isfinite(out["residual"]), solver, jnp.asarray(FAILED, solver.dtype)
     ).astype(jnp.int32)
-    weights = split_group_weights(out["weights"].T, representative, group_size)
+    return result_of(scales, out, keep, representative, group_size, out["solver"])
+
+
+def result_of(scales, out: dict, keep, representative, group_size, solver) -> MagnitudeResult:
+    """The :class:`MagnitudeResult` of per-scale solves ``out`` (the fields of :func:`_finish`
+    stacked over scales, weights ``(S, n)`` of the deduplicated space), with each duplicate
+    group's weight split equally among its members and the solver codes ``solver`` ``(S,)``."""
     return MagnitudeResult(
         scales=scales,
         magnitude=out["magnitude"],
-        weights=weights,
+        weights=split_group_weights(out["weights"].T, representative, group_size),
         derivative=out["derivative"],
         dimension=out["dimension"],
         positive_magnitude=out["positive_magnitude"],
@@ -290,5 +296,5 @@ def magnitude_from_distances(
         min_eigenvalue=out["min_eigenvalue"],
         condition=out["condition"],
         residual=out["residual"],
-        solver=out["solver"],
+        solver=solver.astype(jnp.int32),
     )

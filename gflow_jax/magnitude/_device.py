@@ -48,7 +48,7 @@ from ._core import (
     _masked_similarity,
     _rhs,
     duplicate_groups,
-    split_group_weights,
+    result_of,
 )
 
 #: most refinement steps per scale (each: one product with Z and two triangular solves)
@@ -222,23 +222,7 @@ def device_core(
         lambda t: _solve_scale(D, keep, t, rtol, max_refine, lu), scales, batch_size=scale_batch
     )
     solver = jnp.where(jnp.isfinite(out["residual"]), LU if lu else CHOLESKY, FAILED)
-    result = MagnitudeResult(
-        scales=scales,
-        magnitude=out["magnitude"],
-        weights=split_group_weights(out["weights"].T, representative, group_size),
-        derivative=out["derivative"],
-        dimension=out["dimension"],
-        positive_magnitude=out["positive_magnitude"],
-        spread=out["spread"],
-        n_unique=jnp.sum(keep).astype(jnp.int32),
-        representative=representative,
-        group_size=group_size,
-        max_eigenvalue=out["max_eigenvalue"],
-        min_eigenvalue=out["min_eigenvalue"],
-        condition=out["condition"],
-        residual=out["residual"],
-        solver=solver.astype(jnp.int32),
-    )
+    result = result_of(scales, out, keep, representative, group_size, solver)
     return result, out["iterations"]
 
 
