@@ -93,6 +93,10 @@ def test_sliding_experiment_sticks_at_the_closed_form_value(tmp_path):
         sticks = analysis[prefix]["stick_events"]
         assert [(e["layer"], e["coord"], e["value"]) for e in sticks] == [(0, 0, 2.0)], prefix
         assert sticks[0]["time"] == pytest.approx(S_STICK, abs=1e-6)
+        assert sticks[0]["amplitude"] < 1e-9  # held on the value
+    # GD's stick rows report its chatter around the value: O(η), the size of its steps there
+    gd_sticks = analysis[f"gd/eta={ETA}"]["stick_events"]
+    assert gd_sticks and all(0 < e["amplitude"] <= 1.01 * ETA for e in gd_sticks)
     figure = plot_sliding(run, _style, S_LABEL, "test")  # the kind's other figures: elsewhere
     assert figure.name == "sliding.png" and figure.stat().st_size > 10_000
 

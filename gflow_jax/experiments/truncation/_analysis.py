@@ -75,6 +75,16 @@ def held_at_data(ts, c, d, owner, u, targets, n_total, events) -> dict[str, np.n
     return {name: table[:, i] for i, name in enumerate(events)}
 
 
+def _chatter(ts, c, events, i) -> float:
+    """How far the face of stick row ``i`` strays from its value after the stick time: 0 for a
+    flow held on the value, O(η) for (S)GD chattering around it (docs/theory.md#sliding)."""
+    ell, k = int(events["layer"][i]), int(events["coord"][i])
+    after = ts >= events["time"][i]
+    if not after.any():
+        return 0.0
+    return float(np.max(np.abs(c[after, ell, k] - events["value"][i])))
+
+
 def analyse_trajectory(
     arrays: dict, prefix: str, *, mode: str = "bias"
 ) -> tuple[dict, dict[str, np.ndarray]]:
@@ -131,7 +141,8 @@ def analyse_trajectory(
     stick = events["stick"] > 0  # a face held at a data value (docs/theory.md#sliding)
     sticks = [
         {"layer": int(events["layer"][i]), "coord": int(events["coord"][i]),
-         "time": float(events["time"][i]), "value": float(events["value"][i])}
+         "time": float(events["time"][i]), "value": float(events["value"][i]),
+         "amplitude": _chatter(ts, c, events, i)}
         for i in np.flatnonzero(stick)
     ]  # fmt: skip
     err = np.abs(fitted["fitted"] - fitted["predicted"]) / np.maximum(fitted["predicted"], 1e-300)
