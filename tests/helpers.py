@@ -45,3 +45,15 @@ def sweep_problem(mode="bias", d=1.0, target=1.5):
     targets = jnp.concatenate([jnp.full(10, target), jnp.full(15, 5.5)])[:, None]
     params0 = AdaptedParameters.from_thresholds(jnp.array([[d]]), jnp.array([[0.35]]))
     return input_problem(u, targets, mode), params0
+
+
+#: overrides that shrink a truncation config to a few seconds (N = 12 points, T = 9 saves)
+SMALL_TRUNCATION = [
+    "data.points_per_class=6",
+    "flow.t_final=4.0",
+    "flow.n_save=9",
+    "gd.etas=[0.1]",
+    "sgd.eta=0.1",
+    "sgd.batch_size=4",
+    "output.progress=false",
+]

@@ -17,16 +17,10 @@ from gflow_jax.cli import main
 from gflow_jax.experiments import ConfigBase, ExperimentKind, OutputConfig, register_kind
 from gflow_jax.io import load_arrays, progress_enabled, pyplot, save_figure, write_metrics
 
+from .helpers import SMALL_TRUNCATION
+
 ROOT = Path(__file__).resolve().parents[1]
-SMALL = [
-    "data.points_per_class=6",
-    "flow.t_final=4.0",
-    "flow.n_save=9",
-    "gd.etas=[0.1]",
-    "sgd.eta=0.1",
-    "sgd.batch_size=4",
-    "output.progress=false",
-]
+SMALL = SMALL_TRUNCATION
 
 # --------------------------------------------------------------------------------------------
 # a toy kind that succeeds, fails or is interrupted on request

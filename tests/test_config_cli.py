@@ -12,15 +12,9 @@ from gflow_jax.core import make_clusters
 from gflow_jax.experiments import ConfigError, config_to_dict
 from gflow_jax.experiments.truncation import TruncationConfig, load_config
 
-SMALL = [
-    "data.points_per_class=6",
-    "flow.t_final=4.0",
-    "flow.n_save=9",
-    "gd.etas=[0.1]",
-    "sgd.eta=0.1",
-    "sgd.batch_size=4",
-    "output.progress=false",
-]
+from .helpers import SMALL_TRUNCATION
+
+SMALL = SMALL_TRUNCATION
 
 
 @pytest.mark.parametrize(

@@ -35,16 +35,10 @@ from gflow_jax.experiments.truncation import load_config, run_truncation, setup_
 from gflow_jax.io import describe_environment, environment_info, load_arrays
 from gflow_jax.magnitude import cloud_magnitudes, magnitude_function
 
+from .helpers import SMALL_TRUNCATION
+
 ROOT = Path(__file__).resolve().parents[1]
-SMALL = [  # the small truncation config of tests/test_config_cli.py (N = 12, T = 9)
-    "data.points_per_class=6",
-    "flow.t_final=4.0",
-    "flow.n_save=9",
-    "gd.etas=[0.1]",
-    "sgd.eta=0.1",
-    "sgd.batch_size=4",
-    "output.progress=false",
-]
+SMALL = SMALL_TRUNCATION
 
 
 def _rel(a, b) -> float:

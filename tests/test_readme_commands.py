@@ -24,18 +24,12 @@ import pytest
 
 from gflow_jax.cli import main
 
+from .helpers import SMALL_TRUNCATION
+
 ROOT = Path(__file__).resolve().parents[1]
 DOCUMENTS = ["README.md", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "docs").glob("*.md"))]
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.S | re.M)
-TINY = [
-    "data.points_per_class=6",
-    "flow.t_final=4.0",
-    "flow.n_save=9",
-    "gd.etas=[0.1]",
-    "sgd.eta=0.1",
-    "sgd.batch_size=4",
-    "output.progress=false",
-]
+TINY = SMALL_TRUNCATION
 
 
 def _blocks() -> list[tuple[str, int, str, str]]:
