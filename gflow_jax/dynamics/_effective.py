@@ -12,7 +12,7 @@ from ._exact import solve_exact
 from ._integrate import integrate_gradient_flow
 from ._located import solve_located
 from ._problem import FlowProblem, check_problem
-from ._settings import SolverSettings
+from ._settings import ADAPTIVE, SolverSettings
 from ._solution import FlowSolution
 
 
@@ -48,7 +48,7 @@ def locatable(problem: FlowProblem, settings: SolverSettings) -> bool:
     return (
         problem.cost == "input"
         and problem.sorted is not None
-        and settings.solver in ("tsit5", "dopri5", "dopri8")
+        and settings.solver in ADAPTIVE
     )
 
 

@@ -9,7 +9,9 @@ from jaxtyping import Array, Float
 #: the solvers a flow can be integrated with: diffrax's Runge–Kutta pairs, fixed-step explicit
 #: Euler (``"euler"``: steps ``dt0``, = full-batch GD), and the exact event-driven solution of the
 #: bias-only flow on C_in (``"exact"``, docs/theory.md#meeting-faces)
-SOLVERS = ("tsit5", "dopri5", "dopri8", "euler", "exact")
+#: the adaptive Runge–Kutta pairs (step-size control; the ones that can locate events)
+ADAPTIVE = ("tsit5", "dopri5", "dopri8")
+SOLVERS = (*ADAPTIVE, "euler", "exact")
 
 #: default settings, the one declaration every config section and ``SolverSettings`` share
 DEFAULTS: dict = {
