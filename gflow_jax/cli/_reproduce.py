@@ -66,7 +66,7 @@ def reproduce(entry, out: Path, *, progress: bool = False, log=print) -> list[di
     rows = []
     for q in entry.numbers:
         try:
-            new = read_value(run_dir, q.source)
+            new = read_value(run_dir, q.source) * q.scale
         except (KeyError, IndexError, FileNotFoundError, TypeError, ValueError) as err:
             new, where = float("nan"), f"{describe_source(q.source)} unreadable: {err!r}"
         else:
@@ -74,6 +74,19 @@ def reproduce(entry, out: Path, *, progress: bool = False, log=print) -> list[di
         rows.append(
             {"entry": entry.name, "label": q.label, "quoted": q.quoted, "new": new,
              "tolerance": q.tolerance(), "ok": q.check(new), "docs": q.docs, "source": where}
+        )  # fmt: skip
+    for t in entry.tables:
+        try:
+            n, worst, where = t.compare(
+                (ROOT / t.docs).read_text(encoding="utf-8"),
+                (run_dir / t.source).read_text(encoding="utf-8"),
+            )
+        except (KeyError, FileNotFoundError) as err:
+            n, worst, where = 0, float("nan"), f"{t.source} unreadable: {err}"
+        rows.append(
+            {"entry": entry.name, "label": t.label, "quoted": f"{n} numbers", "new": worst,
+             "tolerance": t.tolerance(), "ok": n > 0 and t.check(worst), "docs": t.docs,
+             "source": f"{t.source} → {t.source_heading}; largest difference at {where}"}
         )  # fmt: skip
     seconds = time.perf_counter() - t0
     bad = sum(not r["ok"] for r in rows)

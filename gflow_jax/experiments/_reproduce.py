@@ -11,6 +11,7 @@ The entries of the docs, and :func:`register_reproduction` to add one, are in :m
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,8 @@ class Quoted:
     of ``arrays.npz``). Tolerance: with ``at_most`` the new value must not exceed it (numbers at
     rounding level, quoted as an order of magnitude); otherwise |new − quoted| ≤
     ``rel``·|quoted| + ``atol``, where ``atol`` defaults to half a unit of the last digit quoted
-    (so "0.027" allows 0.0265 … 0.0275 at ``rel = 0``).
+    (so "0.027" allows 0.0265 … 0.0275 at ``rel = 0``). ``scale`` multiplies the run's value
+    first (100 for a fraction the docs quote in per cent).
     """
 
     label: str
@@ -43,6 +45,7 @@ class Quoted:
     at_most: float | None = None
     atol: float | None = None
     docs: str = "docs/results.md"
+    scale: float = 1.0
 
     @property
     def value(self) -> float:
@@ -74,6 +77,75 @@ def _half_unit(quoted: str) -> float:
     return 0.5 * 10.0 ** (-decimals + (int(exponent) if exponent else 0))
 
 
+_NUMBER = re.compile(r"[+−-]?\d+(?:\.\d+)?")
+
+
+def markdown_rows(text: str, heading: str) -> dict[str, list[float]]:
+    """The numbers of each row of the first markdown table after the line ``heading``: row label
+    (first cell, backticks removed) → every number of the other cells in reading order ("−" read
+    as minus; cells without a number, such as "–", contribute none). Raises ``KeyError`` when the
+    heading or its table is missing."""
+    lines = text.splitlines()
+    if heading not in lines:
+        raise KeyError(f"no heading {heading!r}")
+    rows: dict[str, list[float]] = {}
+    started = False
+    for line in lines[lines.index(heading) + 1 :]:
+        if not line.startswith("|"):
+            if started:
+                break
+            continue
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if not started or set(cells[0]) <= set("-: "):  # header row, separator row
+            started = True
+            continue
+        rows[cells[0].strip("`")] = [
+            float(m.replace("−", "-")) for c in cells[1:] for m in _NUMBER.findall(c)
+        ]
+    if not rows:
+        raise KeyError(f"no table rows after {heading!r}")
+    return rows
+
+
+@dataclass(frozen=True)
+class QuotedTable:
+    """A table the docs copy from a markdown file the run writes: the docs' table under
+    ``heading`` (in ``docs``) must have the rows of the run's table under ``source_heading`` (in
+    the run's ``source``), and every number in it must come out again within ``atol`` (default:
+    half a unit of the two decimals the tables print)."""
+
+    label: str
+    docs: str
+    heading: str
+    source: str
+    source_heading: str
+    atol: float = 0.005
+
+    def compare(self, docs_text: str, run_text: str) -> tuple[int, float, str]:
+        """(numbers compared, largest |difference|, where it is or what does not match);
+        the difference is ``inf`` when the rows or their counts of numbers differ."""
+        quoted = markdown_rows(docs_text, self.heading)
+        new = markdown_rows(run_text, self.source_heading)
+        if set(quoted) != set(new):
+            odd = sorted(set(quoted) ^ set(new))
+            return 0, math.inf, f"rows differ: {', '.join(odd[:4])}"
+        n, worst, where = 0, 0.0, ""
+        for row, values in quoted.items():
+            if len(values) != len(new[row]):
+                return n, math.inf, f"row {row}: {len(values)} numbers vs {len(new[row])}"
+            for k, (a, b) in enumerate(zip(values, new[row], strict=True)):
+                n += 1
+                if abs(a - b) > worst:
+                    worst, where = abs(a - b), f"row {row}, number {k + 1}: {a:g} vs {b:g}"
+        return n, worst, where
+
+    def check(self, worst: float) -> bool:
+        return worst <= self.atol * (1 + 1e-9)
+
+    def tolerance(self) -> str:
+        return f"± {self.atol:g} each"
+
+
 @dataclass(frozen=True)
 class Reproduction:
     """One experiment of the docs: ``gflow run <config> <overrides>``, the figures it draws that
@@ -86,6 +158,7 @@ class Reproduction:
     config: str
     figures: dict[str, str]
     numbers: tuple[Quoted, ...] = ()
+    tables: tuple[QuotedTable, ...] = ()
     overrides: tuple[str, ...] = ()
     cheap: bool = False
     minutes: float = 1.0
@@ -161,7 +234,13 @@ def results_markdown(entries: list[Reproduction]) -> str:
             where = "this page" if q.docs == "docs/results.md" else q.docs
             out.append(
                 f"| {cell(q.label)} | {q.quoted} | {q.tolerance()} | "
-                f"{cell(describe_source(q.source))} | {where} |"
+                f"{cell(describe_source(q.source))}{f' (× {q.scale:g})' if q.scale != 1 else ''}"
+                f" | {where} |"
+            )
+        for t in e.tables:
+            out.append(
+                f"| {cell(t.label)} | every number of the table | {t.tolerance()} | "
+                f"{t.source} → {cell(t.source_heading)} | {t.docs} → {cell(t.heading)} |"
             )
         out.append("")
     return "\n".join(out)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from ._reproduce import Quoted as Q, Reproduction
+from ._reproduce import Quoted as Q, QuotedTable, Reproduction
 
 _REPRODUCTIONS: dict[str, Reproduction] = {}
 
@@ -238,6 +238,23 @@ register_reproduction(
     )
 )  # fmt: skip
 
+GENERALIZATION = "docs/magnitude_generalization.md"
+_REPR = "repr_L1_mag_dim_max"
+
+
+def _gap_numbers(gap: str, words: str, low: str, high: str, distinct: str, share: str):
+    """The range, distinct values and between-cell variance share (%) the docs quote per gap."""
+    where = ("summary.json", "gaps", gap)
+    return (
+        Q(f"smallest {words}", low, (*where, "min"), docs=GENERALIZATION),
+        Q(f"largest {words}", high, (*where, "max"), docs=GENERALIZATION),
+        Q(f"distinct values of the {words}", distinct, (*where, "n_distinct"),
+          docs=GENERALIZATION),
+        Q(f"share of the {words} variance between (lr, bs) cells (%)", share,
+          (*where, "between_cell_variance_share"), scale=100, docs=GENERALIZATION),
+    )  # fmt: skip
+
+
 register_reproduction(
     Reproduction(
         name="generalization_grid_cpu",
@@ -251,7 +268,49 @@ register_reproduction(
         },
         description="trajectory magnitude and PH dimension against the generalisation gap on "
         "noisy digits (6 × 6 grid, CPU variant)",
-        minutes=30.0,
-        stub=True,
+        numbers=(
+            Q("networks that reached 100 % training accuracy", "108", ("summary.json", "n_ok"),
+              docs=GENERALIZATION),
+            Q("lowest test accuracy (%)", "72.5", ("summary.json", "test_acc", "min"),
+              scale=100, docs=GENERALIZATION),
+            Q("highest test accuracy (%)", "78.1", ("summary.json", "test_acc", "max"),
+              scale=100, docs=GENERALIZATION),
+            *_gap_numbers("acc_gap", "accuracy gap", "0.219", "0.275", "59", "35"),
+            *_gap_numbers("loss_gap", "loss gap", "0.92", "2.26", "108", "89"),
+            Q("mean accuracy gap at batch size 32", "0.234",
+              ("summary.json", "gaps", "acc_gap", "mean_by_batch_size", "32"), docs=GENERALIZATION),
+            Q("mean accuracy gap at batch size 256", "0.252",
+              ("summary.json", "gaps", "acc_gap", "mean_by_batch_size", "256"),
+              docs=GENERALIZATION),
+            Q("mean loss gap at lr = 0.005", "0.97",
+              ("summary.json", "gaps", "loss_gap", "mean_by_lr", "0.005"), docs=GENERALIZATION),
+            Q("mean loss gap at lr = 0.1", "1.43",
+              ("summary.json", "gaps", "loss_gap", "mean_by_lr", "0.1"), docs=GENERALIZATION),
+            Q("first step at 100 % training accuracy, fastest network", "300",
+              ("summary.json", "onset_step", "min"), docs=GENERALIZATION),
+            Q("first step at 100 % training accuracy, slowest network", "5000",
+              ("summary.json", "onset_step", "max"), docs=GENERALIZATION),
+            Q("last kept iterate of the fastest network", "699",
+              ("summary.json", "end_step", "min"), docs=GENERALIZATION),
+            Q("worst R² of a Euclidean PH-dimension fit", "0.63",
+              ("summary.json", "ph_fit_r2_min", "euclidean"), docs=GENERALIZATION),
+            Q("cells where τ(repr_L1_mag_dim_max, accuracy gap) > 0", "36",
+              ("summary.json", "cell_tau_counts", _REPR, "acc_gap", "positive"),
+              docs=GENERALIZATION),
+            Q("cells where τ(repr_L1_mag_dim_max, accuracy gap) = +1", "21",
+              ("summary.json", "cell_tau_counts", _REPR, "acc_gap", "one"), docs=GENERALIZATION),
+            Q("cells where τ(repr_L1_mag_dim_max, loss gap) = +1", "19",
+              ("summary.json", "cell_tau_counts", _REPR, "loss_gap", "one"), docs=GENERALIZATION),
+            Q("cells where τ(repr_L1_mag_dim_max, loss gap) < 0", "2",
+              ("summary.json", "cell_tau_counts", _REPR, "loss_gap", "negative"),
+              docs=GENERALIZATION),
+        ),
+        tables=(
+            QuotedTable("τ, ψ_lr, ψ_bs, Ψ, τ given (lr, bs) against the accuracy gap",
+                        GENERALIZATION, "### Accuracy gap", "table.md", "### acc_gap"),
+            QuotedTable("τ, ψ_lr, ψ_bs, Ψ, τ given (lr, bs) against the loss gap",
+                        GENERALIZATION, "### Loss gap", "table.md", "### loss_gap"),
+        ),
+        minutes=7.0,
     )
-)
+)  # fmt: skip

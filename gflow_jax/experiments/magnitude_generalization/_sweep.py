@@ -22,7 +22,14 @@ from ...io import (
 )
 from ._config import MagnitudeGeneralizationConfig
 from ._measure import measure_point
-from ._table import GAPS, correlation_table, format_table, gap_summary, markdown_table
+from ._table import (
+    GAPS,
+    correlation_table,
+    format_table,
+    gap_summary,
+    markdown_table,
+    run_summary,
+)
 from ._train import dataset, grid_points, train_group
 
 
@@ -194,6 +201,7 @@ def aggregate(cfg, run_dir: Path, points: list[dict]) -> dict:
         "statistics": statistics,
         "gaps": gaps,
         "magnitude_seconds": _magnitude_seconds(ok),
+        **(run_summary(ok, cells) if ok else {}),
         "table": rows,
     }
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 
 import numpy as np
 
@@ -105,7 +106,8 @@ def markdown_table(rows: list[dict], gap: str) -> str:
 
 
 def gap_summary(ok: list[dict]) -> dict:
-    """Range, distinct values and the share of the gap variance between (lr, bs) cells."""
+    """Per gap: range, distinct values, the share of its variance between (lr, bs) cells and its
+    mean at each learning rate and at each batch size (keys ``f"{lr:g}"``, ``f"{bs}"``)."""
     out = {}
     for gap in GAPS:
         g = np.array([r[gap] for r in ok])
@@ -119,5 +121,53 @@ def gap_summary(ok: list[dict]) -> dict:
             "max": float(g.max()),
             "n_distinct": int(np.unique(g).size),
             "between_cell_variance_share": float(between / g.var()) if g.var() > 0 else math.nan,
+            "mean_by_lr": _means_by(ok, gap, "lr", "{:g}"),
+            "mean_by_batch_size": _means_by(ok, gap, "batch_size", "{}"),
         }
     return out
+
+
+def _means_by(ok: list[dict], value: str, key: str, label: str) -> dict[str, float]:
+    groups: dict = {}
+    for r in ok:
+        groups.setdefault(r[key], []).append(r[value])
+    return {label.format(k): float(np.mean(v)) for k, v in sorted(groups.items())}
+
+
+def _step_range(ok: list[dict], step: str) -> dict:
+    """Smallest and largest training step ``step`` over the points (None where no point has it:
+    e.g. no onset of 100 % training accuracy outside the ``after_interpolation`` mode)."""
+    steps = [r["training"][step] for r in ok if r.get("training", {}).get(step) is not None]
+    return {"min": min(steps), "max": max(steps)} if steps else {"min": None, "max": None}
+
+
+def run_summary(ok: list[dict], cells: dict) -> dict:
+    """What the docs quote about a grid beyond the table: test-accuracy range, training steps
+    (first step at 100 % training accuracy, last kept iterate), the worst R² of each PH-dimension
+    fit, and per measure and gap how many seed-only cells have τ > 0, τ = +1 and τ < 0."""
+    acc = np.array([r["test_acc"] for r in ok])
+    fits = [n for n in sorted(ok[0]["measures"]) if re.fullmatch(r"traj_(.+)_ph_dim_r2", n)]
+    r2 = {
+        n[len("traj_") : -len("_ph_dim_r2")]: float(
+            np.nanmin([r["measures"].get(n, math.nan) for r in ok])
+        )
+        for n in fits
+    }
+    counts = {
+        measure: {
+            gap: {
+                "positive": int(np.sum(t > 0)),
+                "one": int(np.sum(t == 1)),
+                "negative": int(np.sum(t < 0)),
+            }
+            for gap, taus in by_gap.items()
+            for t in [np.array([math.nan if v is None else v for v in taus.values()], float)]
+        }
+        for measure, by_gap in cells.items()
+    }
+    return {
+        "test_acc": {"min": float(acc.min()), "max": float(acc.max())},
+        **{step: _step_range(ok, step) for step in ("onset_step", "end_step")},
+        "ph_fit_r2_min": r2,
+        "cell_tau_counts": counts,
+    }
