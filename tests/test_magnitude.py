@@ -18,6 +18,7 @@ from scipy.spatial.distance import cdist
 import gflow_jax
 from gflow_jax.magnitude import (
     AdaptiveSettings,
+    check_distance_matrix,
     convergence_scale,
     e_alpha,
     magnitude,
@@ -446,3 +447,26 @@ def test_wrappers_and_top_level_exports():
 def test_validation(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_distance_matrix_check_over_several_blocks():
+    """The check reads D in blocks of rows (and the matching columns): a defect anywhere, in
+    any block, is found; the result is (D + Dᵀ)/2, asymmetry within 1e-12 relative accepted."""
+    n = 1100  # two blocks of rows
+    x = np.random.default_rng(0).normal(size=(n, 3))
+    D = cdist(x, x)
+    np.testing.assert_array_equal(np.asarray(check_distance_matrix(D)), D)
+    skew = D.copy()
+    skew[5, n - 3] *= 1 + 1e-14
+    np.testing.assert_array_equal(np.asarray(check_distance_matrix(skew)), 0.5 * (skew + skew.T))
+    for i, j, value, match in [
+        (5, n - 3, D[5, n - 3] * (1 + 1e-9), "not symmetric"),
+        (n - 2, 7, D[n - 2, 7] + 1e-3, "not symmetric"),
+        (n - 1, 4, np.nan, "NaN or inf"),
+        (3, n - 1, -1.0, "negative entries"),
+        (n - 1, n - 1, 1e-300, "zero diagonal"),
+    ]:
+        bad = D.copy()
+        bad[i, j] = value
+        with pytest.raises(ValueError, match=match):
+            check_distance_matrix(bad)

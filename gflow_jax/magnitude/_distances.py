@@ -66,23 +66,43 @@ def check_distance_matrix(
 ) -> Float[Array, "n n"]:
     """``D`` as a float64 ``(n, n)`` distance matrix; raises ``ValueError`` (naming ``function``
     and the argument ``name``) unless it is square, finite, non-negative, symmetric (to ``atol``
-    plus 1e-12 relative) with a zero diagonal. Batch axis: refused."""
-    D = jnp.asarray(D)
+    plus 1e-12 relative) with a zero diagonal. Returns (D + Dᵀ)/2. Batch axis: refused."""
+    return jnp.asarray(checked_host(D, atol=atol, name=name, function=function))
+
+
+def checked_host(
+    D: ArrayLike, *, atol: float = 0.0, name: str = "D", function: str = "check_distance_matrix"
+) -> Float[np.ndarray, "n n"]:
+    """:func:`check_distance_matrix` on the host: the same checks and result as a NumPy array,
+    in one pass over blocks of rows (and the matching columns) with no ``(n, n)`` temporaries
+    beyond the result."""
+    D = np.asarray(D)
     check = Shapes(function)
     check(name, D, "n n")
-    if D.shape[0] == 0:
+    n = D.shape[0]
+    if n == 0:
         check.fail(name, "is an empty distance matrix")
-    D = D.astype(jnp.float64)
-    if not bool(jnp.all(jnp.isfinite(D))):
-        check.fail(name, "(a distance matrix) contains NaN or inf")
-    if bool(jnp.any(D < 0)):
-        check.fail(name, "(a distance matrix) has negative entries")
-    if bool(jnp.any(jnp.diagonal(D) != 0)):
+    if not np.issubdtype(D.dtype, np.number) or np.issubdtype(D.dtype, np.complexfloating):
+        check.fail(name, f"must be real-valued, got dtype {D.dtype}")
+    out = np.empty((n, n), dtype=np.float64)
+    largest = asymmetry = 0.0
+    step = max(1, _BLOCK_ELEMENTS // (8 * n))
+    for i in range(0, n, step):
+        rows = D[i : i + step].astype(np.float64, copy=False)
+        if not np.all(np.isfinite(rows)):
+            check.fail(name, "(a distance matrix) contains NaN or inf")
+        if np.any(rows < 0):
+            check.fail(name, "(a distance matrix) has negative entries")
+        block = out[i : i + step]
+        np.add(rows, D[:, i : i + step].T, out=block)
+        block *= 0.5
+        largest = max(largest, float(rows.max()))
+        asymmetry = max(asymmetry, 2.0 * float(np.max(np.abs(rows - block))))
+    if np.any(np.diagonal(D) != 0):
         check.fail(name, "(a distance matrix) must have a zero diagonal")
-    tol = atol + 1e-12 * float(jnp.max(D))
-    if bool(jnp.any(jnp.abs(D - D.T) > tol)):
+    if asymmetry > atol + 1e-12 * largest:
         check.fail(name, "(a distance matrix) is not symmetric")
-    return 0.5 * (D + D.T)
+    return out
 
 
 def _row_blocks(n: int, m: int, chunk_size: int | None, per_row: int) -> int:
