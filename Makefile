@@ -27,7 +27,7 @@ demo: $(VENV)/.installed-run
 ## at most 8 minutes and 2 GB on a 2-core machine)
 test: $(VENV)/.installed-test
 	$(BIN)/ruff check gflow_jax tests benchmarks
-	$(BIN)/python -m pytest -m "not slow and not gpu" -q
+	$(BIN)/python -m pytest -m "not slow and not gpu" -q -n 2 --dist loadgroup
 
 ## make test-all: every CPU test, the slow ones included (every documented command run as written)
 test-all: $(VENV)/.installed-test

@@ -1,29 +1,55 @@
 """Test configuration: float64 and strict rank promotion, as in diffrax/equinox; the time and
 memory budget of ``make test``.
 
-Budget: ``make test`` (``-m "not slow and not gpu"``) must finish within 8 minutes and 2 GB on
-the 2-core CI machine. Two things keep it there:
+Budget: ``make test`` (``-m "not slow and not gpu" -n 2 --dist loadgroup``) must finish within
+8 minutes and 2 GB on the 2-core CI machine. What keeps it there:
 
-* JAX's compilation caches are cleared after any test that leaves the process above
-  ``RSS_LIMIT_MB``, and the freed heap is handed back to the system (the compiled programs of
-  the session otherwise reach 4.8 GB);
+* two pytest-xdist workers, each taking whole test files (module fixtures are built once); the
+  files of :data:`HEAVY` go to one worker together, so their ~1 GB peaks never coincide; the
+  controller process never imports JAX;
+* one persistent JAX compilation cache per run, shared by the workers and the ``gflow``
+  subprocesses, which every compiled program enters (no minimum compile time): a program
+  compiled once is loaded, not compiled again, after the caches are dropped;
+* JAX's in-memory caches are dropped after any test that leaves the process above
+  ``RSS_LIMIT_MB`` (1.4 GB alone, 650 MB per worker), and the freed heap is handed back to the
+  system (the compiled programs of the session otherwise reach 4.8 GB);
 * the long tests listed in :data:`SLOW` are marked ``slow`` here, in one place, with what
   covers their subsystem in the fast suite; ``make test-all`` runs them.
+
+``GFLOW_TEST_PROFILE=FILE`` writes the CPU time and memory of every test (:func:`_profile`).
 """
 
 import ctypes
 import gc
 import os
+import shutil
+import tempfile
 import time
 
-import jax
-import pytest
+# One persistent compilation cache per test run, set before JAX starts: programs compiled once
+# are loaded from it again after _release() drops them, by the second pytest-xdist worker
+# (workers inherit this process's environment) and by the `gflow` subprocesses of the CLI and
+# README tests. A cache the caller set up is used and kept; ours is removed at the end.
+_OWN_CACHE = "JAX_COMPILATION_CACHE_DIR" not in os.environ
+if _OWN_CACHE:
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="gflow-jax-test-cache-")
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
-jax.config.update("jax_enable_x64", True)
-jax.config.update("jax_numpy_rank_promotion", "raise")
-# start the backend now: in-process `gflow sweep` calls then keep one CPU device
-# (gflow_jax.core.use_cpu_cores only splits the CPU before the backend starts)
-jax.devices()
+import pytest  # noqa: E402
+
+
+def pytest_configure(config):
+    """Float64 and strict rank promotion, and the backend started, in every process that runs
+    tests. The pytest-xdist controller (``-n N``) only hands tests out: it never imports JAX."""
+    if getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput"):
+        return
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    jax.config.update("jax_numpy_rank_promotion", "raise")
+    # start the backend now: in-process `gflow sweep` calls then keep one CPU device
+    # (gflow_jax.core.use_cpu_cores only splits the CPU before the backend starts)
+    jax.devices()
 
 # test id → what keeps its subsystem covered in the fast suite
 SLOW = {
@@ -79,14 +105,36 @@ SLOW = {
 }  # fmt: skip
 
 
+def pytest_unconfigure(config):
+    # the process that made the cache removes it (with xdist: the controller, after its workers)
+    if _OWN_CACHE and not hasattr(config, "workerinput"):
+        shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
+
+
+# Files with tests that need about 1 GB at their peak (compiles of the located solver, the
+# device suite, sweeps). Under pytest-xdist (`--dist loadgroup`) they form one group, so one
+# worker runs them one after another and two of them never run at once; every other file is a
+# group of its own, so its module fixtures are built once.
+HEAVY = (
+    "tests/test_device.py",
+    "tests/test_exact.py",
+    "tests/test_full_network.py",
+    "tests/test_sweep.py",
+)
+
+
 @pytest.hookimpl(tryfirst=True)  # before -m deselects
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.nodeid.split("[", 1)[0] in SLOW:
             item.add_marker(pytest.mark.slow)
+        file = item.nodeid.split("::", 1)[0]
+        item.add_marker(pytest.mark.xdist_group("heavy" if file in HEAVY else file))
 
 
-RSS_LIMIT_MB = 1400
+# per process: the 2 GB of the suite are shared by the pytest-xdist workers (`make test` runs
+# two) and the `gflow` subprocesses some tests start
+RSS_LIMIT_MB = 1400 if "PYTEST_XDIST_WORKER_COUNT" not in os.environ else 650
 try:  # glibc: give freed heap pages back to the system
     _trim = ctypes.CDLL("libc.so.6").malloc_trim
 except (OSError, AttributeError):  # another C library: nothing to trim
@@ -104,6 +152,8 @@ def _rss_mb() -> float:
 
 
 def _release() -> None:
+    import jax
+
     jax.clear_caches()
     gc.collect()
     _trim(0)  # hand the freed heap back (XLA's compiles leave it fragmented)
@@ -122,15 +172,36 @@ def _bound_memory():
 
 @pytest.fixture(autouse=True)
 def _profile(request):
-    """``GFLOW_TEST_PROFILE=FILE``: one line per test with its CPU seconds and the process's
-    CPU seconds so far (every thread: XLA compiles in parallel; differences include fixtures)
-    and the resident memory (MB) after it."""
+    """``GFLOW_TEST_PROFILE=FILE``: one line per test with its CPU seconds, the process's CPU
+    seconds so far (every thread: XLA compiles in parallel; differences include fixtures), the
+    resident memory (MB) after it and the peak resident memory during it (Linux: the peak is
+    reset before each test), and the test id."""
     path = os.environ.get("GFLOW_TEST_PROFILE")
     if not path:
         yield
         return
+    _reset_peak()
     t0 = time.process_time()
     yield
     with open(path, "a") as fh:
         now = time.process_time()
-        fh.write(f"{now - t0:8.2f} {now:8.1f} {_rss_mb():8.0f} {request.node.nodeid}\n")
+        fh.write(
+            f"{now - t0:8.2f} {now:8.1f} {_rss_mb():8.0f} {_peak_mb():8.0f} {request.node.nodeid}\n"
+        )
+
+
+def _reset_peak() -> None:
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")  # reset the peak resident set size (VmHWM)
+    except OSError:
+        pass
+
+
+def _peak_mb() -> float:
+    try:
+        with open("/proc/self/status") as fh:
+            line = next(x for x in fh if x.startswith("VmHWM:"))
+        return int(line.split()[1]) / 1024
+    except (OSError, StopIteration):
+        return 0.0
