@@ -3,7 +3,7 @@ experiment behind each figure of the docs, redraw the figure, and check every nu
 quote from it against the new run (exit status 1 on a mismatch).
 
 The entries (config, overrides, figures, quoted numbers with their tolerances) are the registry
-of ``gflow_jax.experiments._results``; docs/results.md shows each with its
+``gflow_jax/experiments/reproductions.toml``; docs/results.md shows each with its
 command. Runs go to DIR/<name>-<UTC time>/ and the figures, under their docs names, to
 DIR/figures/; ``--update-docs`` also copies them into docs/figures/ when every number checks.
 """
