@@ -1,5 +1,6 @@
 """What the commands say when they stop: one line on stderr and an exit status, never a
-traceback for what a user can cause (``GFLOW_DEBUG=1`` re-raises, for developers)."""
+traceback for what a user can cause (``GFLOW_DEBUG=1`` re-raises, for developers); and the
+argparse pieces every command is declared with (:class:`Parser`, :func:`add_command`)."""
 
 from __future__ import annotations
 
@@ -33,3 +34,17 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def add_command(subparsers, name: str, func, help: str, description: str | None = None):
+    """Add the command ``name`` to ``gflow``'s subparsers and return its parser: ``help`` is its
+    line in ``gflow --help``, ``description`` (printed as written) heads its own ``--help``, and
+    ``func(args) -> exit status`` runs it."""
+    parser = subparsers.add_parser(
+        name,
+        help=help,
+        description=description,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.set_defaults(func=func)
+    return parser

@@ -13,7 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ._errors import CommandError
+from ._errors import CommandError, add_command
+
+#: the command's line in ``gflow --help``
+HELP = "magnitude function and dimension profile of a point cloud (.npy)"
 
 
 def default_scales(D: np.ndarray, n_scales: int) -> np.ndarray:
@@ -151,12 +154,7 @@ def _cmd_magnitude(args: argparse.Namespace) -> int:
 
 def register(sub) -> None:
     """Add the ``magnitude`` command to the ``gflow`` argparse subparsers."""
-    p = sub.add_parser(
-        "magnitude",
-        help="magnitude function and dimension profile of a point cloud (.npy)",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = add_command(sub, "magnitude", _cmd_magnitude, HELP, __doc__)
     p.add_argument("points", type=Path, help=".npy file: points (n, p) or a distance matrix")
     p.add_argument(
         "--metric",
@@ -176,4 +174,3 @@ def register(sub) -> None:
     p.add_argument("--method", default="auto", choices=("auto", "cholesky", "adaptive", "device"))
     p.add_argument("--out", type=Path, default=None, help="PNG path (default: next to input)")
     p.add_argument("--progress", action="store_true", help="progress bar (large clouds)")
-    p.set_defaults(func=_cmd_magnitude)

@@ -3,7 +3,7 @@ experiment behind each figure of the docs, redraw the figure, and check every nu
 quote from it against the new run (exit status 1 on a mismatch).
 
 The entries (config, overrides, figures, quoted numbers with their tolerances) are the registry
-of ``gflow_jax.experiments._results``; docs/results.md shows each with its
+``gflow_jax/experiments/reproductions.toml``; docs/results.md shows each with its
 command. Runs go to DIR/<name>-<UTC time>/ and the figures, under their docs names, to
 DIR/figures/; ``--update-docs`` also copies them into docs/figures/ when every number checks.
 """
@@ -15,7 +15,10 @@ import shutil
 import time
 from pathlib import Path
 
-from ._errors import CommandError
+from ._errors import CommandError, add_command
+
+#: the command's line in ``gflow --help``
+HELP = "re-run the experiments behind the docs' figures and check the numbers quoted"
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -152,12 +155,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
 
 def register(sub) -> None:
     """Add ``reproduce`` to the ``gflow`` subparsers."""
-    p = sub.add_parser(
-        "reproduce",
-        help="re-run the experiments behind the docs' figures and check the numbers quoted",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = add_command(sub, "reproduce", _cmd_reproduce, HELP, __doc__)
     p.add_argument("names", nargs="*", metavar="NAME", help="entries to run (default: all)")
     p.add_argument("--out", type=Path, default=None, help="root of the runs and figures")
     p.add_argument("--list", action="store_true", help="list the entries and stop")
@@ -171,4 +169,3 @@ def register(sub) -> None:
         action="store_true",
         help="copy each figure into docs/figures/ when all its numbers check",
     )
-    p.set_defaults(func=_cmd_reproduce)

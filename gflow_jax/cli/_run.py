@@ -17,7 +17,7 @@ from ..io import (
     utc_now,
     write_json,
 )
-from ._errors import CommandError
+from ._errors import CommandError, add_command
 
 RUN_HELP = """Run an experiment config into a new run directory <output.root>/<name>-<UTC time>/.
 
@@ -204,11 +204,8 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def register(sub) -> None:
     """Add ``run``, ``figures`` and ``info`` to the ``gflow`` subparsers."""
-    run = sub.add_parser(
-        "run",
-        help="run an experiment config into a new run directory",
-        description=RUN_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    run = add_command(
+        sub, "run", cmd_run, "run an experiment config into a new run directory", RUN_HELP
     )
     run.add_argument("config", type=Path, nargs="?", help="experiment TOML file")
     run.add_argument("overrides", nargs="*", help="section.key=value (TOML values)")
@@ -224,14 +221,14 @@ def register(sub) -> None:
         metavar="RUN_DIR",
         help="finish an interrupted or failed run (every kind; see above)",
     )
-    run.set_defaults(func=cmd_run)
 
-    figures = sub.add_parser(
-        "figures", help="redraw the figures of a run (or sweep) directory without re-simulating"
+    figures = add_command(
+        sub,
+        "figures",
+        cmd_figures,
+        "redraw the figures of a run (or sweep) directory without re-simulating",
     )
     figures.add_argument("run_dir", type=Path, metavar="RUN_DIR")
-    figures.set_defaults(func=cmd_figures)
 
-    info = sub.add_parser("info", help="versions, backend, devices, memory and float64 mode")
+    info = add_command(sub, "info", cmd_info, "versions, backend, devices, memory and float64 mode")
     info.add_argument("--json", action="store_true", help="everything env.json records, as JSON")
-    info.set_defaults(func=cmd_info)

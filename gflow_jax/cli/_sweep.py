@@ -16,7 +16,10 @@ from pathlib import Path
 
 from ..experiments import ConfigError
 from ..io import progress_enabled, read_json
-from ._errors import CommandError, positive_int
+from ._errors import CommandError, add_command, positive_int
+
+#: the command's line in ``gflow --help``
+HELP = "run a config's [sweep] table: one run directory per point"
 
 
 def _check_executor(args: argparse.Namespace) -> None:
@@ -121,12 +124,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 def register(subparsers) -> None:
     """Add the ``sweep`` subcommand to ``gflow``'s subparsers."""
-    sweep = subparsers.add_parser(
-        "sweep",
-        help="run a config's [sweep] table: one run directory per point",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    sweep = add_command(subparsers, "sweep", _cmd_sweep, HELP, __doc__)
     sweep.add_argument("config", type=Path, nargs="?", help="experiment TOML with a [sweep] table")
     sweep.add_argument("overrides", nargs="*", help="section.key=value (TOML values)")
     sweep.add_argument("--out", type=Path, default=None, help="root for the sweep directory")
@@ -164,4 +162,3 @@ def register(subparsers) -> None:
     sweep.add_argument(
         "--dry-run", action="store_true", help="validate every point and stop (nothing written)"
     )
-    sweep.set_defaults(func=_cmd_sweep)

@@ -134,16 +134,25 @@ def adapted_input_cost_gradient(
     return AdaptedParameters(d=-g * params.thresholds / params.d, b=-g / params.d)
 
 
+def _network_cost(function: str, forward, net, x, name: str, aim, spec: str) -> Array:
+    """(1/2N) Σ_i |forward(net, x_i)[1] − aim_i|², the costs of a generic network, after checking
+    ``net``, ``x`` ``(N, M)`` and ``aim`` (named ``name``, shape ``spec``); errors name
+    ``function``."""
+    s = Shapes(function).network("net", net)
+    s("x", x, "N M")
+    s(name, aim, spec)
+    image = jax.vmap(lambda xi: forward(net, xi)[1])(x)
+    return 0.5 * jnp.mean(jnp.sum((image - aim) ** 2, axis=-1))
+
+
 def network_input_cost(
     net: ReLUNetwork, x: Float[Array, "N M"], targets: Float[Array, "N M"]
 ) -> Float[Array, ""]:
     """C_in of a generic network through the general truncation maps (no adaptedness);
     ``x`` and ``targets`` ``(N, M)``. Batch axis: refused."""
-    s = Shapes("network_input_cost").network("net", net)
-    s("x", x, "N M")
-    s("targets", targets, "N M")
-    x_tilde = jax.vmap(lambda xi: input_space_forward(net, xi)[1])(x)
-    return 0.5 * jnp.mean(jnp.sum((x_tilde - targets) ** 2, axis=-1))
+    return _network_cost(
+        "network_input_cost", input_space_forward, net, x, "targets", targets, "N M"
+    )
 
 
 def network_standard_cost(
@@ -151,11 +160,7 @@ def network_standard_cost(
 ) -> Float[Array, ""]:
     """Standard cost C = (1/2N) Σ |x⁽ᴸ⁺¹⁾ − y|² of a generic network; ``x`` ``(N, M)``,
     ``y`` ``(N, Q)``. Batch axis: refused."""
-    s = Shapes("network_standard_cost").network("net", net)
-    s("x", x, "N M")
-    s("y", y, "N Q")
-    out = jax.vmap(lambda xi: relu_forward(net, xi)[1])(x)
-    return 0.5 * jnp.mean(jnp.sum((out - y) ** 2, axis=-1))
+    return _network_cost("network_standard_cost", relu_forward, net, x, "y", y, "N Q")
 
 
 def general_input_cost_gradient(

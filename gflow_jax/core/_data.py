@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
-from ._shapes import Shapes
+from ._shapes import Shapes, axis_size
 
 
 class ClusteredData(eqx.Module):
@@ -38,17 +38,9 @@ class ClusteredData(eqx.Module):
     labels: Int[Array, " N"]
     centers: Float[Array, "Q M"]
 
-    @property
-    def n_points(self) -> int:
-        return self.x.shape[0]
-
-    @property
-    def n_classes(self) -> int:
-        return self.centers.shape[0]
-
-    @property
-    def dim(self) -> int:
-        return self.x.shape[1]
+    n_points = axis_size("x", 0, "Number of points N.")
+    n_classes = axis_size("centers", 0, "Number of classes Q.")
+    dim = axis_size("x", 1, "Dimension M of the points.")
 
 
 def _cluster_centers(

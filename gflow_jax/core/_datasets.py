@@ -10,7 +10,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int, PRNGKeyArray
 
 from ._data import make_clusters
-from ._shapes import Shapes
+from ._shapes import Shapes, axis_size
 
 
 class Dataset(eqx.Module):
@@ -30,13 +30,8 @@ class Dataset(eqx.Module):
     noisy: Bool[Array, " n"]
     n_classes: int = eqx.field(static=True)
 
-    @property
-    def n_train(self) -> int:
-        return self.x_train.shape[0]
-
-    @property
-    def dim(self) -> int:
-        return self.x_train.shape[1]
+    n_train = axis_size("x_train", 0, "Number of training points n.")
+    dim = axis_size("x_train", 1, "Input dimension d.")
 
 
 def split_dataset(

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ._shapes import Shapes
+from ._shapes import Shapes, axis_size
 
 
 class ReLUNetwork(eqx.Module):
@@ -32,6 +32,8 @@ class ReLUNetwork(eqx.Module):
         biases: ``(L, M)`` hidden-layer biases b_ℓ.
         out_weight: ``(Q, M)`` output weight W_{L+1}.
         out_bias: ``(Q,)`` output bias b_{L+1}.
+        depth: number of hidden layers L (read from ``weights``).
+        width: hidden width M (= input dimension).
 
     Batch axis: refused by the constructor (one network). Stacked networks, every leaf with the
     same leading axes (the saves of :func:`~gflow_jax.dynamics.solve_network_flow`), come out of
@@ -48,15 +50,8 @@ class ReLUNetwork(eqx.Module):
         # jax transformations, which do not run this check
         Shapes("ReLUNetwork").network("net", self)
 
-    @property
-    def depth(self) -> int:
-        """Number of hidden layers L."""
-        return self.weights.shape[0]
-
-    @property
-    def width(self) -> int:
-        """Hidden width M (= input dimension)."""
-        return self.weights.shape[1]
+    depth = axis_size("weights", 0, "Number of hidden layers L.")
+    width = axis_size("weights", 1, "Hidden width M (= input dimension).")
 
 
 def relu_forward(

@@ -27,13 +27,19 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Shapes", "shape_of"]
+__all__ = ["Shapes", "axis_size", "shape_of"]
 
 
 def shape_of(x: Any) -> tuple[int, ...]:
     """The shape of an array, a tracer, a ``jax.ShapeDtypeStruct`` or anything NumPy reads."""
     shape = getattr(x, "shape", None)
     return tuple(shape) if shape is not None else np.shape(x)
+
+
+def axis_size(field: str, axis: int, doc: str) -> property:
+    """A read-only property of an ``eqx.Module``: the length of axis ``axis`` of its array
+    ``field`` (an ``int``, static under ``jit`` and ``vmap``), documented by ``doc``."""
+    return property(lambda self: getattr(self, field).shape[axis], doc=doc)
 
 
 def _render(names: list[str], batch: str | None) -> str:

@@ -32,7 +32,7 @@ from ..core import (
     sort_data,
     threshold_gradient,
 )
-from ..core._shapes import Shapes
+from ..core._shapes import Shapes, axis_size
 
 FlowMode = Literal["bias", "joint"]
 CostKind = Literal["input", "standard", "output"]
@@ -144,9 +144,7 @@ class FlowProblem(eqx.Module):
             raise ValueError("the sorted gradient exists for the input-layer cost only")
         check_problem(Shapes("FlowProblem"), self, "")
 
-    @property
-    def n_points(self) -> int:
-        return self.u.shape[0]
+    n_points = axis_size("u", 0, "Number of points N (padding rows included).")
 
     def subset(self, index: Int[Array, " B"]) -> FlowProblem:
         """The same problem on the points ``index`` (a minibatch; autodiff gradient, no sort).

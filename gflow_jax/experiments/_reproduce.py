@@ -5,7 +5,8 @@ Each :class:`Reproduction` is one experiment behind one or more figures of ``doc
 config (a file of ``experiments/``, with overrides), which figures of its run directory the docs
 show, and every number the docs quote from that run (:class:`Quoted`): where the new run holds
 it and within what tolerance it must come out again. ``cheap`` entries run in the test suite.
-The entries of the docs, and :func:`register_reproduction` to add one, are in :mod:`._results`.
+The entries of the docs are declared in ``reproductions.toml`` and registered by :mod:`._results`
+(:func:`register_reproduction` adds one).
 """
 
 from __future__ import annotations

@@ -46,8 +46,15 @@ from ..core._shapes import Shapes
 from . import _host
 from ._adaptive import AdaptiveSettings, solve_adaptive, use_adaptive
 from ._clouds import bucket_size
-from ._core import SOLVER_NAMES, MagnitudeResult, duplicate_groups, magnitude_from_distances
-from ._device import device_distances, device_magnitude
+from ._core import (
+    SOLVER_NAMES,
+    MagnitudeReport,
+    MagnitudeResult,
+    duplicate_groups,
+    magnitude_from_distances,
+    report_fields,
+)
+from ._device import cut_back, device_distances, device_magnitude
 from ._distances import canonical_metric, check_points, distance_matrix
 
 SCALE_CONVENTION = "Z_ij = exp(-t d_ij); t in inverse units of the distances"
@@ -56,7 +63,7 @@ ILL_CONDITIONED = 1e12
 Method = Literal["auto", "cholesky", "adaptive", "device"]
 
 
-class MagnitudeFunction(eqx.Module):
+class MagnitudeFunction(MagnitudeReport):
     """The magnitude function of a point cloud at S scales, with everything needed to trust it.
 
     Attributes:
@@ -84,18 +91,6 @@ class MagnitudeFunction(eqx.Module):
         scale_convention: how t enters Z.
     """
 
-    scales: Float[Array, " S"]
-    magnitude: Float[Array, " S"]
-    weights: Float[Array, "n S"]
-    derivative: Float[Array, " S"]
-    dimension: Float[Array, " S"]
-    positive_magnitude: Float[Array, " S"]
-    spread: Float[Array, " S"]
-    representative: Int[Array, " n"]
-    condition: Float[Array, " S"]
-    min_eigenvalue: Float[Array, " S"]
-    max_eigenvalue: Float[Array, " S"]
-    residual: Float[Array, " S"]
     iterations: Int[Array, " S"]
     n_points: int = eqx.field(static=True)
     n_unique: int = eqx.field(static=True)
@@ -166,24 +161,7 @@ def _padded_core(D, s, duplicate_tol) -> MagnitudeResult:
     Dp = jnp.zeros((nb, nb), dtype=D.dtype).at[:n, :n].set(D)
     sp = jnp.asarray(np.concatenate([s, np.full(Sb - S, s[-1])]))
     valid = jnp.arange(nb) < n
-    r = _core(Dp, sp, duplicate_tol=duplicate_tol, valid=valid)
-    return MagnitudeResult(
-        scales=jnp.asarray(s),
-        magnitude=r.magnitude[:S],
-        weights=r.weights[:n, :S],
-        derivative=r.derivative[:S],
-        dimension=r.dimension[:S],
-        positive_magnitude=r.positive_magnitude[:S],
-        spread=r.spread[:S],
-        n_unique=r.n_unique,
-        representative=r.representative[:n],
-        group_size=r.group_size[:n],
-        max_eigenvalue=r.max_eigenvalue[:S],
-        min_eigenvalue=r.min_eigenvalue[:S],
-        condition=r.condition[:S],
-        residual=r.residual[:S],
-        solver=r.solver[:S],
-    )
+    return cut_back(_core(Dp, sp, duplicate_tol=duplicate_tol, valid=valid), n, S)
 
 
 def _engine(method: str, n_unique: int) -> str:
@@ -207,18 +185,7 @@ def _from_core(
     if iterations is None:
         iterations = jnp.zeros(result.scales.shape, dtype=jnp.int32)
     return MagnitudeFunction(
-        scales=result.scales,
-        magnitude=result.magnitude,
-        weights=result.weights,
-        derivative=result.derivative,
-        dimension=result.dimension,
-        positive_magnitude=result.positive_magnitude,
-        spread=result.spread,
-        representative=result.representative,
-        condition=result.condition,
-        min_eigenvalue=result.min_eigenvalue,
-        max_eigenvalue=result.max_eigenvalue,
-        residual=result.residual,
+        **report_fields(result),
         iterations=iterations,
         n_points=int(result.weights.shape[0]),
         n_unique=int(result.n_unique),
@@ -331,21 +298,27 @@ def magnitude_function(
     solves many); ``scales`` must be ``(S,)`` (a scalar is read as one scale).
     """
     return _magnitude_function(
-        "magnitude_function", X, scales, metric=metric, method=method,
-        duplicate_tol=duplicate_tol, rtol=rtol, progress=progress,
-    )  # fmt: skip
+        "magnitude_function", X, scales, metric, method, duplicate_tol, rtol, progress
+    )
+
+
+def _called_as(function: str, X: ArrayLike, scales: ArrayLike, **options) -> MagnitudeFunction:
+    """:func:`magnitude_function` for the public ``function`` that forwards its keywords
+    ``options`` to it: those left out take the defaults of :func:`magnitude_function`'s
+    signature (declared there once)."""
+    options = {**magnitude_function.__kwdefaults__, **options}
+    return _magnitude_function(function, X, scales, **options)
 
 
 def _magnitude_function(
     function: str,
     X: ArrayLike,
     scales: ArrayLike,
-    *,
-    metric: str = "euclidean",
-    method: Method = "auto",
-    duplicate_tol: float = 0.0,
-    rtol: float = 1e-12,
-    progress: bool = False,
+    metric: str,
+    method: Method,
+    duplicate_tol: float,
+    rtol: float,
+    progress: bool,
 ) -> MagnitudeFunction:
     """:func:`magnitude_function` with errors naming ``function`` (the public caller)."""
     metric = canonical_metric(metric)
@@ -383,7 +356,7 @@ def magnitude(
 
     Batch axis: refused, as :func:`magnitude_function`.
     """
-    return _magnitude_function("magnitude", X, scales, metric=metric, **kwargs).magnitude
+    return _called_as("magnitude", X, scales, metric=metric, **kwargs).magnitude
 
 
 def magnitude_weights(
@@ -391,7 +364,7 @@ def magnitude_weights(
 ) -> Float[Array, "n S"]:
     """Weights w(t) with Z(t) w = 1, ``(n, S)``, aligned with the input rows (duplicates share
     their point's weight equally). Batch axis: refused, as :func:`magnitude_function`."""
-    return _magnitude_function("magnitude_weights", X, scales, metric=metric, **kwargs).weights
+    return _called_as("magnitude_weights", X, scales, metric=metric, **kwargs).weights
 
 
 def magnitude_dimension_profile(
@@ -400,8 +373,7 @@ def magnitude_dimension_profile(
     """Instantaneous magnitude dimension dim(t) = d log|tX| / d log t = t·wᵀ(D∘Z)w / Σw,
     ``(S,)``, from the exact derivative (no finite differences). Batch axis: refused, as
     :func:`magnitude_function`."""
-    result = _magnitude_function("magnitude_dimension_profile", X, scales, metric=metric, **kwargs)
-    return result.dimension
+    return _called_as("magnitude_dimension_profile", X, scales, metric=metric, **kwargs).dimension
 
 
 def positive_magnitude(
@@ -409,8 +381,7 @@ def positive_magnitude(
 ) -> Float[Array, " S"]:
     """PMag(tX) = Σ_i max(w_i, 0), ``(S,)``. Batch axis: refused, as
     :func:`magnitude_function`."""
-    result = _magnitude_function("positive_magnitude", X, scales, metric=metric, **kwargs)
-    return result.positive_magnitude
+    return _called_as("positive_magnitude", X, scales, metric=metric, **kwargs).positive_magnitude
 
 
 def spread(
@@ -418,4 +389,4 @@ def spread(
 ) -> Float[Array, " S"]:
     """Spread E(tX) = Σ_i 1/Σ_j Z_ij over the distinct points, ``(S,)``. Batch axis: refused,
     as :func:`magnitude_function`."""
-    return _magnitude_function("spread", X, scales, metric=metric, **kwargs).spread
+    return _called_as("spread", X, scales, metric=metric, **kwargs).spread

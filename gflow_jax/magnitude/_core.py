@@ -31,6 +31,8 @@ that factor.
 
 from __future__ import annotations
 
+import dataclasses
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -45,7 +47,33 @@ CHOLESKY, LU, FAILED = 0, 1, 2
 _BATCH_BYTES = 1 << 28
 
 
-class MagnitudeResult(eqx.Module):
+class MagnitudeReport(eqx.Module):
+    """The arrays that every magnitude engine reports alike, declared once: the common base of
+    :class:`MagnitudeResult` (the jit/vmap core's result) and
+    :class:`~gflow_jax.magnitude.MagnitudeFunction` (the public report), which add what differs
+    (counts, solver codes or names); their docstrings document every field. A core result
+    becomes a public report field for field (:func:`report_fields`)."""
+
+    scales: Float[Array, " S"]
+    magnitude: Float[Array, " S"]
+    weights: Float[Array, "n S"]
+    derivative: Float[Array, " S"]
+    dimension: Float[Array, " S"]
+    positive_magnitude: Float[Array, " S"]
+    spread: Float[Array, " S"]
+    representative: Int[Array, " n"]
+    max_eigenvalue: Float[Array, " S"]
+    min_eigenvalue: Float[Array, " S"]
+    condition: Float[Array, " S"]
+    residual: Float[Array, " S"]
+
+
+def report_fields(report: MagnitudeReport) -> dict:
+    """The :class:`MagnitudeReport` fields of ``report`` by name (to build another report)."""
+    return {f.name: getattr(report, f.name) for f in dataclasses.fields(MagnitudeReport)}
+
+
+class MagnitudeResult(MagnitudeReport):
     """Magnitude of one finite metric space at S scales (pure arrays: a pytree for jit/vmap).
 
     Attributes:
@@ -57,31 +85,19 @@ class MagnitudeResult(eqx.Module):
         dimension: ``(S,)`` instantaneous magnitude dimension t·wᵀ(D∘Z)w / Σw.
         positive_magnitude: ``(S,)`` Σ max(w_g, 0) over the groups' weights.
         spread: ``(S,)`` Σ_g 1/Σ_h Z_gh over the deduplicated points.
-        n_unique: ``()`` number of distinct points (groups).
         representative: ``(n,)`` index of each row's group representative (first member).
-        group_size: ``(n,)`` size of each row's group.
         max_eigenvalue: ``(S,)`` upper bound on λ_max(Z) (largest row sum).
         min_eigenvalue: ``(S,)`` upper estimate of λ_min(Z) (Rayleigh quotients, see module).
         condition: ``(S,)`` estimate of κ₂(Z) = max_eigenvalue / min_eigenvalue.
         residual: ``(S,)`` achieved relative residual ‖Zw − b‖₂ / ‖b‖₂.
+        n_unique: ``()`` number of distinct points (groups).
+        group_size: ``(n,)`` size of each row's group.
         solver: ``(S,)`` solver code per scale: 0 Cholesky, 1 LU fallback, 2 failed
             (:data:`SOLVER_NAMES`).
     """
 
-    scales: Float[Array, " S"]
-    magnitude: Float[Array, " S"]
-    weights: Float[Array, "n S"]
-    derivative: Float[Array, " S"]
-    dimension: Float[Array, " S"]
-    positive_magnitude: Float[Array, " S"]
-    spread: Float[Array, " S"]
     n_unique: Int[Array, ""]
-    representative: Int[Array, " n"]
     group_size: Int[Array, " n"]
-    max_eigenvalue: Float[Array, " S"]
-    min_eigenvalue: Float[Array, " S"]
-    condition: Float[Array, " S"]
-    residual: Float[Array, " S"]
     solver: Int[Array, " S"]
 
 

@@ -290,8 +290,14 @@ def device_magnitude(
         index = jnp.asarray(failed)
         result = _replace_scales(result, again, index, failed.size)
         iterations = iterations.at[index].set(again_it[: failed.size])
+    return cut_back(result, n, S), iterations[:S]
+
+
+def cut_back(result: MagnitudeResult, n: int, S: int) -> MagnitudeResult:
+    """The result of a solve padded to bucketed shapes (padding rows last, masked out by
+    ``valid``; padding scales last) cut back to its first ``n`` rows and ``S`` scales."""
     fields = {k: getattr(result, k)[:S] for k in _PER_SCALE}
-    return _rebuild(result, result.weights[:n, :S], fields, n), iterations[:S]
+    return _rebuild(result, result.weights[:n, :S], fields, n)
 
 
 # ---------------------------------------------------------------------------------------------

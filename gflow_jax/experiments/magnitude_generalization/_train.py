@@ -21,23 +21,27 @@ def point_id(lr: float, bs: int, seed: int) -> str:
     return f"bs{bs}-lr{lr:g}-seed{seed}"
 
 
+#: the keys of the data section that are the keywords of :func:`~gflow_jax.clusters_dataset`
+_CLUSTERS_DATASET_KEYS = (
+    "n_classes",
+    "points_per_class",
+    "dim",
+    "radius",
+    "separation",
+    "distribution",
+    "layout",
+    "test_fraction",
+    "label_noise",
+    "seed",
+)
+
+
 def dataset(cfg: MagnitudeGeneralizationConfig):
     d = cfg.data
     if d.source == "digits":
         data = digits_dataset(test_fraction=d.test_fraction, label_noise=d.label_noise, seed=d.seed)
     else:
-        data = clusters_dataset(
-            n_classes=d.n_classes,
-            points_per_class=d.points_per_class,
-            dim=d.dim,
-            radius=d.radius,
-            separation=d.separation,
-            distribution=d.distribution,
-            layout=d.layout,
-            test_fraction=d.test_fraction,
-            label_noise=d.label_noise,
-            seed=d.seed,
-        )
+        data = clusters_dataset(**{k: getattr(d, k) for k in _CLUSTERS_DATASET_KEYS})
     if cfg.training.dtype == "float32":
         data = jax.tree.map(
             lambda a: a.astype(jnp.float32) if jnp.issubdtype(a.dtype, jnp.floating) else a, data

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -67,23 +69,66 @@ def _subtitle(cfg: dict) -> str:
     return f"N={N}, M={d['dim']}, Q={d['n_classes']}, L={n['layers']}, init={n['init']}"
 
 
-_YLABEL = {
-    "loss": "cost C",
-    "accuracy": "accuracy",
-    "gap_to_flow": "‖θ − θ_flow‖",
-    "nc1_input": "NC1_in",
-    "nc1": "NC1",
-    "nc2_equinorm": "CV of the norms",
-    "nc2_maxangle": "angle defect",
-    "nc3": "NC3",
-    "nc4": "fraction of points",
-    "truncated_fraction": "fraction of pairs",
-    "mean_rank": "mean rank",
-    "fully_truncated": "points",
-    "offdiag": "off-diagonal ratio",
-    "min_singular": "σ_min",
-    "balance_drift": "max |Δ(s) − Δ(0)|",
+class _Series(NamedTuple):
+    """How a saved series (``<trajectory>/<key>`` of ``arrays.npz``) is drawn in its panel."""
+
+    title: str
+    ylabel: str
+    log: bool = True  # non-positive values are left out on the log axis
+    reduce: Callable = np.max  # a per-layer series: reduced over the layers
+
+
+#: every series drawn in the time-series figures (:data:`_FIGURES`), declared once; the titles of
+#: NC3 and NC4 follow the run's collapse convention (:func:`_collapse_labels`)
+_SERIES = {
+    "loss": _Series("cost C", "cost C"),
+    "accuracy": _Series("training accuracy", "accuracy", log=False),
+    "gap_to_flow": _Series("‖θ(s) − θ_flow(s)‖ (all parameters)", "‖θ − θ_flow‖"),
+    "nc1_input": _Series("NC1 in input space (truncated data x̃)", "NC1_in"),
+    "nc1": _Series("NC1 = tr(Σ_W Σ_B⁺)/Q on x⁽ᴸ⁾", "NC1"),
+    "nc2_equinorm": _Series("NC2 equinorm: CV of ‖μ_c − μ_G‖", "CV of the norms"),
+    "nc2_maxangle": _Series("NC2 equiangle: mean |cos + 1/(Q−1)|", "angle defect"),
+    "nc3": _Series("NC3", "NC3"),
+    "nc4": _Series("NC4", "fraction of points", log=False),
+    "truncated_fraction": _Series(
+        "truncated (point, unit) pairs / (N·L·M)", "fraction of pairs", log=False
+    ),
+    "mean_rank": _Series("mean rank of ∂x̃/∂x (M = fully free, 0 = pinned)", "mean rank", log=False),
+    "fully_truncated": _Series("points pinned (rank 0)", "points", log=False),
+    "offdiag": _Series(
+        "max_ℓ ‖offdiag W⁽ℓ⁾W⁽ℓ⁾ᵀ‖_F/‖W⁽ℓ⁾W⁽ℓ⁾ᵀ‖_F (0 = adapted)", "off-diagonal ratio", log=False
+    ),
+    "min_singular": _Series("min_ℓ σ_min(W⁽ℓ⁾)", "σ_min", reduce=np.min),
+    "balance_drift": _Series("balance drift max|Δ_{ℓ,k}(s) − Δ_{ℓ,k}(0)|", "max |Δ(s) − Δ(0)|"),
 }
+
+#: the time-series figures: file, title (``{sub}``: the run's subtitle, ``{ideal}``: the ideal
+#: values of the collapse measures) and the series of its panels, in order
+_FIGURES = (
+    (
+        "loss.png",
+        "Full network: gradient flow vs GD vs SGD on the clock s = η·k\n{sub}",
+        ("loss", "accuracy", "gap_to_flow"),
+    ),
+    (
+        "collapse.png",
+        "Neural collapse ({ideal})\n{sub}",
+        ("nc1_input", "nc1", "nc2_equinorm", "nc2_maxangle", "nc3", "nc4"),
+    ),
+    (
+        "truncation.png",
+        "Truncation in input space, adaptedness and the balance law\n{sub}",
+        (
+            "truncated_fraction",
+            "mean_rank",
+            "fully_truncated",
+            "offdiag",
+            "min_singular",
+            "balance_drift",
+        ),
+    ),
+)
+
 S_LABEL = "flow time s = η·k"
 
 
@@ -95,24 +140,26 @@ def _legend_below(fig, handles, labels) -> None:
     )  # fmt: skip
 
 
-def _series_panels(a, ts, names, styles, panels, fig_title, path, ncols=3):
+def _series_panels(a, ts, names, styles, keys, titles, fig_title, path, ncols=3):
+    """One panel per series ``keys`` (:data:`_SERIES`; ``titles`` overrides panel titles)."""
     plt = pyplot()
-    nrows = -(-len(panels) // ncols)
+    nrows = -(-len(keys) // ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 3.4 * nrows), squeeze=False)
-    for ax, (key, label, log, *reduce) in zip(axes.flat, panels, strict=False):
+    for ax, key in zip(axes.flat, keys, strict=False):
+        series = _SERIES[key]
         for name in names:
             y = np.asarray(a[f"{name}/{key}"], dtype=float)
-            if y.ndim > 1:  # per layer: reduce over layers (max unless told)
-                y = (reduce[0] if reduce else np.max)(y.reshape(len(ts), -1), axis=-1)
-            if log:
+            if y.ndim > 1:  # per layer
+                y = series.reduce(y.reshape(len(ts), -1), axis=-1)
+            if series.log:
                 y = np.where(y > 0, y, np.nan)
             ax.plot(ts, y, **styles[name])
-        ax.set_title(label, fontsize=9)
+        ax.set_title(titles.get(key, series.title), fontsize=9)
         ax.set_xlabel(S_LABEL)
-        ax.set_ylabel(_YLABEL.get(key, key))
-        if log:
+        ax.set_ylabel(series.ylabel)
+        if series.log:
             ax.set_yscale("log")
-    for ax in list(axes.flat)[len(panels) :]:
+    for ax in list(axes.flat)[len(keys) :]:
         ax.axis("off")
     fig.suptitle(fig_title, fontsize=10)
     _legend_below(fig, *axes[0, 0].get_legend_handles_labels())
@@ -130,45 +177,13 @@ def plot_sgd_vs_flow_run(run_dir: str | Path) -> list[Path]:
     styles = {n: _style(n, etas, batches) for n in names}
     sub = _subtitle(cfg)
     nc3_title, nc4_title, ideal = _collapse_labels(cfg)
-    paths = []
-
-    figures = [
-        (
-            [
-                ("loss", "cost C", True),
-                ("accuracy", "training accuracy", False),
-                ("gap_to_flow", "‖θ(s) − θ_flow(s)‖ (all parameters)", True),
-            ],
-            f"Full network: gradient flow vs GD vs SGD on the clock s = η·k\n{sub}",
-            "loss.png",
-        ),
-        (
-            [
-                ("nc1_input", "NC1 in input space (truncated data x̃)", True),
-                ("nc1", "NC1 = tr(Σ_W Σ_B⁺)/Q on x⁽ᴸ⁾", True),
-                ("nc2_equinorm", "NC2 equinorm: CV of ‖μ_c − μ_G‖", True),
-                ("nc2_maxangle", "NC2 equiangle: mean |cos + 1/(Q−1)|", True),
-                ("nc3", nc3_title, True),
-                ("nc4", nc4_title, False),
-            ],
-            f"Neural collapse ({ideal})\n{sub}",
-            "collapse.png",
-        ),
-        (
-            [
-                ("truncated_fraction", "truncated (point, unit) pairs / (N·L·M)", False),
-                ("mean_rank", "mean rank of ∂x̃/∂x (M = fully free, 0 = pinned)", False),
-                ("fully_truncated", "points pinned (rank 0)", False),
-                ("offdiag", "max_ℓ ‖offdiag W⁽ℓ⁾W⁽ℓ⁾ᵀ‖_F/‖W⁽ℓ⁾W⁽ℓ⁾ᵀ‖_F (0 = adapted)", False),
-                ("min_singular", "min_ℓ σ_min(W⁽ℓ⁾)", True, np.min),
-                ("balance_drift", "balance drift max|Δ_{ℓ,k}(s) − Δ_{ℓ,k}(0)|", True),
-            ],
-            f"Truncation in input space, adaptedness and the balance law\n{sub}",
-            "truncation.png",
-        ),
-    ]  # (panels, title, file): one figure each
-    for panels, title, fname in figures:
-        paths.append(_series_panels(a, ts, names, styles, panels, title, out / fname))
+    titles = {"nc3": nc3_title, "nc4": nc4_title}
+    paths = [
+        _series_panels(
+            a, ts, names, styles, keys, titles, title.format(sub=sub, ideal=ideal), out / fname
+        )
+        for fname, title, keys in _FIGURES
+    ]
 
     # discrepancy to the flow vs η
     fig, ax = plt.subplots(figsize=(5.6, 4.2))
