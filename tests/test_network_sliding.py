@@ -22,7 +22,8 @@ from gflow_jax.dynamics import (
 )
 
 # the worked example of docs/theory.md#sliding (the full network): one hidden unit (M = Q = 1),
-# N = 2 points; the unit is active at point 0 and z₁ = −w + b at point 1 starts below 0
+# N = 2 points; the unit is active at point 0 and z₁ = −w + b at point 1 starts below 0 (points
+# are indexed from 0 here, from 1 in the theory: its z₂ is z₁ here)
 X = np.array([2.0, -1.0])
 THETA0 = (1.0, 0.9, 1.0, 0.0)  # w, b, v (output weight), c (output bias)
 SLIDING_Y = (0.5, -2.0)  # point 1's target far below: once active it pulls z₁ back down

@@ -9,17 +9,17 @@ z_{ℓ,k,i} = (W_ℓ x⁽ℓ⁻¹⁾_i + b_ℓ)_k of hidden unit (ℓ, k) at tra
 network is x⁽ℓ⁾ = s ∘ z⁽ℓ⁾, smooth in θ: the solver's stages may look past a kink without seeing
 the jump, and the kink is located on a smooth interpolant.
 
-A diffrax ``Event`` watches the signed distance s·z of every free pair to 0 and, for every held
-pair, min(α, 1 − α); the first root stops the solve (bisection on the step's interpolant). There
-the pair is resolved by its two one-sided velocities v₋ = dz/ds with s = 0 and v₊ with s = 1
-(the held pairs' α solved again for each): v₋ > 0 > v₊ holds it (sliding: a crossing that
-would be undone at once is recognised before any step is taken across the kink, never
-iterated), otherwise it crosses to the side its velocity leaves to (a tie that repels, v₋ ≤ 0 ≤
-v₊, leaves active: the tie convention). A held pair whose α reaches 0 or 1 is released to that
-side. The solve restarts from the event in a bounded ``lax.while_loop`` over segments: at most
-``settings.max_events`` events in all and at most :data:`MAX_HELD` pairs held at once, else
-``success = False`` with the last event recorded (:func:`~gflow_jax.dynamics.check_solution`
-names its unit and point).
+A diffrax ``Event`` watches the signed distance ±z of every free pair to 0 (+ for an active
+pair, − for an inactive one) and, for every held pair, min(α, 1 − α); the first root stops the
+solve (bisection on the step's interpolant). There the pair is resolved by its two one-sided
+velocities v₋ = dz/ds with s = 0 and v₊ with s = 1 (the held pairs' α solved again for each):
+v₋ > 0 > v₊ holds it (sliding: a crossing that would be undone at once is recognised before
+any step is taken across the kink, never iterated), otherwise it crosses to the side its
+velocity leaves to (a tie that repels, v₋ ≤ 0 ≤ v₊, leaves active: the tie convention). A held
+pair whose α reaches 0 or 1 is released to that side. The solve restarts from the event in a
+bounded ``lax.while_loop`` over segments: at most ``settings.max_events`` events in all and at
+most :data:`MAX_HELD` pairs held at once, else ``success = False`` with the last event
+recorded (:func:`~gflow_jax.dynamics.check_solution` names its unit and point).
 
 With several held pairs α solves d z_held/ds = 0 jointly (Newton; the system is affine in α
 for one hidden layer and polynomial for more). α enters the field as a constant ReLU' (the
@@ -28,6 +28,13 @@ one-sided fields (with product weights where pairs of one point are held in seve
 a Filippov selection. Each one-sided field conserves the balance quantities Δ_{ℓ,k} (the
 scaling argument of :mod:`~gflow_jax.dynamics._network_flow` holds for the network with any
 fixed slopes), and Δ̇ is linear in the field, so the sliding solution conserves them too.
+
+Limits. A pair reaching its kink whose own slope does not change its dz/ds (a point whose
+representation equals a held one's) is held with them, the α system then singular and solved
+in the least-norm sense. A held z is kept at 0 exactly (to rounding) in the first hidden layer,
+where it is linear in θ; deeper ones drift at the solver's tolerance (nothing projects them
+back). Each field evaluation with pairs held costs K forward-over-reverse passes for the α
+system's Jacobian (K = min(MAX_HELD, L·N·M) slots).
 """
 
 from __future__ import annotations
