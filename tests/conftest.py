@@ -102,6 +102,12 @@ SLOW = {
     "tests/test_config_cli.py::test_run_writes_a_new_directory_each_time":
         "test_cli_errors.py::test_a_run_ends_naming_its_directory_and_main_figure, "
         "test_config_cli.py::test_pulled_back_targets_run (a full run writes its directory)",
+    "tests/test_network_sliding.py::test_fuzz_every_event_solve_terminates_and_reports":
+        "test_alpha_of_pairs_held_in_two_layers_solves_the_polynomial_system (the two-layer α "
+        "system), test_sliding_example_sticks_follows_the_reduced_system_and_is_released and "
+        "test_event_bound_is_a_reported_failure_naming_the_unit_and_point (the event loop, its "
+        "release and its bound); the fuzz compiles a second, two-layer event program (22 s, mostly "
+        "compilation, at load average 3)",
 }  # fmt: skip
 
 

@@ -1,8 +1,10 @@
-"""The toolkit's one diffrax call for a gradient flow."""
+"""The toolkit's diffrax calls for a gradient flow: the plain solve, and one segment of an
+event-located solve."""
 
 from __future__ import annotations
 
 import diffrax
+import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from ..core._shapes import Shapes
@@ -62,4 +64,33 @@ def integrate_gradient_flow(
         max_steps=settings.max_steps,
         throw=False,
         progress_meter=flow_progress_meter(progress),
+    )
+
+
+def integrate_segment(
+    field, condition, root_finder, y0, args, t0, t1, save_ts: Float[Array, " T"], settings
+) -> diffrax.Solution:
+    """One segment of an event-located solve: ∂_s y = field(s, y, args) from ``t0`` until the
+    first root of ``condition(s, y, args)`` (located by ``root_finder`` on the step's
+    interpolant) or ``t1``, with the settings' adaptive controller and diffrax's initial-step
+    heuristic. Saves: ``ys[0]`` at ``save_ts`` clipped into [t0, t1] (only those up to the
+    segment's end are meaningful), ``ys[1]`` (and ``ts[1]``) at the segment's end; ``result``
+    ``event_occurred`` when the condition stopped it; failures reported, not raised.
+
+    ``y0`` and ``args`` are any pytrees; ``save_ts`` ``(T,)``. Batch axis: refused (vmap it)."""
+    return diffrax.diffeqsolve(
+        diffrax.ODETerm(field),
+        solver_of(settings.solver),
+        t0=t0,
+        t1=t1,
+        dt0=None,  # diffrax's initial-step heuristic at every restart
+        y0=y0,
+        args=args,
+        saveat=diffrax.SaveAt(
+            subs=[diffrax.SubSaveAt(ts=jnp.clip(save_ts, t0, t1)), diffrax.SubSaveAt(t1=True)]
+        ),
+        stepsize_controller=controller(settings),
+        event=diffrax.Event(condition, root_finder=root_finder),
+        max_steps=settings.max_steps,
+        throw=False,
     )

@@ -45,8 +45,9 @@ from ..core import ReLUNetwork, relu_forward
 from ..core._shapes import Shapes
 from ._descent import DescentTrajectory, descent_loop, run_descent
 from ._integrate import integrate_gradient_flow
+from ._network_sliding import solve_network_sliding
 from ._sampling import minibatch_indices
-from ._settings import SolverSettings
+from ._settings import ADAPTIVE, SolverSettings
 from ._solution import FlowSolution
 
 
@@ -133,15 +134,35 @@ def solve_network_flow(
     :func:`~gflow_jax.dynamics.check_solution`); the state of the returned
     :class:`~gflow_jax.dynamics.FlowSolution` is a stacked :class:`~gflow_jax.core.ReLUNetwork`. The
     tolerances, controller coefficients and ``dt0`` are arrays, so new values reuse the compiled
-    solve; ``solver``, ``max_steps`` and ``dtmin`` are static. ``dtmin = 0`` means no
-    lower bound; with ``dtmin > 0`` steps are forced to at least ``dtmin`` (sliding modes, where
-    the field points into a ReLU face from both sides, otherwise make the solver chatter).
+    solve; ``solver``, ``max_steps``, ``dtmin``, ``events`` and ``max_events`` are static.
+
+    The field jumps where a pre-activation z_{ℓ,k,i} of a hidden unit (ℓ, k) at a training point
+    i crosses 0; where both one-sided fields push z towards 0 the solution *slides*: z stays at
+    0 and ReLU' = α ∈ [0, 1] there, α chosen so that dz/ds = 0 (docs/theory.md#sliding, the full
+    network). The plain solve (``events=False``, the default) integrates across the jumps by
+    step-size control alone: on a sliding mode it chatters until ``max_steps`` (a reported
+    failure; :func:`~gflow_jax.dynamics.check_solution` then suggests events), and with
+    ``dtmin > 0`` it "succeeds" by forcing steps through the chatter. With ``events=True`` and
+    an adaptive solver every crossing is located by a diffrax event and resolved there: crossed,
+    or held at 0 with the Filippov α (solved at every evaluation of the field) until α leaves
+    [0, 1]; ``events`` of the solution lists them (unit ``coord`` of ``layer`` at ``point``;
+    ``value`` the slope after the event), at most ``max_events`` in all and at most
+    ``MAX_HELD`` (16) pairs held at once, else ``success = False`` and
+    :func:`~gflow_jax.dynamics.check_solution` names the unit and point. ``sliding`` is
+    ``None``. ``"euler"`` ignores ``events``.
 
     Batch axis: refused on ``net0`` and the problem (one solve; vmap for many); ``save_ts``
     ``(T,)``.
     """
     _check_call("solve_network_flow", net0, problem, save_ts=save_ts)
     settings = SolverSettings() if settings is None else settings
+    if settings.solver == "exact":
+        raise ValueError(
+            'solve_network_flow: settings.solver "exact" solves the bias-only effective flow '
+            f"only; use one of {(*ADAPTIVE, 'euler')} for the full network"
+        )
+    if settings.events and settings.solver in ADAPTIVE:
+        return solve_network_sliding(problem, net0, jnp.asarray(save_ts), settings)
     return _solve(problem, net0, jnp.asarray(save_ts), settings, progress)
 
 

@@ -13,6 +13,10 @@ from jaxtyping import Array, Float
 ADAPTIVE = ("tsit5", "dopri5", "dopri8")
 SOLVERS = (*ADAPTIVE, "euler", "exact")
 
+#: the most pre-activations the event-located full-network solve holds at 0 at once (the size of
+#: its α system, docs/theory.md#sliding; fewer when the network has fewer (unit, point) pairs)
+MAX_HELD = 16
+
 #: default settings, the one declaration every config section and ``SolverSettings`` share
 DEFAULTS: dict = {
     "rtol": 1e-8,
@@ -38,13 +42,15 @@ class SolverSettings(eqx.Module):
     on C_in event by event in closed form (tolerances unused). ``events=True`` stops the
     adaptive solver at every discontinuity of the field, resolves it (crossing, sliding, gluing)
     and restarts (docs/theory.md#sliding); it applies to the effective flow of the input-layer
-    cost (bias or joint) with an adaptive solver, and elsewhere (standard cost, full networks,
-    ``"euler"``) the plain solve runs. The default ``events=False`` integrates across the jumps
-    with step-size control alone: fastest on separated data at the default tolerances, but where
-    a face sticks it chatters until ``max_steps`` (a reported failure; benchmarks/README.md,
-    work precision). ``max_events`` bounds the events per coordinate of the exact and
-    event-located solves (the located solve: ``max_events · M`` in all); reaching it is reported
-    as a failure.
+    cost (bias or joint) and to the full network (a pre-activation crossing 0, or held there
+    with the Filippov α) with an adaptive solver, and elsewhere (the effective flow of the
+    standard cost, ``"euler"``) the plain solve runs. The default ``events=False`` integrates
+    across the jumps with step-size control alone: fastest on separated data at the default
+    tolerances, but where a face sticks (or a pre-activation slides) it chatters until
+    ``max_steps`` (a reported failure; benchmarks/README.md, work precision). ``max_events``
+    bounds the events per coordinate of the exact and event-located solves (the located solve:
+    ``max_events · M`` in all; the full network: ``max_events`` in all); reaching it is
+    reported as a failure.
     """
 
     rtol: Float[Array, ""] = eqx.field(default=DEFAULTS["rtol"], converter=jnp.asarray)
