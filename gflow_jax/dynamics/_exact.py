@@ -208,7 +208,9 @@ def _next_event(c, group, pending, s, s_final, co, mo, t_rel) -> _Event:
     dt = t_face[face]
     finished = dt >= remaining
     dt = jnp.where(finished, remaining, dt)
-    c_new = _path(c, mo.ybar, mo.rate, dt)
+    # a glued group held at one value, its label face's: the path need not round alike at
+    # different array positions, and a split of a group one ulp apart has the wrong ownership
+    c_new = _path(c, mo.ybar, mo.rate, dt)[group]
     is_release = (t_rel[face] <= t_data[face]) & (t_rel[face] <= jnp.min(t_meet[face]))
     is_data = ~is_release & (t_data[face] <= jnp.min(t_meet[face]))
     partner = jnp.argmin(t_meet[face])

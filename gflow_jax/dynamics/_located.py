@@ -33,6 +33,10 @@ from ._problem import FlowProblem, check_problem
 from ._settings import SolverSettings
 from ._solution import FlowSolution
 
+#: the most a located event may move the faces it puts on their breakpoint, relative to the
+#: breakpoint's scale (the root is located to ~1e-14 in time: what it moves is rounding)
+JUMP_TOL = 1e-8
+
 
 def _modes(problem: FlowProblem, params: AdaptedParameters, mode: Mode):
     """Per-coordinate motion of every face in ``mode`` (leading M)."""
@@ -53,6 +57,16 @@ class _State(eqx.Module):
         return self.c
 
 
+def _held(state: _State, mode: Mode) -> _State:
+    """The state with every face of a glued group at its group's value: the value of the face
+    that labels it (its lowest layer), ``(L, M)``. The group moves with one velocity, but the
+    solver's arithmetic on different array positions need not round alike (vectorised and
+    scalar code paths), and a split of a group whose faces differ by one ulp is evaluated with
+    the wrong ownership: its attraction jumps, and a spurious event follows. Everything that
+    reads the thresholds (field, event condition, snap, saves) reads them held."""
+    return _State(state.d, jnp.take_along_axis(state.c, mode.group, axis=0))
+
+
 def filippov_direction(problem: FlowProblem, state: _State, seg: _Segment) -> _State:
     """The segment's Filippov descent direction in (d, c).
 
@@ -63,7 +77,8 @@ def filippov_direction(problem: FlowProblem, state: _State, seg: _Segment) -> _S
     (a glued group's Σg shared in proportion to d², stuck faces 0). The flow is ∂_s b = g̃/d and,
     for the joint flow, ∂_s d = c g̃/d (docs/theory.md#effective-flows); with b = −c d this is
     ∂_s c = −(∂_s b + c ∂_s d)/d."""
-    c, d, m = state.c, state.d, seg.mode
+    m = seg.mode
+    c, d = _held(state, m).c, state.d
     N = problem.sorted.values.shape[1]
     g = (seg.n * c - seg.S) / N
     same = m.group[:, None, :] == m.group[None, :, :]  # (L, L, M)
@@ -169,7 +184,7 @@ def _terms(t, params: _State, problem: FlowProblem, seg: _Segment):
     values ``(L, M)`` and between pairs ``(L, L, M)``. A pair that starts at one value is watched
     through its gap divided by the time since the start (its speed at the start), positive from
     the start and zero where the faces meet again."""
-    c = params.thresholds
+    c = _held(params, seg.mode).thresholds
     to_data = jnp.where(seg.watch, jnp.minimum(c - seg.lo, seg.hi - c), jnp.inf)
     gap = seg.sign * (c[:, None, :] - c[None, :, :])
     elapsed = t - seg.t0
@@ -196,7 +211,8 @@ def _release_margin(params, problem, seg: _Segment):
 
     def margins():
         co = coordinates(problem.sorted, params.d)
-        c, m = params.thresholds, seg.mode
+        m = seg.mode
+        c = _held(params, m).thresholds
         h = jax.vmap(split_margin)(c.T, m.rank.T, m.group.T, m.stuck.T, co).T
         return jnp.where(seg.watch_glue, h, jnp.inf)
 
@@ -205,7 +221,9 @@ def _release_margin(params, problem, seg: _Segment):
 
 def _snap(t, params: _State, problem: FlowProblem, seg: _Segment):
     """The event's coordinate and value; the state put exactly on the breakpoint (the faces
-    that reached it set to its value)."""
+    that reached it set to its value); and how far that moved them (a located root: rounding
+    level; more means the event was not at a breakpoint)."""
+    params = _held(params, seg.mode)
     to_data, pairs = _terms(t, params, problem, seg)
     margin = _release_margin(params, problem, seg)
     c = params.thresholds
@@ -230,9 +248,10 @@ def _snap(t, params: _State, problem: FlowProblem, seg: _Segment):
     value = jnp.where(release, c[fr[0], fr[1]], value)
     moved = moved & ~release
     col = jnp.where(moved, value, c[:, k])
+    jump = jnp.max(jnp.abs(col - c[:, k]))
     c = c.at[:, k].set(col)
     snapped = _State(params.d, c)
-    return snapped, k, value
+    return snapped, k, value, jump
 
 
 def _advance(problem, params, mode, t0, t1, save_ts, settings):
@@ -292,22 +311,25 @@ def solve_located(
             sol.result == diffrax.RESULTS.event_occurred
         )
         t_end = sol.ts[1][0]
-        y_end = jax.tree.map(lambda a: a[0], sol.ys[1])
+        y_end = _held(jax.tree.map(lambda a: a[0], sol.ys[1]), mode)
         # a solve without an event reached t1 (under vmap its last time may round below it)
         finished = (t_end >= save_ts[-1]) | (sol.result == diffrax.RESULTS.successful)
         keep = (save_ts >= t) & ((save_ts <= t_end) | finished)
         saved = jax.tree.map(
             lambda old, new: jnp.where(keep.reshape((T,) + (1,) * (old.ndim - 1)), new, old),
             saved,
-            sol.ys[0],
+            jax.vmap(lambda y: _held(y, mode))(sol.ys[0]),
         )
-        snapped, k, value = _snap(t_end, y_end, problem, seg)
+        snapped, k, value, jump = _snap(t_end, y_end, problem, seg)
+        # an event the root finder put where no face is at a breakpoint is a defect: reported,
+        # never snapped over (JUMP_TOL: far above a located root's rounding)
+        ok = ok & (finished | (jump <= JUMP_TOL * (1.0 + jnp.abs(value))))
         mode = jax.lax.cond(
             finished | ~ok,
             lambda: mode,
             lambda: _resolve_at(problem, snapped, mode, k, value),
         )
-        params = jax.tree.map(lambda a, b: jnp.where(finished, a, b), y_end, snapped)
+        params = jax.tree.map(lambda a, b: jnp.where(finished | ~ok, a, b), y_end, snapped)
         steps = ("num_steps", "num_accepted_steps", "num_rejected_steps")
         stats = stats + jnp.stack([sol.stats[name] for name in steps]).astype(stats.dtype)
         count = count + 1
