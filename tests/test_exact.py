@@ -3,6 +3,7 @@ forms of docs/theory.md#closed-forms and docs/theory.md#sliding, against the ind
 one-face solver, against gradient descent, and the event-located diffrax solve against it on
 random small instances (shared faces, mixed signs, sliding)."""
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,7 +11,9 @@ import pytest
 
 from gflow_jax.core import AdaptedParameters
 from gflow_jax.diagnostics import event_times, truncation_diagnostics
-from gflow_jax.dynamics import SolverSettings, gradient_descent, solve_face, solve_flow
+from gflow_jax.dynamics import SolverSettings, _located, gradient_descent, solve_face, solve_flow
+from gflow_jax.dynamics._exact import split_margin
+from gflow_jax.dynamics._filippov import coordinates
 
 from .fuzz_flows import batch
 from .helpers import input_problem, sweep_problem
@@ -204,21 +207,91 @@ def test_fuzz_gradient_descent_converges_to_the_exact_flow_at_first_order(fuzz):
     assert errors[1] < 1e-2
 
 
-def test_fuzz_located_diffrax_equals_the_exact_solver(fuzz):
-    problems, params, ts, exact = fuzz
-    located = jax.vmap(lambda p, q: solve_flow(p, q, ts, LOCATED))(problems, params)
+@pytest.fixture(scope="module")
+def located(fuzz):
+    problems, params, ts, _ = fuzz
+    return jax.vmap(lambda p, q: solve_flow(p, q, ts, LOCATED))(problems, params)
+
+
+def test_fuzz_located_diffrax_equals_the_exact_solver(fuzz, located):
+    exact = fuzz[3]
     assert bool(jnp.all(located.success))
     error = jnp.max(jnp.abs(located.params.thresholds - exact.params.thresholds))
     assert float(error) < 1e-8
 
 
-# seed 3 holds one instance where the located solve ends 2.5e-2 from the exact solution (an open
-# defect of the event-located path; the exact solver and the other 224 instances agree)
-SEEDS = [pytest.param(3, marks=pytest.mark.xfail(strict=True, reason="open located defect"))]
+def _event_rows(events, i):
+    keep = np.asarray(events.kind[i]) >= 0
+    return {f: np.asarray(getattr(events, f)[i])[keep] for f in ("time", "layer", "coord", "kind")}
+
+
+def test_fuzz_located_reports_the_events_and_sliding_of_the_exact_solver(fuzz, located):
+    """Two independent event finders (diffrax's root finder on the interpolant, and closed
+    forms with bisection) report the same events: the same faces, coordinates and kinds in
+    the same order, at times within 1e-8 (measured 7.2e-9; the located trajectory is accurate
+    to rtol 1e-10 and an event time to that over the face's speed), and the same faces stuck
+    at the same values and glued at the end. The instances cross, stick, meet and glue."""
+    exact = fuzz[3]
+    kinds = np.zeros(5, int)
+    for i in range(exact.success.shape[0]):
+        want, got = _event_rows(exact.events, i), _event_rows(located.events, i)
+        assert [want[f].tolist() for f in ("layer", "coord", "kind")] == [
+            got[f].tolist() for f in ("layer", "coord", "kind")
+        ], f"instance {i}"
+        np.testing.assert_allclose(got["time"], want["time"], rtol=0, atol=1e-8)
+        kinds += np.bincount(want["kind"], minlength=5)
+        a, b = exact.sliding, located.sliding
+        assert np.array_equal(a.stuck[i], b.stuck[i]) and np.array_equal(a.group[i], b.group[i])
+        np.testing.assert_array_equal(a.stuck_value[i], b.stuck_value[i])  # data values, NaN
+        np.testing.assert_allclose(b.stuck_time[i], a.stuck_time[i], rtol=0, atol=1e-8)
+    assert kinds[0] > 0 and kinds[1] > 0 and kinds[2] > 0 and kinds[3] > 0
+
+
+def test_a_glued_group_one_ulp_apart_keeps_its_attraction():
+    """Two faces from below glued at c = 1 (the points they own have targets below): the least
+    attraction of the split is 1.5. Read at face values one ulp apart it is the attraction of
+    another ownership (the upper face alone owns the points): the located solver holds a group
+    at its label face's value, so its event condition does not see that jump."""
+    u = jnp.array([0.0, 0.2, 0.4, 2.0])[:, None]
+    problem = input_problem(u, jnp.array([-1.0, -1.0, -1.0, 3.0])[:, None])
+    p0 = AdaptedParameters.from_thresholds(jnp.array([[1.0], [0.7]]), jnp.array([[1.0], [1.0]]))
+    state = _located._State(p0.d, p0.thresholds)
+    apart = _located._State(p0.d, p0.thresholds.at[1, 0].set(np.nextafter(1.0, 2.0)))
+
+    @eqx.filter_jit
+    def margins(problem, p0):
+        mode = _located._initial_mode(problem, p0)
+        co = jax.tree.map(lambda a: a[0], coordinates(problem.sorted, p0.d))
+        m = (mode.rank[:, 0], mode.group[:, 0], mode.stuck[:, 0], co)
+        raw = [split_margin(s.c[:, 0], *m)[0] for s in (state, apart)]
+        seg = _located._segment(problem, state, mode, 0.0)
+        held = [_located._release_margin(s, problem, seg)[0, 0] for s in (state, apart)]
+        return mode.group[:, 0], jnp.stack(raw), jnp.stack(held)
+
+    group, raw, held = margins(problem, p0)
+    assert group.tolist() == [0, 0]
+    # g = 3·(1 − (−1))/4 over the owned points; face 0 alone above owns them: v_P − v_Q = g/d₀²
+    assert float(raw[0]) == pytest.approx(1.5, rel=1e-12) and float(raw[1]) < 0
+    assert held.tolist() == [raw[0], raw[0]]
+
+
+def test_located_glued_group_regression_instance():
+    """Fuzz seed 3, instance 24: a glued pair of coordinate 2 drifted one ulp apart in the
+    diffrax state, its attraction jumped, a spurious event followed and snapped the face of
+    coordinate 0 by 0.029 to a data value behind it (the solve ended 2.5e-2 off; gradient
+    descent at η = 1e-5 is within 1.1e-5 of the exact solver). Both solvers now agree."""
+    problems, params = batch(3, 25)
+    problem, p0 = (jax.tree.map(lambda a: a[24], x) for x in (problems, params))
+    ts = jnp.linspace(0.0, 5.0, 11)
+    exact = solve_flow(problem, p0, ts, EXACT)
+    located = solve_flow(problem, p0, ts, LOCATED)
+    assert bool(exact.success) and bool(located.success)
+    gap = jnp.max(jnp.abs(located.params.thresholds - exact.params.thresholds))
+    assert float(gap) < 1e-8
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", [1, 2, *SEEDS, 4, 5, 6, 7, 8])
+@pytest.mark.parametrize("seed", [1, 2, 3, 4, 5, 6, 7, 8])
 def test_fuzz_200_located_and_default_settings(seed):
     """≥ 200 instances (8 seeds × 25): event-located diffrax at rtol 1e-10 within 1e-8 of the
     exact solver, every solve terminating. The default (plain) settings are never silently

@@ -208,7 +208,9 @@ def _next_event(c, group, pending, s, s_final, co, mo, t_rel) -> _Event:
     dt = t_face[face]
     finished = dt >= remaining
     dt = jnp.where(finished, remaining, dt)
-    c_new = _path(c, mo.ybar, mo.rate, dt)
+    # a glued group held at one value, its label face's: the path need not round alike at
+    # different array positions, and a split of a group one ulp apart has the wrong ownership
+    c_new = _path(c, mo.ybar, mo.rate, dt)[group]
     is_release = (t_rel[face] <= t_data[face]) & (t_rel[face] <= jnp.min(t_meet[face]))
     is_data = ~is_release & (t_data[face] <= jnp.min(t_meet[face]))
     partner = jnp.argmin(t_meet[face])
@@ -229,6 +231,16 @@ def _next_event(c, group, pending, s, s_final, co, mo, t_rel) -> _Event:
                   cluster, has_data, mo.ybar, mo.rate)  # fmt: skip
 
 
+def event_kind(is_release, is_data, face, cluster, group, stuck) -> Int[Array, ""]:
+    """The kind of an event (:class:`~gflow_jax.dynamics.FlowEvents`) of ``face`` from the
+    faces ``cluster`` ``(L,)`` that met at its value and their new mode (``group``, ``stuck``
+    ``(L,)``): a release, else a stick (the face is held at a data value), a glue (it moves on
+    with another face of the cluster), a crossing of a data value, or a meeting (hand-over)."""
+    glued = jnp.sum(cluster & (group == group[face])) > 1
+    kind = jnp.where(stuck[face], STICK, jnp.where(glued, GLUE, jnp.where(is_data, CROSS, MEET)))
+    return jnp.where(is_release, RELEASE, kind).astype(jnp.int32)
+
+
 def _record(state: _State, ev: _Event, res) -> _State:
     """Write the segment that ends at this event and the event, then the new mode."""
     k = state.count
@@ -239,14 +251,7 @@ def _record(state: _State, ev: _Event, res) -> _State:
     record = active & ~ev.finished
     ok = res.ok | ~(record | check)
     overflow = record & (k >= E - 1)
-    glued = jnp.sum(ev.cluster & (res.group == res.group[ev.face])) > 1
-    kind = jnp.where(
-        ev.is_release,
-        RELEASE,
-        jnp.where(
-            res.stuck[ev.face], STICK, jnp.where(glued, GLUE, jnp.where(ev.is_data, CROSS, MEET))
-        ),
-    )
+    kind = event_kind(ev.is_release, ev.is_data, ev.face, ev.cluster, res.group, res.stuck)
     s_new = state.s + ev.dt
 
     def put(arr, value):
@@ -445,7 +450,7 @@ def solve_exact(
     sliding = SlidingStatus(
         stuck=state.stuck.T,
         stuck_value=jnp.where(state.stuck, state.c, jnp.nan).T,
-        stuck_time=state.stuck_time.T,
+        stuck_time=jnp.where(state.stuck, state.stuck_time, jnp.nan).T,
         group=state.group.T,
     )
     return FlowSolution(

@@ -10,28 +10,36 @@ are put exactly on the breakpoint and given their Filippov mode
 (:func:`~gflow_jax.dynamics._filippov.resolve`: cross, hand over, stick, glue), and the solve
 restarts with the corrected field, in a ``lax.while_loop`` over segments. Sliding is therefore
 integrated as sliding (a stuck face held at its data value, glued faces as one), never as
-chatter. Works for the bias-only and the joint (D, b) flow of C_in.
+chatter. Every restart records its event (time, face, coordinate, kind, value: the
+:class:`~gflow_jax.dynamics.FlowEvents` of the exact solver) in bounded arrays, and the final
+modes give each face's :class:`~gflow_jax.dynamics.SlidingStatus`. Works for the bias-only and
+the joint (D, b) flow of C_in.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import optimistix as optx
-from jaxtyping import Array, Float
+from jaxtyping import Array, Bool, Float, Int
 
 from ..core import AdaptedParameters
 from ..core._shapes import Shapes
-from ._exact import _at_data, initial_mode, split_margin
+from ._exact import _at_data, event_kind, initial_mode, split_margin
 from ._filippov import Mode, coordinates, gradient, motion, resolve
 from ._integrate import controller, solver_of
 from ._problem import FlowProblem, check_problem
 from ._settings import SolverSettings
-from ._solution import FlowSolution
+from ._solution import FlowEvents, FlowSolution, SlidingStatus
+
+#: the most a located event may move the faces it puts on their breakpoint, relative to the
+#: breakpoint's scale (the root is located to ~1e-14 in time: what it moves is rounding)
+JUMP_TOL = 1e-8
 
 
 def _modes(problem: FlowProblem, params: AdaptedParameters, mode: Mode):
@@ -53,6 +61,16 @@ class _State(eqx.Module):
         return self.c
 
 
+def _held(state: _State, mode: Mode) -> _State:
+    """The state with every face of a glued group at its group's value: the value of the face
+    that labels it (its lowest layer), ``(L, M)``. The group moves with one velocity, but the
+    solver's arithmetic on different array positions need not round alike (vectorised and
+    scalar code paths), and a split of a group whose faces differ by one ulp is evaluated with
+    the wrong ownership: its attraction jumps, and a spurious event follows. Everything that
+    reads the thresholds (field, event condition, snap, saves) reads them held."""
+    return _State(state.d, jnp.take_along_axis(state.c, mode.group, axis=0))
+
+
 def filippov_direction(problem: FlowProblem, state: _State, seg: _Segment) -> _State:
     """The segment's Filippov descent direction in (d, c).
 
@@ -63,7 +81,8 @@ def filippov_direction(problem: FlowProblem, state: _State, seg: _Segment) -> _S
     (a glued group's Σg shared in proportion to d², stuck faces 0). The flow is ∂_s b = g̃/d and,
     for the joint flow, ∂_s d = c g̃/d (docs/theory.md#effective-flows); with b = −c d this is
     ∂_s c = −(∂_s b + c ∂_s d)/d."""
-    c, d, m = state.c, state.d, seg.mode
+    m = seg.mode
+    c, d = _held(state, m).c, state.d
     N = problem.sorted.values.shape[1]
     g = (seg.n * c - seg.S) / N
     same = m.group[:, None, :] == m.group[None, :, :]  # (L, L, M)
@@ -169,7 +188,7 @@ def _terms(t, params: _State, problem: FlowProblem, seg: _Segment):
     values ``(L, M)`` and between pairs ``(L, L, M)``. A pair that starts at one value is watched
     through its gap divided by the time since the start (its speed at the start), positive from
     the start and zero where the faces meet again."""
-    c = params.thresholds
+    c = _held(params, seg.mode).thresholds
     to_data = jnp.where(seg.watch, jnp.minimum(c - seg.lo, seg.hi - c), jnp.inf)
     gap = seg.sign * (c[:, None, :] - c[None, :, :])
     elapsed = t - seg.t0
@@ -196,16 +215,32 @@ def _release_margin(params, problem, seg: _Segment):
 
     def margins():
         co = coordinates(problem.sorted, params.d)
-        c, m = params.thresholds, seg.mode
+        m = seg.mode
+        c = _held(params, m).thresholds
         h = jax.vmap(split_margin)(c.T, m.rank.T, m.group.T, m.stuck.T, co).T
         return jnp.where(seg.watch_glue, h, jnp.inf)
 
     return jax.lax.cond(seg.glued, margins, lambda: jnp.full((L, M), jnp.inf, params.d.dtype))
 
 
-def _snap(t, params: _State, problem: FlowProblem, seg: _Segment):
-    """The event's coordinate and value; the state put exactly on the breakpoint (the faces
-    that reached it set to its value)."""
+class _Snap(NamedTuple):
+    """A located event: the state put exactly on its breakpoint, where and what it is, and how
+    far the snap moved the faces (a located root: rounding level; more means the event was not
+    at a breakpoint)."""
+
+    state: _State
+    coord: Int[Array, ""]
+    face: Int[Array, ""]
+    value: Float[Array, ""]
+    is_data: Bool[Array, ""]
+    is_release: Bool[Array, ""]
+    jump: Float[Array, ""]
+
+
+def _snap(t, params: _State, problem: FlowProblem, seg: _Segment) -> _Snap:
+    """The event at ``t``: its coordinate, face (the lowest layer of those that reached the
+    breakpoint) and value; the state with the faces that reached it set to its value."""
+    params = _held(params, seg.mode)
     to_data, pairs = _terms(t, params, problem, seg)
     margin = _release_margin(params, problem, seg)
     c = params.thresholds
@@ -227,12 +262,13 @@ def _snap(t, params: _State, problem: FlowProblem, seg: _Segment):
     # a glued group's release has no breakpoint: nothing to snap, the group is resolved as is
     fr = jnp.unravel_index(jnp.argmin(margin), (L, M))
     k = jnp.where(release, fr[1], k)
+    face = jnp.where(release, fr[0], face)
     value = jnp.where(release, c[fr[0], fr[1]], value)
     moved = moved & ~release
     col = jnp.where(moved, value, c[:, k])
+    jump = jnp.max(jnp.abs(col - c[:, k]))
     c = c.at[:, k].set(col)
-    snapped = _State(params.d, c)
-    return snapped, k, value
+    return _Snap(_State(params.d, c), k, face, value, data_hit & ~release, release, jump)
 
 
 def _advance(problem, params, mode, t0, t1, save_ts, settings):
@@ -259,6 +295,38 @@ def _advance(problem, params, mode, t0, t1, save_ts, settings):
     return sol, seg
 
 
+class _Loop(eqx.Module):
+    """The carry of the loop over segments: the state at the start of the next one, its mode,
+    the saves so far, the events so far (``(E,)``, E = max_events · M) and when each face
+    got stuck ``(L, M)``."""
+
+    t: Float[Array, ""]
+    params: _State
+    mode: Mode
+    saved: _State
+    count: Int[Array, ""]  # segments so far (every one but the last ends at an event)
+    done: Bool[Array, ""]
+    failed: Bool[Array, ""]
+    stats: Int[Array, " 3"]
+    events: FlowEvents
+    stuck_time: Float[Array, "L M"]
+
+
+def _log(events: FlowEvents, slot, record, t, ev: _Snap, kind) -> FlowEvents:
+    """The event written at ``slot`` where ``record``; O(1): one element of each array."""
+
+    def put(arr, value):
+        return arr.at[slot].set(jnp.where(record, value, arr[slot]).astype(arr.dtype))
+
+    return FlowEvents(
+        time=put(events.time, t),
+        layer=put(events.layer, ev.face),
+        coord=put(events.coord, ev.coord),
+        kind=put(events.kind, kind),
+        value=put(events.value, ev.value),
+    )
+
+
 @eqx.filter_jit
 def solve_located(
     problem: FlowProblem,
@@ -269,7 +337,9 @@ def solve_located(
     """The effective flow by diffrax with every field discontinuity located and resolved
     (module docstring). Same conventions as :func:`~gflow_jax.dynamics.solve_flow`; at most
     ``settings.max_events`` events per coordinate on average (``max_events · M`` segments in
-    all), else ``success = False``. Batch axis:
+    all), else ``success = False``. Like :func:`~gflow_jax.dynamics.solve_exact` it reports
+    ``events`` (every event in time order, ``(max_events · M,)`` padded with ``time = inf``,
+    ``kind = −1``) and ``sliding`` (each face's mode at the end, ``(L, M)``). Batch axis:
     refused on ``problem``, ``params0`` (d, b ``(L, M)``) and ``save_ts`` ``(T,)``."""
     check = check_problem(Shapes("solve_located").adapted("params0", params0), problem)
     check("save_ts", save_ts, "T")
@@ -277,75 +347,100 @@ def solve_located(
         raise ValueError("event location needs the input-layer cost with the sorted gradient")
     L, M = params0.d.shape
     T = save_ts.shape[0]
+    E = settings.max_events * M
+    dtype = params0.thresholds.dtype
     mode0 = _initial_mode(problem, params0)
     state0 = _State(params0.d, params0.thresholds)
-    saved0 = jax.tree.map(lambda a: jnp.broadcast_to(a, (T, *a.shape)), state0)
+    none = jnp.full(E, -1, jnp.int32)
+    loop0 = _Loop(
+        t=jnp.asarray(save_ts[0], dtype),
+        params=state0,
+        mode=mode0,
+        saved=jax.tree.map(lambda a: jnp.broadcast_to(a, (T, *a.shape)), state0),
+        count=jnp.asarray(0, jnp.int32),
+        done=jnp.asarray(False),
+        failed=jnp.asarray(False),
+        stats=jnp.zeros(3, jnp.int32),
+        events=FlowEvents(
+            jnp.full(E, jnp.inf, dtype), none, none, none, jnp.full(E, jnp.nan, dtype)
+        ),
+        stuck_time=jnp.where(mode0.stuck, save_ts[0], jnp.nan).astype(dtype),
+    )
 
-    def cond(carry):
-        t, _, _, _, count, done, _, _ = carry
-        return ~done
-
-    def body(carry):
-        t, params, mode, saved, count, done, failed, stats = carry
-        sol, seg = _advance(problem, params, mode, t, save_ts[-1], save_ts, settings)
+    def body(loop: _Loop) -> _Loop:
+        t, mode = loop.t, loop.mode
+        sol, seg = _advance(problem, loop.params, mode, t, save_ts[-1], save_ts, settings)
         ok = (sol.result == diffrax.RESULTS.successful) | (
             sol.result == diffrax.RESULTS.event_occurred
         )
         t_end = sol.ts[1][0]
-        y_end = jax.tree.map(lambda a: a[0], sol.ys[1])
+        y_end = _held(jax.tree.map(lambda a: a[0], sol.ys[1]), mode)
         # a solve without an event reached t1 (under vmap its last time may round below it)
         finished = (t_end >= save_ts[-1]) | (sol.result == diffrax.RESULTS.successful)
         keep = (save_ts >= t) & ((save_ts <= t_end) | finished)
         saved = jax.tree.map(
             lambda old, new: jnp.where(keep.reshape((T,) + (1,) * (old.ndim - 1)), new, old),
-            saved,
-            sol.ys[0],
+            loop.saved,
+            jax.vmap(lambda y: _held(y, mode))(sol.ys[0]),
         )
-        snapped, k, value = _snap(t_end, y_end, problem, seg)
-        mode = jax.lax.cond(
-            finished | ~ok,
-            lambda: mode,
-            lambda: _resolve_at(problem, snapped, mode, k, value),
+        ev = _snap(t_end, y_end, problem, seg)
+        # an event the root finder put where no face is at a breakpoint is a defect: reported,
+        # never snapped over (JUMP_TOL: far above a located root's rounding)
+        ok = ok & (finished | (ev.jump <= JUMP_TOL * (1.0 + jnp.abs(ev.value))))
+        record = ~finished & ok
+        new_mode, kind = jax.lax.cond(
+            record,
+            lambda: _resolve_at(problem, mode, ev),
+            lambda: (mode, jnp.asarray(-1, jnp.int32)),
         )
-        params = jax.tree.map(lambda a, b: jnp.where(finished, a, b), y_end, snapped)
+        params = jax.tree.map(lambda a, b: jnp.where(record, b, a), y_end, ev.state)
         steps = ("num_steps", "num_accepted_steps", "num_rejected_steps")
-        stats = stats + jnp.stack([sol.stats[name] for name in steps]).astype(stats.dtype)
-        count = count + 1
-        overflow = (count >= settings.max_events * M) & ~finished
-        return (t_end, params, mode, saved, count, finished | ~ok | overflow,
-                failed | ~ok | overflow, stats)  # fmt: skip
+        stats = loop.stats + jnp.stack([sol.stats[name] for name in steps]).astype(jnp.int32)
+        slot = jnp.minimum(loop.count, E - 1)
+        count = loop.count + 1
+        overflow = (count >= E) & ~finished
+        return _Loop(
+            t=t_end,
+            params=params,
+            mode=new_mode,
+            saved=saved,
+            count=count,
+            done=finished | ~ok | overflow,
+            failed=loop.failed | ~ok | overflow,
+            stats=stats,
+            events=_log(loop.events, slot, record, t_end, ev, kind),
+            stuck_time=jnp.where(new_mode.stuck & ~mode.stuck, t_end, loop.stuck_time),
+        )
 
-    carry = (
-        save_ts[0],
-        state0,
-        mode0,
-        saved0,
-        jnp.asarray(0),
-        jnp.asarray(False),
-        jnp.asarray(False),
-        jnp.zeros(3, jnp.int32),
-    )
-    t, params, mode, saved, count, done, failed, stats = jax.lax.while_loop(cond, body, carry)
-    saved = AdaptedParameters.from_thresholds(saved.d, saved.c)
+    loop = jax.lax.while_loop(lambda loop: ~loop.done, body, loop0)
+    saved = AdaptedParameters.from_thresholds(loop.saved.d, loop.saved.c)
     loss = jax.vmap(problem.loss)(saved)
+    stuck = loop.mode.stuck
     return FlowSolution(
         ts=save_ts,
         params=saved,
         loss=loss,
-        num_steps=stats[0],
-        num_accepted_steps=stats[1],
-        num_rejected_steps=stats[2],
-        success=~failed & jnp.all(jnp.isfinite(loss)),
+        num_steps=loop.stats[0],
+        num_accepted_steps=loop.stats[1],
+        num_rejected_steps=loop.stats[2],
+        success=~loop.failed & jnp.all(jnp.isfinite(loss)),
+        events=loop.events,
+        sliding=SlidingStatus(
+            stuck=stuck,
+            stuck_value=jnp.where(stuck, loop.params.c, jnp.nan),
+            stuck_time=jnp.where(stuck, loop.stuck_time, jnp.nan),
+            group=loop.mode.group,
+        ),
     )
 
 
-def _resolve_at(problem, params, mode: Mode, k, value) -> Mode:
-    """The Filippov mode of coordinate ``k``'s faces at ``value`` (the other coordinates keep
-    theirs)."""
-    co = coordinates(problem.sorted, params.d)
-    c = params.thresholds
+def _resolve_at(problem, mode: Mode, ev: _Snap) -> tuple[Mode, Int[Array, ""]]:
+    """The Filippov mode of the event's coordinate's faces at its value (the other coordinates
+    keep theirs), and the event's kind (:func:`~gflow_jax.dynamics._exact.event_kind`)."""
+    k, value = ev.coord, ev.value
+    co = coordinates(problem.sorted, ev.state.d)
     co_k = jax.tree.map(lambda a: a[k], co)
-    ck = c[:, k]
+    ck = ev.state.thresholds[:, k]
     cluster = ck == value
     has_data = _at_data(value, co_k)
     items = jnp.sum(cluster) + has_data.astype(jnp.int32)
@@ -353,11 +448,13 @@ def _resolve_at(problem, params, mode: Mode, k, value) -> Mode:
     res = jax.lax.cond(
         items > 2, lambda: resolve(*args, full=True), lambda: resolve(*args, full=False)
     )
-    return Mode(
+    kind = event_kind(ev.is_release, ev.is_data, ev.face, cluster, res.group, res.stuck)
+    new = Mode(
         mode.rank.at[:, k].set(res.rank),
         mode.group.at[:, k].set(res.group.astype(mode.group.dtype)),
         mode.stuck.at[:, k].set(res.stuck),
     )
+    return new, kind
 
 
 def _initial_mode(problem, params) -> Mode:
