@@ -51,6 +51,7 @@ def pytest_configure(config):
     # (gflow_jax.core.use_cpu_cores only splits the CPU before the backend starts)
     jax.devices()
 
+
 # test id → what keeps its subsystem covered in the fast suite
 SLOW = {
     "tests/test_sweep.py::test_sharded_results_equal_unsharded":
@@ -102,6 +103,12 @@ SLOW = {
     "tests/test_config_cli.py::test_run_writes_a_new_directory_each_time":
         "test_cli_errors.py::test_a_run_ends_naming_its_directory_and_main_figure, "
         "test_config_cli.py::test_pulled_back_targets_run (a full run writes its directory)",
+    "tests/test_exact.py::test_located_glued_group_regression_instance":
+        "test_a_glued_group_one_ulp_apart_keeps_its_attraction (the one-ulp margin jump and the "
+        "held margin), test_fuzz_located_diffrax_equals_the_exact_solver (located = exact)",
+    "tests/test_network_sliding.py::test_transversal_crossing_equals_the_plain_solve":
+        "test_sliding_example_sticks_follows_the_reduced_system_and_is_released (the event "
+        "loop and the release crossing to the inactive side, against scipy)",
     "tests/test_network_sliding.py::test_fuzz_every_event_solve_terminates_and_reports":
         "test_alpha_of_pairs_held_in_two_layers_solves_the_polynomial_system (the two-layer α "
         "system), test_sliding_example_sticks_follows_the_reduced_system_and_is_released and "

@@ -104,7 +104,13 @@ def _reference(y, ts):
     return out, t_stick, t_release, _alpha(first.y[:, -1], y), alphas
 
 
-def test_sliding_example_sticks_follows_the_reduced_system_and_is_released():
+@pytest.fixture(scope="module")
+def sliding():
+    """The event-located solve of the sliding example (one compile, shared by its tests)."""
+    return check_solution(solve_network_flow(_problem(SLIDING_Y), _net(), TS, EVENTS), EVENTS)
+
+
+def test_sliding_example_sticks_follows_the_reduced_system_and_is_released(sliding):
     """z₁ reaches 0 at s ≈ 0.162 where v₋ > 0 > v₊: it is held there (α ≈ 0.253) until α
     reaches 0 at s ≈ 0.609, and then leaves to the inactive side. The solve follows scipy's
     three-phase solution to 1e-8 and holds z₁ at 0 to 1e-10."""
@@ -112,7 +118,7 @@ def test_sliding_example_sticks_follows_the_reduced_system_and_is_released():
     ref, t_stick, t_release, alpha, alphas = _reference(SLIDING_Y, ts)
     assert 0.1 < t_stick < t_release - 0.3 < ts[-1] - 1.0, (t_stick, t_release)
     assert np.all((alphas > 0) & (alphas < 1)) and alphas.size >= 3
-    sol = check_solution(solve_network_flow(_problem(SLIDING_Y), _net(), TS, EVENTS), EVENTS)
+    sol = sliding
     theta = _theta(sol.params)
     np.testing.assert_allclose(theta, ref, rtol=0, atol=1e-8)
     z1 = theta[:, 1] - theta[:, 0]  # w·(−1) + b
@@ -130,7 +136,7 @@ def test_sliding_example_sticks_follows_the_reduced_system_and_is_released():
     np.testing.assert_allclose(events.value[:2], [alpha, 0.0], rtol=0, atol=1e-9)
 
 
-def test_plain_solve_chatters_on_the_sliding_example_and_check_solution_suggests_events():
+def test_plain_solve_chatters_on_the_sliding_example_and_check_solution_suggests_events(sliding):
     """Without events the steps shrink to nothing at z₁ = 0 and max_steps is spent (a reported
     failure whose message points to events); with dtmin it "succeeds" by forcing steps across
     the kink, z₁ chattering around 0 instead of being held at it."""
@@ -143,7 +149,7 @@ def test_plain_solve_chatters_on_the_sliding_example_and_check_solution_suggests
     assert "pre-activation slides" in str(info.value) and "\n" not in str(info.value)
     forced = SolverSettings(rtol=1e-11, atol=1e-13, dtmin=1e-3, max_steps=20_000)
     sol = check_solution(solve_network_flow(_problem(SLIDING_Y), _net(), TS, forced), forced)
-    located = check_solution(solve_network_flow(_problem(SLIDING_Y), _net(), TS, EVENTS), EVENTS)
+    located = sliding
     ts, (_, t_stick, t_release, _, _) = np.asarray(TS), _reference(SLIDING_Y, np.asarray(TS))
     held = (ts > t_stick) & (ts < t_release)
     forced_z1 = np.diff(_theta(sol.params)[:, :2], axis=1)[held, 0]
@@ -172,10 +178,10 @@ def test_transversal_crossing_equals_the_plain_solve():
     np.testing.assert_allclose(theta, ref.y.T, rtol=0, atol=1e-7)
 
 
-def test_balance_quantities_are_conserved_while_sliding():
+def test_balance_quantities_are_conserved_while_sliding(sliding):
     """Δ = w² + b² − v² along the sliding solution (docs/theory.md#sliding: every one-sided field
     conserves it, so does their convex combination) while the parameters move by O(1)."""
-    sol = check_solution(solve_network_flow(_problem(SLIDING_Y), _net(), TS, EVENTS), EVENTS)
+    sol = sliding
     delta = np.asarray(balance_quantities(sol.params))[:, 0, 0]
     w, b, v, _ = THETA0
     np.testing.assert_allclose(delta, w**2 + b**2 - v**2, rtol=0, atol=1e-10)
