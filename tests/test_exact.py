@@ -3,6 +3,8 @@ forms of docs/theory.md#closed-forms and docs/theory.md#sliding, against the ind
 one-face solver, against gradient descent, and the event-located diffrax solve against it on
 random small instances (shared faces, mixed signs, sliding)."""
 
+import functools
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -12,8 +14,8 @@ import pytest
 from gflow_jax.core import AdaptedParameters
 from gflow_jax.diagnostics import event_times, truncation_diagnostics
 from gflow_jax.dynamics import SolverSettings, _located, gradient_descent, solve_face, solve_flow
-from gflow_jax.dynamics._exact import split_margin
-from gflow_jax.dynamics._filippov import coordinates
+from gflow_jax.dynamics._exact import _meeting, split_margin
+from gflow_jax.dynamics._filippov import Motion, coordinates
 
 from .fuzz_flows import batch
 from .helpers import input_problem, sweep_problem
@@ -171,6 +173,44 @@ def test_two_faces_of_one_coordinate_clamp_the_cluster_to_a_point():
     A = (lower(s[0]) - 0.45) * -np.exp(lam1 * s[0])
     B = (upper(s[0]) - 0.45) * np.exp(lam2 * s[0])
     np.testing.assert_allclose(w, A * np.exp(-lam1 * s) + B * np.exp(-lam2 * s), atol=1e-12)
+
+
+def _gap(t, faces, a, b):
+    c, ybar, rate = faces
+    path = ybar + (c - ybar) * np.exp(-rate * np.asarray(t)[..., None])
+    return path[..., a] - path[..., b]
+
+
+def test_meeting_times_are_the_first_roots_to_machine_precision():
+    """Two faces on c(t) = ȳ + (c − ȳ)e^{−λt} meet at the first root of the difference of two
+    exponentials (safeguarded Newton on each monotone piece) — against scipy's brentq on the
+    first sign change of a fine grid, to 1e-13; pairs that do not meet within the horizon:
+    inf."""
+    from scipy.optimize import brentq
+
+    rng = np.random.default_rng(7)
+    L, horizon, found = 6, 10.0, 0
+    for _ in range(20):
+        c, ybar = rng.normal(0.0, 1.0, L), rng.normal(0.0, 2.0, L)
+        rate = rng.uniform(0.05, 2.0, L)
+        mo = Motion(-rate * (c - ybar), jnp.asarray(ybar), jnp.asarray(rate), jnp.zeros(L))
+        got = np.asarray(jax.jit(_meeting)(jnp.asarray(c), mo, horizon))
+        grid = np.linspace(0.0, horizon, 200_001)
+        for a in range(L):
+            for b in range(L):
+                if a == b:
+                    continue
+
+                f = functools.partial(_gap, faces=(c, ybar, rate), a=a, b=b)
+                change = np.nonzero(np.sign(f(grid[1:])) != np.sign(f(0.0)))[0]
+                if change.size == 0:
+                    assert got[a, b] == np.inf
+                    continue
+                j = change[0]
+                want = brentq(f, grid[j], grid[j + 1], xtol=1e-15, rtol=1e-15)
+                np.testing.assert_allclose(got[a, b], want, rtol=1e-13, atol=1e-15)
+                found += 1
+    assert found > 100
 
 
 def test_event_bound_is_an_error_naming_the_face():

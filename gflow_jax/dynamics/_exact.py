@@ -1,16 +1,16 @@
 """The exact, event-driven solution of the bias-only flow on C_in of the whole adapted network
 (docs/theory.md#meeting-faces).
 
-In the common frame every coordinate evolves on its own, and between two events every face
-follows c(t) = ȳ + (c − ȳ)e^{−λt} in closed form (a glued group as one face, a stuck face not at
-all; :mod:`gflow_jax.dynamics._filippov`). Events are the times at which a face (or glued group)
+In the common frame every coordinate evolves on its own, and between two events every face follows
+c(t) = ȳ + (c − ȳ)e^{−λt} in closed form (a glued group as one face, a stuck face not at all;
+:mod:`gflow_jax.dynamics._filippov`). Events are the times at which a face (or glued group)
 reaches a data value, meets another face, or a glued group stops attracting: data crossings in
 closed form, meetings as the root of a difference of two exponentials (it has at most one
-extremum, so each monotone piece is bisected to machine precision), releases as the root of an
-affine function of the group's value. At each event the faces that meet there are given their
-Filippov mode (:func:`~gflow_jax.dynamics._filippov.resolve`): a crossing, a hand-over, a face
-sticking at a data value, or faces gluing — a zero-time cross/release loop is recognised as
-sliding, never iterated.
+extremum, so each monotone piece is solved to machine precision by safeguarded Newton), releases
+as the root of an affine function of the group's value. At each event the faces that meet there
+are given their Filippov mode (:func:`~gflow_jax.dynamics._filippov.resolve`): a crossing, a
+hand-over, a face sticking at a data value, or faces gluing — a zero-time cross/release loop is
+recognised as sliding, never iterated.
 
 Everything is one ``lax.while_loop`` over events, each step advancing every coordinate to its own
 next event (coordinates that are done wait), so the solver is jit-able and vmappable. The number
@@ -35,7 +35,8 @@ from ._solution import FlowEvents, FlowSolution, SlidingStatus
 # event kinds (FlowEvents.kind)
 CROSS, STICK, MEET, GLUE, RELEASE = 0, 1, 2, 3, 4
 KIND_NAMES = ("cross", "stick", "meet", "glue", "release")
-_BISECT = 64
+#: the meeting root finder: Newton steps at most, then bisection; all steps at most
+_NEWTON_STEPS, _ROOT_STEPS = 16, 96
 
 
 class _State(eqx.Module):
@@ -90,19 +91,47 @@ def _path(c, ybar, rate, t):
     return c + (c - ybar) * jnp.expm1(-rate * t)
 
 
-def _first_root(f, lo, hi):
-    """First root of the monotone f in (lo, hi] by bisection, or ``inf``."""
+def _first_root(f, df, lo, hi):
+    """The root of each f that is monotone on (lo, hi] and changes sign there (elementwise over
+    the arrays), else ``inf``.
+
+    Safeguarded Newton: a step that would leave the bracket, and every step after
+    :data:`_NEWTON_STEPS`, bisects it instead; each element stops when its step or its bracket
+    is at rounding level or f vanishes (typically 4–6 steps; at most :data:`_ROOT_STEPS`). One
+    ``while_loop`` for every element: it takes no step when no element has a root."""
     flo, fhi = f(lo), f(hi)
     has = (flo != 0) & (flo * fhi <= 0) & (hi > lo)
+    sign = jnp.where(flo < 0, 1.0, -1.0)  # sign·f rises through the root
+    eps = 4 * jnp.finfo(lo.dtype).eps
 
-    def body(_, ab):
-        a, b = ab
-        m = 0.5 * (a + b)
-        left = f(a) * f(m) <= 0
-        return jnp.where(left, a, m), jnp.where(left, m, b)
+    def cond(carry):
+        i, _, _, _, done = carry
+        return (i < _ROOT_STEPS) & ~jnp.all(done)
 
-    a, b = jax.lax.fori_loop(0, _BISECT, body, (lo, hi))
-    return jnp.where(has, b, jnp.inf)
+    def body(carry):
+        i, a, b, x, done = carry
+        gx, dgx = sign * f(x), sign * df(x)
+        a_new = jnp.where(gx < 0, x, a)
+        b_new = jnp.where(gx < 0, b, x)
+        newton = x - gx / jnp.where(dgx != 0, dgx, 1.0)
+        inside = (dgx != 0) & (newton > a_new) & (newton < b_new) & (i < _NEWTON_STEPS)
+        x_new = jnp.where(inside, newton, 0.5 * (a_new + b_new))
+        scale = jnp.maximum(jnp.abs(x_new), jnp.finfo(lo.dtype).tiny)
+        settled = (gx == 0) | (jnp.abs(x_new - x) <= eps * scale) | (b_new - a_new <= eps * scale)
+        x_new = jnp.where(gx == 0, x, x_new)
+        keep = done
+        return (
+            i + 1,
+            jnp.where(keep, a, a_new),
+            jnp.where(keep, b, b_new),
+            jnp.where(keep, x, x_new),
+            done | settled,
+        )
+
+    start = jnp.where(has, 0.5 * (lo + hi), lo)
+    carry = (jnp.asarray(0), lo, hi, start, ~has)
+    _, _, _, x, _ = jax.lax.while_loop(cond, body, carry)
+    return jnp.where(has, x, jnp.inf)
 
 
 def _meeting(c, mo, horizon):
@@ -112,8 +141,15 @@ def _meeting(c, mo, horizon):
     la, lb = mo.rate[:, None], mo.rate[None, :]
     ba, bb = ca - ya, cb - yb
 
-    def f(t):  # exactly ca − cb at t = 0
-        return (ca - cb) + ba * jnp.expm1(-la * t) - bb * jnp.expm1(-lb * t)
+    def f(t):  # exactly ca − cb at t = 0; t (2, L, L): both monotone pieces at once
+        return (
+            (ca - cb)[None]
+            + ba[None] * jnp.expm1(-la[None] * t)
+            - bb[None] * jnp.expm1(-lb[None] * t)
+        )
+
+    def df(t):
+        return -(la * ba)[None] * jnp.exp(-la[None] * t) + (lb * bb)[None] * jnp.exp(-lb[None] * t)
 
     # f' = −λa·ba·e^{−λa t} + λb·bb·e^{−λb t} vanishes at most once
     num, den = la * ba, lb * bb
@@ -122,10 +158,10 @@ def _meeting(c, mo, horizon):
         valid, la - lb, 1.0
     )
     te = jnp.where(valid, jnp.clip(te, 0.0, horizon), 0.0)
-    zero = jnp.zeros_like(te)
-    first = _first_root(f, zero, te)
-    second = _first_root(f, te, jnp.broadcast_to(horizon, te.shape))
-    return jnp.minimum(first, second)
+    lo = jnp.stack([jnp.zeros_like(te), te])
+    hi = jnp.stack([te, jnp.broadcast_to(horizon, te.shape)])
+    t = jnp.min(_first_root(f, df, lo, hi), axis=0)
+    return jnp.minimum(t, t.T)  # one time per pair, whichever face is named first
 
 
 def _splits(c, rank, group, stuck, co: Coordinate):
@@ -214,7 +250,10 @@ def _next_event(c, group, pending, s, s_final, co, mo, t_rel) -> _Event:
     is_release = (t_rel[face] <= t_data[face]) & (t_rel[face] <= jnp.min(t_meet[face]))
     is_data = ~is_release & (t_data[face] <= jnp.min(t_meet[face]))
     partner = jnp.argmin(t_meet[face])
-    value = jnp.where(is_data, xi[face], jnp.where(is_release, c_new[face], c_new[partner]))
+    # faces meet at the value of the one that does not move, if one does not (a stuck face's
+    # data value, exactly: the data value then joins the cluster)
+    meet = jnp.where(mo.rate[face] == 0, c_new[face], c_new[partner])
+    value = jnp.where(is_data, xi[face], jnp.where(is_release, c_new[face], meet))
     # snap the event exactly onto its value: the data value, or the other face's value
     snap = (group == group[face]) | (~is_data & ~is_release & (group == group[partner]))
     c_new = jnp.where(snap & ~finished, value, c_new)
