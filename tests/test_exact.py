@@ -14,8 +14,9 @@ import pytest
 from gflow_jax.core import AdaptedParameters
 from gflow_jax.diagnostics import event_times, truncation_diagnostics
 from gflow_jax.dynamics import SolverSettings, _located, gradient_descent, solve_face, solve_flow
-from gflow_jax.dynamics._exact import _meeting, split_margin
+from gflow_jax.dynamics._exact import split_margin
 from gflow_jax.dynamics._filippov import Motion, coordinates
+from gflow_jax.dynamics._meetings import meeting_times
 
 from .fuzz_flows import batch
 from .helpers import input_problem, sweep_problem
@@ -194,7 +195,7 @@ def test_meeting_times_are_the_first_roots_to_machine_precision():
         c, ybar = rng.normal(0.0, 1.0, L), rng.normal(0.0, 2.0, L)
         rate = rng.uniform(0.05, 2.0, L)
         mo = Motion(-rate * (c - ybar), jnp.asarray(ybar), jnp.asarray(rate), jnp.zeros(L))
-        got = np.asarray(jax.jit(_meeting)(jnp.asarray(c), mo, horizon))
+        got = np.asarray(jax.jit(meeting_times)(jnp.asarray(c), mo, horizon))
         grid = np.linspace(0.0, horizon, 200_001)
         for a in range(L):
             for b in range(L):

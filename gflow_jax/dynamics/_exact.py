@@ -6,7 +6,8 @@ c(t) = ȳ + (c − ȳ)e^{−λt} in closed form (a glued group as one face, a st
 :mod:`gflow_jax.dynamics._filippov`). Events are the times at which a face (or glued group)
 reaches a data value, meets another face, or a glued group stops attracting: data crossings in
 closed form, meetings as the root of a difference of two exponentials (it has at most one
-extremum, so each monotone piece is solved to machine precision by safeguarded Newton), releases
+extremum, so each monotone piece is solved to machine precision by safeguarded Newton;
+:mod:`gflow_jax.dynamics._meetings`), releases
 as the root of an affine function of the group's value. At each event the faces that meet there
 are given their Filippov mode (:func:`~gflow_jax.dynamics._filippov.resolve`): a crossing, a
 hand-over, a face sticking at a data value, or faces gluing — a zero-time cross/release loop is
@@ -29,14 +30,13 @@ from jaxtyping import Array, Bool, Float, Int
 from ..core import AdaptedParameters, sort_data
 from ..core._shapes import Shapes
 from ._filippov import Coordinate, Mode, coordinates, motion, resolve
+from ._meetings import meeting_times, path
 from ._problem import FlowProblem, check_problem
 from ._solution import FlowEvents, FlowSolution, SlidingStatus
 
 # event kinds (FlowEvents.kind)
 CROSS, STICK, MEET, GLUE, RELEASE = 0, 1, 2, 3, 4
 KIND_NAMES = ("cross", "stick", "meet", "glue", "release")
-#: the meeting root finder: Newton steps at most, then bisection; all steps at most
-_NEWTON_STEPS, _ROOT_STEPS = 16, 96
 
 
 class _State(eqx.Module):
@@ -83,85 +83,6 @@ def _data_crossing(c, mo, co: Coordinate):
     gap1 = jnp.where(reach, mo.ybar - xi, 1.0)
     dt = jnp.log(jnp.where(reach, gap0 / gap1, 1.0)) / jnp.where(reach, mo.rate, 1.0)
     return jnp.where(reach, jnp.maximum(dt, 0.0), jnp.inf), xi
-
-
-def _path(c, ybar, rate, t):
-    """c(t) = ȳ + (c − ȳ)e^{−λt}, written as c + (c − ȳ)·expm1(−λt): exactly c at t = 0 (two
-    faces that meet stay exactly equal) and accurate for small λt."""
-    return c + (c - ybar) * jnp.expm1(-rate * t)
-
-
-def _first_root(f, df, lo, hi):
-    """The root of each f that is monotone on (lo, hi] and changes sign there (elementwise over
-    the arrays), else ``inf``.
-
-    Safeguarded Newton: a step that would leave the bracket, and every step after
-    :data:`_NEWTON_STEPS`, bisects it instead; each element stops when its step or its bracket
-    is at rounding level or f vanishes (typically 4–6 steps; at most :data:`_ROOT_STEPS`). One
-    ``while_loop`` for every element: it takes no step when no element has a root."""
-    flo, fhi = f(lo), f(hi)
-    has = (flo != 0) & (flo * fhi <= 0) & (hi > lo)
-    sign = jnp.where(flo < 0, 1.0, -1.0)  # sign·f rises through the root
-    eps = 4 * jnp.finfo(lo.dtype).eps
-
-    def cond(carry):
-        i, _, _, _, done = carry
-        return (i < _ROOT_STEPS) & ~jnp.all(done)
-
-    def body(carry):
-        i, a, b, x, done = carry
-        gx, dgx = sign * f(x), sign * df(x)
-        a_new = jnp.where(gx < 0, x, a)
-        b_new = jnp.where(gx < 0, b, x)
-        newton = x - gx / jnp.where(dgx != 0, dgx, 1.0)
-        inside = (dgx != 0) & (newton > a_new) & (newton < b_new) & (i < _NEWTON_STEPS)
-        x_new = jnp.where(inside, newton, 0.5 * (a_new + b_new))
-        scale = jnp.maximum(jnp.abs(x_new), jnp.finfo(lo.dtype).tiny)
-        settled = (gx == 0) | (jnp.abs(x_new - x) <= eps * scale) | (b_new - a_new <= eps * scale)
-        x_new = jnp.where(gx == 0, x, x_new)
-        keep = done
-        return (
-            i + 1,
-            jnp.where(keep, a, a_new),
-            jnp.where(keep, b, b_new),
-            jnp.where(keep, x, x_new),
-            done | settled,
-        )
-
-    start = jnp.where(has, 0.5 * (lo + hi), lo)
-    carry = (jnp.asarray(0), lo, hi, start, ~has)
-    _, _, _, x, _ = jax.lax.while_loop(cond, body, carry)
-    return jnp.where(has, x, jnp.inf)
-
-
-def _meeting(c, mo, horizon):
-    """First time each pair of faces meets within (0, horizon], ``(L, L)`` (``inf``: never)."""
-    ca, cb = c[:, None], c[None, :]
-    ya, yb = mo.ybar[:, None], mo.ybar[None, :]
-    la, lb = mo.rate[:, None], mo.rate[None, :]
-    ba, bb = ca - ya, cb - yb
-
-    def f(t):  # exactly ca − cb at t = 0; t (2, L, L): both monotone pieces at once
-        return (
-            (ca - cb)[None]
-            + ba[None] * jnp.expm1(-la[None] * t)
-            - bb[None] * jnp.expm1(-lb[None] * t)
-        )
-
-    def df(t):
-        return -(la * ba)[None] * jnp.exp(-la[None] * t) + (lb * bb)[None] * jnp.exp(-lb[None] * t)
-
-    # f' = −λa·ba·e^{−λa t} + λb·bb·e^{−λb t} vanishes at most once
-    num, den = la * ba, lb * bb
-    valid = (num * den > 0) & (la != lb)
-    te = jnp.log(jnp.where(valid, num / jnp.where(valid, den, 1.0), 1.0)) / jnp.where(
-        valid, la - lb, 1.0
-    )
-    te = jnp.where(valid, jnp.clip(te, 0.0, horizon), 0.0)
-    lo = jnp.stack([jnp.zeros_like(te), te])
-    hi = jnp.stack([te, jnp.broadcast_to(horizon, te.shape)])
-    t = jnp.min(_first_root(f, df, lo, hi), axis=0)
-    return jnp.minimum(t, t.T)  # one time per pair, whichever face is named first
 
 
 def _splits(c, rank, group, stuck, co: Coordinate):
@@ -238,7 +159,7 @@ def _next_event(c, group, pending, s, s_final, co, mo, t_rel) -> _Event:
     t_data, xi = _data_crossing(c, mo, co)
     horizon = jnp.minimum(jnp.min(t_data), remaining)
     other = group[:, None] != group[None, :]
-    t_meet = jnp.where(other, _meeting(c, mo, horizon), jnp.inf)
+    t_meet = jnp.where(other, meeting_times(c, mo, horizon), jnp.inf)
     t_face = jnp.minimum(jnp.minimum(t_data, jnp.min(t_meet, axis=1)), t_rel)
     face = jnp.argmin(t_face)
     dt = t_face[face]
@@ -246,7 +167,7 @@ def _next_event(c, group, pending, s, s_final, co, mo, t_rel) -> _Event:
     dt = jnp.where(finished, remaining, dt)
     # a glued group held at one value, its label face's: the path need not round alike at
     # different array positions, and a split of a group one ulp apart has the wrong ownership
-    c_new = _path(c, mo.ybar, mo.rate, dt)[group]
+    c_new = path(c, mo.ybar, mo.rate, dt)[group]
     is_release = (t_rel[face] <= t_data[face]) & (t_rel[face] <= jnp.min(t_meet[face]))
     is_data = ~is_release & (t_data[face] <= jnp.min(t_meet[face]))
     partner = jnp.argmin(t_meet[face])
@@ -418,7 +339,7 @@ def _saves(state: _State, save_ts) -> Float[Array, "T M L"]:
     def one(st):
         j = jnp.clip(jnp.searchsorted(st.seg_s, save_ts, side="right") - 1, 0, None)
         t = save_ts - st.seg_s[j]
-        return _path(st.seg_c[j], st.seg_ybar[j], st.seg_rate[j], t[:, None])
+        return path(st.seg_c[j], st.seg_ybar[j], st.seg_rate[j], t[:, None])
 
     return jnp.moveaxis(jax.vmap(one)(state), 0, 1)
 
