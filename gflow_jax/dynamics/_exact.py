@@ -134,15 +134,36 @@ def _release(c, rank, group, stuck, mo, co: Coordinate):
     return jnp.min(t, axis=1)[group]
 
 
+class Breakpoint(eqx.Module):
+    """What a face (or glued group) of one coordinate reaches at an event: the face, the value,
+    and whether it is a data value or the release of a glued group. Shared by the exact and the
+    event-located solvers; :meth:`kind` names the event once the faces that meet there have
+    their new mode."""
+
+    face: Int[Array, ""]
+    value: Float[Array, ""]
+    is_data: Bool[Array, ""]
+    is_release: Bool[Array, ""]
+
+    def kind(self, cluster, group, stuck) -> Int[Array, ""]:
+        """The kind of the event (:class:`~gflow_jax.dynamics.FlowEvents`) from the faces
+        ``cluster`` ``(L,)`` that met at its value and their new mode (``group``, ``stuck``
+        ``(L,)``): a release, else a stick (the face is held at a data value), a glue (it moves
+        on with another face of the cluster), a crossing of a data value, or a meeting
+        (hand-over)."""
+        glued = jnp.sum(cluster & (group == group[self.face])) > 1
+        kind = jnp.where(
+            stuck[self.face], STICK, jnp.where(glued, GLUE, jnp.where(self.is_data, CROSS, MEET))
+        )
+        return jnp.where(self.is_release, RELEASE, kind).astype(jnp.int32)
+
+
 class _Event(eqx.Module):
     """Where one coordinate goes next (before the faces that meet there are resolved)."""
 
     dt: Float[Array, ""]
     finished: Bool[Array, ""]
-    face: Int[Array, ""]
-    value: Float[Array, ""]
-    is_data: Bool[Array, ""]
-    is_release: Bool[Array, ""]
+    at: Breakpoint
     is_check: Bool[Array, ""]  # a zero-time check of the initial ties of ``face``
     c: Float[Array, " L"]
     cluster: Bool[Array, " L"]
@@ -187,18 +208,8 @@ def _next_event(c, group, pending, s, s_final, co, mo, t_rel) -> _Event:
     c_new = jnp.where(check, c, c_new)
     cluster = (c_new == value) & ~finished
     has_data = _at_data(value, co) & ~finished
-    return _Event(dt, finished, face, value, is_data & ~check, is_release & ~check, check, c_new,
-                  cluster, has_data, mo.ybar, mo.rate)  # fmt: skip
-
-
-def event_kind(is_release, is_data, face, cluster, group, stuck) -> Int[Array, ""]:
-    """The kind of an event (:class:`~gflow_jax.dynamics.FlowEvents`) of ``face`` from the
-    faces ``cluster`` ``(L,)`` that met at its value and their new mode (``group``, ``stuck``
-    ``(L,)``): a release, else a stick (the face is held at a data value), a glue (it moves on
-    with another face of the cluster), a crossing of a data value, or a meeting (hand-over)."""
-    glued = jnp.sum(cluster & (group == group[face])) > 1
-    kind = jnp.where(stuck[face], STICK, jnp.where(glued, GLUE, jnp.where(is_data, CROSS, MEET)))
-    return jnp.where(is_release, RELEASE, kind).astype(jnp.int32)
+    at = Breakpoint(face, value, is_data & ~check, is_release & ~check)
+    return _Event(dt, finished, at, check, c_new, cluster, has_data, mo.ybar, mo.rate)
 
 
 def _record(state: _State, ev: _Event, res) -> _State:
@@ -211,7 +222,7 @@ def _record(state: _State, ev: _Event, res) -> _State:
     record = active & ~ev.finished
     ok = res.ok | ~(record | check)
     overflow = record & (k >= E - 1)
-    kind = event_kind(ev.is_release, ev.is_data, ev.face, ev.cluster, res.group, res.stuck)
+    kind = ev.at.kind(ev.cluster, res.group, res.stuck)
     s_new = state.s + ev.dt
 
     def put(arr, value):
@@ -237,9 +248,9 @@ def _record(state: _State, ev: _Event, res) -> _State:
         seg_ybar=put(state.seg_ybar, ev.ybar),
         seg_rate=put(state.seg_rate, ev.rate),
         ev_time=log(state.ev_time, s_new),
-        ev_face=log(state.ev_face, ev.face.astype(jnp.int32)),
+        ev_face=log(state.ev_face, ev.at.face.astype(jnp.int32)),
         ev_kind=log(state.ev_kind, kind.astype(jnp.int32)),
-        ev_value=log(state.ev_value, ev.value),
+        ev_value=log(state.ev_value, ev.at.value),
     )
 
 

@@ -30,7 +30,7 @@ from jaxtyping import Array, Bool, Float, Int
 
 from ..core import AdaptedParameters
 from ..core._shapes import Shapes
-from ._exact import _at_data, event_kind, initial_mode, split_margin
+from ._exact import Breakpoint, _at_data, initial_mode, split_margin
 from ._filippov import Mode, coordinates, gradient, motion, resolve
 from ._integrate import controller, solver_of
 from ._problem import FlowProblem, check_problem
@@ -230,10 +230,7 @@ class _Snap(NamedTuple):
 
     state: _State
     coord: Int[Array, ""]
-    face: Int[Array, ""]
-    value: Float[Array, ""]
-    is_data: Bool[Array, ""]
-    is_release: Bool[Array, ""]
+    at: Breakpoint
     jump: Float[Array, ""]
 
 
@@ -268,7 +265,8 @@ def _snap(t, params: _State, problem: FlowProblem, seg: _Segment) -> _Snap:
     col = jnp.where(moved, value, c[:, k])
     jump = jnp.max(jnp.abs(col - c[:, k]))
     c = c.at[:, k].set(col)
-    return _Snap(_State(params.d, c), k, face, value, data_hit & ~release, release, jump)
+    at = Breakpoint(face, value, data_hit & ~release, release)
+    return _Snap(_State(params.d, c), k, at, jump)
 
 
 def _advance(problem, params, mode, t0, t1, save_ts, settings):
@@ -320,10 +318,10 @@ def _log(events: FlowEvents, slot, record, t, ev: _Snap, kind) -> FlowEvents:
 
     return FlowEvents(
         time=put(events.time, t),
-        layer=put(events.layer, ev.face),
+        layer=put(events.layer, ev.at.face),
         coord=put(events.coord, ev.coord),
         kind=put(events.kind, kind),
-        value=put(events.value, ev.value),
+        value=put(events.value, ev.at.value),
     )
 
 
@@ -386,7 +384,7 @@ def solve_located(
         ev = _snap(t_end, y_end, problem, seg)
         # an event the root finder put where no face is at a breakpoint is a defect: reported,
         # never snapped over (JUMP_TOL: far above a located root's rounding)
-        ok = ok & (finished | (ev.jump <= JUMP_TOL * (1.0 + jnp.abs(ev.value))))
+        ok = ok & (finished | (ev.jump <= JUMP_TOL * (1.0 + jnp.abs(ev.at.value))))
         record = ~finished & ok
         new_mode, kind = jax.lax.cond(
             record,
@@ -436,8 +434,8 @@ def solve_located(
 
 def _resolve_at(problem, mode: Mode, ev: _Snap) -> tuple[Mode, Int[Array, ""]]:
     """The Filippov mode of the event's coordinate's faces at its value (the other coordinates
-    keep theirs), and the event's kind (:func:`~gflow_jax.dynamics._exact.event_kind`)."""
-    k, value = ev.coord, ev.value
+    keep theirs), and the event's kind (:meth:`~gflow_jax.dynamics._exact.Breakpoint.kind`)."""
+    k, value = ev.coord, ev.at.value
     co = coordinates(problem.sorted, ev.state.d)
     co_k = jax.tree.map(lambda a: a[k], co)
     ck = ev.state.thresholds[:, k]
@@ -448,7 +446,7 @@ def _resolve_at(problem, mode: Mode, ev: _Snap) -> tuple[Mode, Int[Array, ""]]:
     res = jax.lax.cond(
         items > 2, lambda: resolve(*args, full=True), lambda: resolve(*args, full=False)
     )
-    kind = event_kind(ev.is_release, ev.is_data, ev.face, cluster, res.group, res.stuck)
+    kind = ev.at.kind(cluster, res.group, res.stuck)
     new = Mode(
         mode.rank.at[:, k].set(res.rank),
         mode.group.at[:, k].set(res.group.astype(mode.group.dtype)),
