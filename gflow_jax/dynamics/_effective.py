@@ -45,11 +45,7 @@ def closed_form_vector_field(
 def locatable(problem: FlowProblem, settings: SolverSettings) -> bool:
     """Whether ``settings.events`` applies: the effective flow of the input-layer cost (its
     sorted field knows where it jumps) integrated by an adaptive solver."""
-    return (
-        problem.cost == "input"
-        and problem.sorted is not None
-        and settings.solver in ADAPTIVE
-    )
+    return problem.cost == "input" and problem.sorted is not None and settings.solver in ADAPTIVE
 
 
 @eqx.filter_jit
