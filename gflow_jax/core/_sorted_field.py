@@ -69,11 +69,29 @@ def sort_data(
     return SortedData(values, prefix, weight_prefix, run_end.astype(jnp.int32))
 
 
-def _counts(values: Float[Array, " N"], run_end: Int[Array, " N"], cuts: Float[Array, " Q"]):
+def search_left(values: Float[Array, " N"], cuts: Float[Array, "*Q"]) -> Int[Array, "*Q"]:
+    """#{u < cut} for sorted ``values``, without a loop: the cut is placed among every B-th
+    value first (B ≈ √N), then within its block of B values — two vectorised comparisons of
+    O(√N) each per cut, where a binary search would take log₂N dependent steps (each a kernel
+    launch inside a compiled loop)."""
+    n = values.shape[0]
+    block = max(1, int(round(n**0.5)))
+    n_blocks = -(-n // block)
+    padded = jnp.concatenate([values, jnp.full(n_blocks * block - n, jnp.inf, values.dtype)])
+    blocks = padded.reshape(n_blocks, block)
+    # the block holding the first value ≥ cut: blocks whose last value < cut come before it
+    last = blocks[:, -1].reshape((1,) * jnp.ndim(cuts) + (n_blocks,))
+    first = jnp.sum(last < cuts[..., None], axis=-1)
+    inside = blocks[jnp.minimum(first, n_blocks - 1)]  # (*Q, B)
+    within = jnp.sum(inside < cuts[..., None], axis=-1)
+    return jnp.minimum(first * block + within, n).astype(jnp.int32)
+
+
+def value_counts(values: Float[Array, " N"], run_end: Int[Array, " N"], cuts: Float[Array, " Q"]):
     """#{u < cut} and #{u ≤ cut} of one coordinate: one binary search, then the length of the
     run of values equal to the cut (``run_end``) gives the second count without searching."""
     n_points = values.shape[0]
-    below = jnp.searchsorted(values, cuts, side="left", method="scan").astype(jnp.int32)
+    below = search_left(values, cuts)
     index = jnp.minimum(below, n_points - 1)
     tie = (below < n_points) & (values[index] == cuts)
     return below, jnp.where(tie, run_end[index], below)
@@ -159,7 +177,7 @@ def threshold_gradient(
     c, positive = thresholds, d > 0
     n_points = data.values.shape[1]
     cuts = _cuts(c, positive, ranks)  # (L, M)
-    below, at_most = jax.vmap(_counts, in_axes=(0, 0, 1), out_axes=1)(
+    below, at_most = jax.vmap(value_counts, in_axes=(0, 0, 1), out_axes=1)(
         data.values, data.run_end, cuts
     )
     if ranks is not None:  # a face ε above a data value owns it (from below) or not (from above)
