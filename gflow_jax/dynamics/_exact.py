@@ -29,8 +29,9 @@ from jaxtyping import Array, Bool, Float, Int
 
 from ..core import AdaptedParameters, sort_data
 from ..core._shapes import Shapes
-from ._filippov import Coordinate, Mode, coordinates, motion, resolve
-from ._meetings import meeting_times, path
+from ..core._sorted_field import value_counts
+from ._filippov import Coordinate, Mode, coordinates, motion, resolve, resolve_crossing
+from ._meetings import may_meet, meeting_times, path
 from ._problem import FlowProblem, check_problem
 from ._solution import FlowEvents, FlowSolution, SlidingStatus
 
@@ -52,20 +53,45 @@ class _State(eqx.Module):
     count: Int[Array, " M"]  # recorded segments (= events + 1 once started)
     done: Bool[Array, " M"]
     failed: Bool[Array, " M"]
-    seg_s: Float[Array, "M E"]
-    seg_c: Float[Array, "M E L"]
-    seg_ybar: Float[Array, "M E L"]
-    seg_rate: Float[Array, "M E L"]
-    ev_time: Float[Array, "M E"]
-    ev_face: Int[Array, "M E"]
-    ev_kind: Int[Array, "M E"]
-    ev_value: Float[Array, "M E"]
+
+
+class _Log(eqx.Module):
+    """The segments and events, one row per step of the loop: at step ``i`` every coordinate
+    writes row ``i`` (the initial ties, the events and the final segment: at most E =
+    max_events + L + 1 rows), two in-place row updates per step. A step that records nothing
+    writes a segment starting at ``inf`` or an event at ``time = inf``.
+
+    ``seg`` ``(E, M, 1 + 3L)``: each segment's start s, then c, ȳ and λ of its faces at the
+    start (c(t) = ȳ + (c − ȳ)e^{−λ(t − s)}); ``ev`` ``(E, M, 2)``: each event's time and value;
+    ``ev_id`` ``(E, M, 2)``: its face and kind (``-1`` if none)."""
+
+    seg: Float[Array, "E M F"]
+    ev: Float[Array, "E M 2"]
+    ev_id: Int[Array, "E M 2"]
+
+    @classmethod
+    def empty(cls, M: int, E: int, L: int, dtype) -> _Log:
+        seg = jnp.zeros((E, M, 1 + 3 * L), dtype).at[:, :, 0].set(jnp.inf)
+        ev = jnp.stack([jnp.full((E, M), jnp.inf, dtype), jnp.full((E, M), jnp.nan, dtype)], -1)
+        return cls(seg, ev, jnp.full((E, M, 2), -1, jnp.int32))
+
+    def write(self, step, seg, ev, ev_id) -> _Log:
+        """Row ``step`` set to ``seg`` ``(M, 1 + 3L)``, ``ev`` and ``ev_id`` ``(M, 2)``."""
+        return _Log(
+            self.seg.at[step].set(seg), self.ev.at[step].set(ev), self.ev_id.at[step].set(ev_id)
+        )
+
+    def segments(self):
+        """Start s ``(M, E)`` and c, ȳ, λ ``(M, E, L)`` of every segment."""
+        L = (self.seg.shape[-1] - 1) // 3
+        seg = jnp.swapaxes(self.seg, 0, 1)
+        return seg[..., 0], seg[..., 1 : 1 + L], seg[..., 1 + L : 1 + 2 * L], seg[..., 1 + 2 * L :]
 
 
 def _at_data(v, co: Coordinate):
     """Whether the value v is exactly one of the coordinate's data values."""
-    i = jnp.clip(jnp.searchsorted(co.values, v, side="left"), 0, co.values.shape[0] - 1)
-    return co.values[i] == v
+    below, upto = value_counts(co.values, co.run_end, v)
+    return upto > below
 
 
 def _data_crossing(c, mo, co: Coordinate):
@@ -73,8 +99,8 @@ def _data_crossing(c, mo, co: Coordinate):
     that value (``inf`` when it is not reached before the face settles), ``(L,)``."""
     up = mo.ybar > c
     n = co.values.shape[0]
-    i_up = jnp.searchsorted(co.values, c, side="right")
-    i_dn = jnp.searchsorted(co.values, c, side="left") - 1
+    below, upto = value_counts(co.values, co.run_end, c)  # #{u < c}, #{u ≤ c}
+    i_up, i_dn = upto, below - 1
     idx = jnp.clip(jnp.where(up, i_up, i_dn), 0, n - 1)
     xi = co.values[idx]
     exists = jnp.where(up, i_up < n, i_dn >= 0)
@@ -172,15 +198,13 @@ class _Event(eqx.Module):
     rate: Float[Array, " L"]
 
 
-def _next_event(c, group, pending, s, s_final, co, mo, t_rel) -> _Event:
-    """The next event of one coordinate moving with ``mo``; ``t_rel`` ``(L,)`` the release times
-    of its glued groups (:func:`_release`). Faces still ``pending`` first have their initial
-    ties resolved, one value at a time, in zero time."""
+def _next_event(c, group, pending, s, s_final, co, mo, t_rel, t_data, xi, t_meet) -> _Event:
+    """The next event of one coordinate moving with ``mo``: ``t_rel`` ``(L,)`` the release times
+    of its glued groups (:func:`_release`), ``t_data``, ``xi`` ``(L,)`` the next data value of
+    each face and when it is reached (:func:`_data_crossing`), ``t_meet`` ``(L, L)`` when faces
+    of different groups meet (:func:`_meetings`). Faces still ``pending`` first have their
+    initial ties resolved, one value at a time, in zero time."""
     remaining = s_final - s
-    t_data, xi = _data_crossing(c, mo, co)
-    horizon = jnp.minimum(jnp.min(t_data), remaining)
-    other = group[:, None] != group[None, :]
-    t_meet = jnp.where(other, meeting_times(c, mo, horizon), jnp.inf)
     t_face = jnp.minimum(jnp.minimum(t_data, jnp.min(t_meet, axis=1)), t_rel)
     face = jnp.argmin(t_face)
     dt = t_face[face]
@@ -212,27 +236,25 @@ def _next_event(c, group, pending, s, s_final, co, mo, t_rel) -> _Event:
     return _Event(dt, finished, at, check, c_new, cluster, has_data, mo.ybar, mo.rate)
 
 
-def _record(state: _State, ev: _Event, res) -> _State:
-    """Write the segment that ends at this event and the event, then the new mode."""
+def _record(state: _State, ev: _Event, res, max_events: int):
+    """The new mode after this event, and the log row of this step (:class:`_Log`): the segment
+    that ends at the event and the event (a zero-time check of initial ties writes its segment,
+    which the next one at the same ``s`` supersedes; a coordinate that is done writes nothing)."""
     k = state.count
-    E = state.seg_s.shape[0]
-    slot = jnp.minimum(k, E - 1)
     check = ev.is_check & ~state.done  # an initial tie: a new mode, no time passes
     active = ~state.done & ~ev.is_check
     record = active & ~ev.finished
     ok = res.ok | ~(record | check)
-    overflow = record & (k >= E - 1)
+    overflow = record & (k >= max_events)
     kind = ev.at.kind(ev.cluster, res.group, res.stuck)
     s_new = state.s + ev.dt
-
-    def put(arr, value):
-        return arr.at[slot].set(jnp.where(active, value, arr[slot]))
-
-    def log(arr, value):
-        return arr.at[slot].set(jnp.where(record, value, arr[slot]))
-
+    segment = active | check
+    inf, nan = jnp.asarray(jnp.inf, state.s.dtype), jnp.asarray(jnp.nan, state.s.dtype)
+    seg = jnp.concatenate([jnp.where(segment, state.s, inf)[None], state.c, ev.ybar, ev.rate])
+    event = jnp.stack([jnp.where(record, s_new, inf), jnp.where(record, ev.at.value, nan)])
+    event_id = jnp.where(record, jnp.stack([ev.at.face, kind]), -1).astype(jnp.int32)
     newly_stuck = (record | check) & res.stuck & ~state.stuck
-    return _State(
+    new = _State(
         s=jnp.where(active, s_new, state.s),
         c=jnp.where(active, ev.c, state.c),
         rank=jnp.where(record | check, res.rank, state.rank),
@@ -243,15 +265,8 @@ def _record(state: _State, ev: _Event, res) -> _State:
         count=jnp.where(active, k + 1, k),
         done=state.done | (ev.finished & ~ev.is_check) | overflow | ~ok,
         failed=state.failed | overflow | ~ok,
-        seg_s=put(state.seg_s, state.s),
-        seg_c=put(state.seg_c, state.c),
-        seg_ybar=put(state.seg_ybar, ev.ybar),
-        seg_rate=put(state.seg_rate, ev.rate),
-        ev_time=log(state.ev_time, s_new),
-        ev_face=log(state.ev_face, ev.at.face.astype(jnp.int32)),
-        ev_kind=log(state.ev_kind, kind.astype(jnp.int32)),
-        ev_value=log(state.ev_value, ev.at.value),
     )
+    return new, (seg, event, event_id)
 
 
 def initial_mode(c0, co: Coordinate):
@@ -277,7 +292,7 @@ def initial_mode(c0, co: Coordinate):
     return jax.lax.fori_loop(0, L, settle, (rank, group, stuck, jnp.asarray(True)))
 
 
-def _initial_state(c0, s0, E) -> _State:
+def _initial_state(c0, s0) -> _State:
     """One coordinate's state at s0; its initial ties are resolved by the loop's first steps."""
     L = c0.shape[0]
     mode = Mode.free((L, 1))
@@ -293,41 +308,49 @@ def _initial_state(c0, s0, E) -> _State:
         count=jnp.asarray(0, jnp.int32),
         done=jnp.asarray(False),
         failed=jnp.asarray(False),
-        seg_s=jnp.full(E, jnp.inf, dtype),
-        seg_c=jnp.zeros((E, L), dtype),
-        seg_ybar=jnp.zeros((E, L), dtype),
-        seg_rate=jnp.zeros((E, L), dtype),
-        ev_time=jnp.full(E, jnp.inf, dtype),
-        ev_face=jnp.full(E, -1, jnp.int32),
-        ev_kind=jnp.full(E, -1, jnp.int32),
-        ev_value=jnp.full(E, jnp.nan, dtype),
     )
 
 
-def _run(c0, co, s0, s_final, max_events: int) -> _State:
-    """The event loop over every coordinate (``c0``: ``(M, L)``; ``co``: leading M)."""
-    E = max_events + 1
-    state = jax.vmap(lambda c: _initial_state(c, s0, E))(c0)
+def _run(c0, co, s0, s_final, max_events: int) -> tuple[Int[Array, ""], _State, _Log]:
+    """The event loop over every coordinate (``c0``: ``(M, L)``; ``co``: leading M).
 
-    def cond(state):
-        return ~jnp.all(state.done)
+    A coordinate takes at most L zero-time steps for its initial ties, ``max_events`` events and
+    one final segment, so ``max_events + L + 1`` steps bound the loop."""
+    M, L = c0.shape
+    E = max_events + L + 1
+    state = jax.vmap(lambda c: _initial_state(c, s0))(c0)
+    log = _Log.empty(M, E, L, c0.dtype)
 
-    def body(state):
+    def cond(carry):
+        step, state = carry[:2]
+        return (step < E) & ~jnp.all(state.done)
+
+    def body(carry):
+        step, state, log, carried, known = carry
         glued = jnp.any(
             jax.vmap(lambda g, st: jnp.any(((g[:, None] == g[None, :]).sum(1) > 1) & ~st))(
                 state.group, state.stuck
             )
         )
-
-        mo = jax.vmap(motion)(state.c, state.rank, state.group, state.stuck, co)
+        mo = jax.lax.cond(
+            known,
+            lambda: carried,
+            lambda: jax.vmap(motion)(state.c, state.rank, state.group, state.stuck, co),
+        )
         t_rel = jax.lax.cond(
             glued,
             lambda: jax.vmap(_release)(state.c, state.rank, state.group, state.stuck, mo, co),
             lambda: jnp.full_like(state.c, jnp.inf),
         )
+        t_data, xi = jax.vmap(_data_crossing)(state.c, mo, co)
+        t_meet = _meetings(state, mo, t_data, s_final)
         ev = jax.vmap(
-            lambda st, k, m, tr: _next_event(st.c, st.group, st.pending, st.s, s_final, k, m, tr)
-        )(state, co, mo, t_rel)
+            lambda st, k, m, *t: _next_event(st.c, st.group, st.pending, st.s, s_final, k, m, *t)
+        )(state, co, mo, t_rel, t_data, xi, t_meet)
+        # the common event, one free face reaching a data value, has one of two outcomes
+        # (it crosses or sticks): decided by its velocity beyond the value alone
+        single = ev.at.is_data & ~ev.is_check & ev.has_data & (jnp.sum(ev.cluster, axis=1) == 1)
+        fast, decided, beyond = _crossings(state, ev, co)
         items = jnp.sum(ev.cluster, axis=1) + ev.has_data.astype(jnp.int32)
 
         def resolved(full):
@@ -337,35 +360,105 @@ def _run(c0, co, s0, s_final, max_events: int) -> _State:
                 )  # fmt: skip
             )(state, ev, co)
 
-        big = jnp.any((items > 2) & ~ev.finished & ~state.done)
-        res = jax.lax.cond(big, lambda: resolved(True), lambda: resolved(False))
-        return jax.vmap(_record)(state, ev, res)
+        def general():
+            big = jnp.any((items > 2) & ~ev.finished & ~state.done)
+            return jax.lax.cond(big, lambda: resolved(True), lambda: resolved(False))
 
-    return jax.lax.while_loop(cond, body, state)
+        settled = ev.finished | state.done
+        easy = jnp.all((single & decided) | settled)
+        res = jax.lax.cond(easy, lambda: fast, general)
+        state, row = jax.vmap(lambda st, e, r: _record(st, e, r, max_events))(state, ev, res)
+        # every face that moved on crossed: the motion beyond is the next step's motion
+        stuck_now = jnp.take_along_axis(res.stuck, ev.at.face[:, None], axis=1)[:, 0]
+        known = easy & jnp.all(~stuck_now | settled)
+        return step + 1, state, log.write(step, *row), beyond, known
+
+    mo0 = jax.vmap(motion)(state.c, state.rank, state.group, state.stuck, co)
+    carry = (jnp.asarray(0), state, log, mo0, jnp.asarray(False))
+    steps, state, log, _, _ = jax.lax.while_loop(cond, body, carry)
+    return steps, state, log
 
 
-def _saves(state: _State, save_ts) -> Float[Array, "T M L"]:
+def _meetings(state: _State, mo, t_data, s_final) -> Float[Array, "M L L"]:
+    """When the faces of different groups of every coordinate first meet before their next data
+    value (``inf``: not before), by :func:`~gflow_jax.dynamics._meetings.meeting_times` — only
+    when :func:`~gflow_jax.dynamics._meetings.may_meet` does not rule out every pair."""
+    horizon = jnp.minimum(jnp.min(t_data, axis=1), s_final - state.s)
+    other = state.group[:, :, None] != state.group[:, None, :]
+    close = jax.vmap(may_meet)(state.c, mo, horizon, other) & ~state.done
+
+    def solve():
+        return jnp.where(other, jax.vmap(meeting_times)(state.c, mo, horizon), jnp.inf)
+
+    return jax.lax.cond(jnp.any(close), solve, lambda: jnp.full_like(other, jnp.inf, state.c.dtype))
+
+
+def _crossings(state: _State, ev: _Event, co: Coordinate):
+    """:func:`~gflow_jax.dynamics._filippov.resolve_crossing` for every coordinate's event.
+
+    The velocity on arrival is the closed form −λ(ξ − ȳ) of the motion that brought the face
+    there; within 1e-9 of its scale λ(|ȳ| + |ξ|) of zero it is not trusted for the direction
+    (0: the case is left to :func:`~gflow_jax.dynamics._filippov.resolve`)."""
+
+    def one(st, e, k):
+        f, value = e.at.face, e.at.value
+        approach = e.rate[f] * (e.ybar[f] - value)
+        sure = jnp.abs(approach) > 1e-9 * e.rate[f] * (jnp.abs(e.ybar[f]) + jnp.abs(value))
+        up = value > st.c[f]
+        approach = jnp.where(sure, approach, 0.0)
+        return resolve_crossing(e.c, st.rank, st.group, st.stuck, f, up, approach, k)
+
+    return jax.vmap(one)(state, ev, co)
+
+
+def _saves(log: _Log, save_ts) -> Float[Array, "T M L"]:
     """Thresholds at the save times from the recorded segments (closed form)."""
 
-    def one(st):
-        j = jnp.clip(jnp.searchsorted(st.seg_s, save_ts, side="right") - 1, 0, None)
-        t = save_ts - st.seg_s[j]
-        return path(st.seg_c[j], st.seg_ybar[j], st.seg_rate[j], t[:, None])
+    def one(seg_s, seg_c, seg_ybar, seg_rate):
+        j = jnp.clip(jnp.searchsorted(seg_s, save_ts, side="right") - 1, 0, None)
+        t = save_ts - seg_s[j]
+        return path(seg_c[j], seg_ybar[j], seg_rate[j], t[:, None])
 
-    return jnp.moveaxis(jax.vmap(one)(state), 0, 1)
+    return jnp.moveaxis(jax.vmap(one)(*log.segments()), 0, 1)
 
 
-def _events(state: _State) -> FlowEvents:
-    M, E = state.ev_time.shape
-    order = jnp.argsort(state.ev_time.ravel(), stable=True)
-    coord = jnp.repeat(jnp.arange(M, dtype=jnp.int32), E)
-    return FlowEvents(
-        time=state.ev_time.ravel()[order],
-        layer=state.ev_face.ravel()[order],
-        coord=coord[order],
-        kind=state.ev_kind.ravel()[order],
-        value=state.ev_value.ravel()[order],
-    )
+def _buckets(E: int) -> list[int]:
+    """Static sizes 64, 256, … up to E: the event log is sorted over the first of them that
+    holds every step taken."""
+    sizes, k = [], 64
+    while k < E:
+        sizes.append(k)
+        k *= 4
+    return [*sizes, E]
+
+
+def _events(log: _Log, steps) -> FlowEvents:
+    """Every event in time order (ties by coordinate, then step), padded with ``time = inf``
+    (and ``coord = -1``). Rows at or past ``steps`` hold no event, so only the first rows, in the
+    smallest bucket of :func:`_buckets` that covers ``steps``, are sorted: the cost follows the
+    events, not the ``max_events`` bound."""
+    E, M = log.ev.shape[:2]
+    sizes = _buckets(E)
+
+    def first(K):
+        def sort():
+            ev, ev_id = jnp.swapaxes(log.ev[:K], 0, 1), jnp.swapaxes(log.ev_id[:K], 0, 1)
+            time = ev[..., 0].ravel()
+            order = jnp.argsort(time, stable=True)
+            coord = jnp.repeat(jnp.arange(M, dtype=jnp.int32), K)
+            coord = jnp.where(jnp.isfinite(time), coord, -1)
+            cols = (time, ev_id[..., 0].ravel(), coord, ev_id[..., 1].ravel(), ev[..., 1].ravel())
+            pads = (jnp.inf, -1, -1, -1, jnp.nan)
+            return tuple(
+                jnp.concatenate([x[order], jnp.full(M * (E - K), pad, x.dtype)])
+                for x, pad in zip(cols, pads, strict=True)
+            )
+
+        return sort
+
+    bucket = jnp.searchsorted(jnp.asarray(sizes), steps, side="left")
+    time, layer, coord, kind, value = jax.lax.switch(bucket, [first(K) for K in sizes])
+    return FlowEvents(time=time, layer=layer, coord=coord, kind=kind, value=value)
 
 
 @eqx.filter_jit
@@ -412,8 +505,8 @@ def solve_exact(
     co = coordinates(data, d)
     c0 = params0.thresholds.T  # (M, L)
     save_ts = jnp.asarray(save_ts, c0.dtype)
-    state = _run(c0, co, save_ts[0], save_ts[-1], max_events)
-    c_t = _saves(state, save_ts)  # (T, M, L)
+    steps, state, log = _run(c0, co, save_ts[0], save_ts[-1], max_events)
+    c_t = _saves(log, save_ts)  # (T, M, L)
     thresholds = jnp.swapaxes(c_t, 1, 2)  # (T, L, M)
     params = AdaptedParameters(d=jnp.broadcast_to(d, thresholds.shape), b=-thresholds * d[None])
     loss = jax.vmap(problem.loss)(params)
@@ -432,6 +525,6 @@ def solve_exact(
         num_accepted_steps=events,
         num_rejected_steps=jnp.zeros((), jnp.int32),
         success=~jnp.any(state.failed) & jnp.all(jnp.isfinite(loss)),
-        events=_events(state),
+        events=_events(log, steps),
         sliding=sliding,
     )

@@ -276,3 +276,29 @@ def resolve(c, rank, group, stuck, cluster, has_data, co: Coordinate, *, full: b
     items = jnp.sum(cluster) + has_data.astype(jnp.int32)
     res = _evaluate(_ALL if full else _PAIRS, c, rank, group, stuck, cluster, has_data, co)
     return res._replace(ok=res.ok & (items <= (MAX_CLUSTER if full else 2)))
+
+
+def resolve_crossing(
+    c, rank, group, stuck, face, up, approach, co: Coordinate
+) -> tuple[Resolution, Array, Motion]:
+    """The mode after one free face (alone at its value) reaches a data value moving ``up``
+    (or down) with velocity ``approach`` just behind it; whether that case is decided here; and
+    the motion beyond the value.
+
+    Of the three candidate modes of :func:`resolve` for these two items, the face behind the
+    value is inconsistent when its velocity there points at the value (it arrived): the face
+    then crosses if its velocity beyond the value points onwards, else it sticks
+    (docs/theory.md#sliding). ``decided`` is False when ``approach`` does not point at the value
+    (pass 0 where its sign is in doubt): :func:`resolve` must choose. One evaluation of
+    :func:`motion` instead of the nine of ``resolve(..., full=False)``, with the same arithmetic
+    for the velocity beyond, so the same answer; where the face crosses, the motion beyond is
+    the motion of the new mode."""
+    side = jnp.where(up, 1, -1).astype(rank.dtype)
+    beyond = motion(c, rank.at[face].set(side), group, stuck, co)
+    v = beyond.velocity[face]
+    cross = jnp.where(up, v > 0, v < 0)
+    decided = jnp.where(up, approach > 0, approach < 0)
+    new_rank = rank.at[face].set(jnp.where(cross, side, 0))
+    new_group = group.at[face].set(jnp.asarray(face, group.dtype))
+    new_stuck = stuck.at[face].set(~cross)
+    return Resolution(new_rank, new_group, new_stuck, jnp.asarray(True)), decided, beyond

@@ -5,7 +5,8 @@ Between events a face (or glued group) with target ȳ and rate λ follows the cl
 c(t) = ȳ + (c − ȳ)e^{−λt} (:func:`path`). Two faces meet where the difference of two such
 exponentials vanishes; it has at most one extremum, so each of its two monotone pieces holds at
 most one root, found to rounding level by a safeguarded Newton iteration
-(:func:`meeting_times`). Used by the exact solver (:mod:`gflow_jax.dynamics._exact`).
+(:func:`meeting_times`); :func:`may_meet` rules most pairs out first. Used by the exact solver
+(:mod:`gflow_jax.dynamics._exact`).
 """
 
 from __future__ import annotations
@@ -94,3 +95,16 @@ def meeting_times(c, mo, horizon):
     hi = jnp.stack([te, jnp.broadcast_to(horizon, te.shape)])
     t = jnp.min(_first_root(f, df, lo, hi), axis=0)
     return jnp.minimum(t, t.T)  # one time per pair, whichever face is named first
+
+
+def may_meet(c, mo, horizon, other) -> jax.Array:
+    """Whether two faces of one coordinate marked ``other`` ``(L, L)`` could meet within
+    (0, horizon]: each face's path is monotone, so over the interval it covers the range between
+    c and c(horizon); faces whose ranges (widened by 1e-9 relative, for rounding) are disjoint
+    cannot meet. A cheap, conservative test that lets the solver skip :func:`meeting_times`."""
+    end = path(c, mo.ybar, mo.rate, horizon)
+    lo, hi = jnp.minimum(c, end), jnp.maximum(c, end)
+    pad = 1e-9 * (jnp.abs(lo) + jnp.abs(hi)) + jnp.finfo(c.dtype).tiny
+    lo, hi = lo - pad, hi + pad
+    overlap = (lo[:, None] <= hi[None, :]) & (lo[None, :] <= hi[:, None])
+    return jnp.any(overlap & other)
