@@ -12,7 +12,7 @@ from gflow_jax.core._sorted_field import search_left, value_counts
 from gflow_jax.dynamics._filippov import coordinates, motion, resolve, resolve_crossing
 
 
-@pytest.mark.parametrize("n", [1, 2, 3, 5, 31, 32, 33, 100, 1000, 1023, 4097])
+@pytest.mark.parametrize("n", [1, 2, 33, 1000, 4097])
 def test_search_left_equals_numpy_binary_search(n):
     rng = np.random.default_rng(n)
     ties = n % 2 == 1  # odd sizes: many repeated values

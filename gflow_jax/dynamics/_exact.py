@@ -30,10 +30,11 @@ from jaxtyping import Array, Bool, Float, Int
 from ..core import AdaptedParameters, sort_data
 from ..core._shapes import Shapes
 from ..core._sorted_field import value_counts
+from ._event_log import EventLog, segment_saves, sorted_events
 from ._filippov import Coordinate, Mode, coordinates, motion, resolve, resolve_crossing
 from ._meetings import may_meet, meeting_times, path
 from ._problem import FlowProblem, check_problem
-from ._solution import FlowEvents, FlowSolution, SlidingStatus
+from ._solution import FlowSolution, SlidingStatus
 
 # event kinds (FlowEvents.kind)
 CROSS, STICK, MEET, GLUE, RELEASE = 0, 1, 2, 3, 4
@@ -53,39 +54,6 @@ class _State(eqx.Module):
     count: Int[Array, " M"]  # recorded segments (= events + 1 once started)
     done: Bool[Array, " M"]
     failed: Bool[Array, " M"]
-
-
-class _Log(eqx.Module):
-    """The segments and events, one row per step of the loop: at step ``i`` every coordinate
-    writes row ``i`` (the initial ties, the events and the final segment: at most E =
-    max_events + L + 1 rows), two in-place row updates per step. A step that records nothing
-    writes a segment starting at ``inf`` or an event at ``time = inf``.
-
-    ``seg`` ``(E, M, 1 + 3L)``: each segment's start s, then c, ȳ and λ of its faces at the
-    start (c(t) = ȳ + (c − ȳ)e^{−λ(t − s)}); ``ev`` ``(E, M, 2)``: each event's time and value;
-    ``ev_id`` ``(E, M, 2)``: its face and kind (``-1`` if none)."""
-
-    seg: Float[Array, "E M F"]
-    ev: Float[Array, "E M 2"]
-    ev_id: Int[Array, "E M 2"]
-
-    @classmethod
-    def empty(cls, M: int, E: int, L: int, dtype) -> _Log:
-        seg = jnp.zeros((E, M, 1 + 3 * L), dtype).at[:, :, 0].set(jnp.inf)
-        ev = jnp.stack([jnp.full((E, M), jnp.inf, dtype), jnp.full((E, M), jnp.nan, dtype)], -1)
-        return cls(seg, ev, jnp.full((E, M, 2), -1, jnp.int32))
-
-    def write(self, step, seg, ev, ev_id) -> _Log:
-        """Row ``step`` set to ``seg`` ``(M, 1 + 3L)``, ``ev`` and ``ev_id`` ``(M, 2)``."""
-        return _Log(
-            self.seg.at[step].set(seg), self.ev.at[step].set(ev), self.ev_id.at[step].set(ev_id)
-        )
-
-    def segments(self):
-        """Start s ``(M, E)`` and c, ȳ, λ ``(M, E, L)`` of every segment."""
-        L = (self.seg.shape[-1] - 1) // 3
-        seg = jnp.swapaxes(self.seg, 0, 1)
-        return seg[..., 0], seg[..., 1 : 1 + L], seg[..., 1 + L : 1 + 2 * L], seg[..., 1 + 2 * L :]
 
 
 def _at_data(v, co: Coordinate):
@@ -237,7 +205,7 @@ def _next_event(c, group, pending, s, s_final, co, mo, t_rel, t_data, xi, t_meet
 
 
 def _record(state: _State, ev: _Event, res, max_events: int):
-    """The new mode after this event, and the log row of this step (:class:`_Log`): the segment
+    """The new mode after this event, and the log row of this step (:class:`EventLog`): the segment
     that ends at the event and the event (a zero-time check of initial ties writes its segment,
     which the next one at the same ``s`` supersedes; a coordinate that is done writes nothing)."""
     k = state.count
@@ -311,7 +279,7 @@ def _initial_state(c0, s0) -> _State:
     )
 
 
-def _run(c0, co, s0, s_final, max_events: int) -> tuple[Int[Array, ""], _State, _Log]:
+def _run(c0, co, s0, s_final, max_events: int) -> tuple[Int[Array, ""], _State, EventLog]:
     """The event loop over every coordinate (``c0``: ``(M, L)``; ``co``: leading M).
 
     A coordinate takes at most L zero-time steps for its initial ties, ``max_events`` events and
@@ -319,7 +287,7 @@ def _run(c0, co, s0, s_final, max_events: int) -> tuple[Int[Array, ""], _State, 
     M, L = c0.shape
     E = max_events + L + 1
     state = jax.vmap(lambda c: _initial_state(c, s0))(c0)
-    log = _Log.empty(M, E, L, c0.dtype)
+    log = EventLog.empty(M, E, L, c0.dtype)
 
     def cond(carry):
         step, state = carry[:2]
@@ -411,56 +379,6 @@ def _crossings(state: _State, ev: _Event, co: Coordinate):
     return jax.vmap(one)(state, ev, co)
 
 
-def _saves(log: _Log, save_ts) -> Float[Array, "T M L"]:
-    """Thresholds at the save times from the recorded segments (closed form)."""
-
-    def one(seg_s, seg_c, seg_ybar, seg_rate):
-        j = jnp.clip(jnp.searchsorted(seg_s, save_ts, side="right") - 1, 0, None)
-        t = save_ts - seg_s[j]
-        return path(seg_c[j], seg_ybar[j], seg_rate[j], t[:, None])
-
-    return jnp.moveaxis(jax.vmap(one)(*log.segments()), 0, 1)
-
-
-def _buckets(E: int) -> list[int]:
-    """Static sizes 64, 256, … up to E: the event log is sorted over the first of them that
-    holds every step taken."""
-    sizes, k = [], 64
-    while k < E:
-        sizes.append(k)
-        k *= 4
-    return [*sizes, E]
-
-
-def _events(log: _Log, steps) -> FlowEvents:
-    """Every event in time order (ties by coordinate, then step), padded with ``time = inf``
-    (and ``coord = -1``). Rows at or past ``steps`` hold no event, so only the first rows, in the
-    smallest bucket of :func:`_buckets` that covers ``steps``, are sorted: the cost follows the
-    events, not the ``max_events`` bound."""
-    E, M = log.ev.shape[:2]
-    sizes = _buckets(E)
-
-    def first(K):
-        def sort():
-            ev, ev_id = jnp.swapaxes(log.ev[:K], 0, 1), jnp.swapaxes(log.ev_id[:K], 0, 1)
-            time = ev[..., 0].ravel()
-            order = jnp.argsort(time, stable=True)
-            coord = jnp.repeat(jnp.arange(M, dtype=jnp.int32), K)
-            coord = jnp.where(jnp.isfinite(time), coord, -1)
-            cols = (time, ev_id[..., 0].ravel(), coord, ev_id[..., 1].ravel(), ev[..., 1].ravel())
-            pads = (jnp.inf, -1, -1, -1, jnp.nan)
-            return tuple(
-                jnp.concatenate([x[order], jnp.full(M * (E - K), pad, x.dtype)])
-                for x, pad in zip(cols, pads, strict=True)
-            )
-
-        return sort
-
-    bucket = jnp.searchsorted(jnp.asarray(sizes), steps, side="left")
-    time, layer, coord, kind, value = jax.lax.switch(bucket, [first(K) for K in sizes])
-    return FlowEvents(time=time, layer=layer, coord=coord, kind=kind, value=value)
-
-
 @eqx.filter_jit
 def solve_exact(
     problem: FlowProblem,
@@ -506,7 +424,7 @@ def solve_exact(
     c0 = params0.thresholds.T  # (M, L)
     save_ts = jnp.asarray(save_ts, c0.dtype)
     steps, state, log = _run(c0, co, save_ts[0], save_ts[-1], max_events)
-    c_t = _saves(log, save_ts)  # (T, M, L)
+    c_t = segment_saves(log, save_ts)  # (T, M, L)
     thresholds = jnp.swapaxes(c_t, 1, 2)  # (T, L, M)
     params = AdaptedParameters(d=jnp.broadcast_to(d, thresholds.shape), b=-thresholds * d[None])
     loss = jax.vmap(problem.loss)(params)
@@ -525,6 +443,6 @@ def solve_exact(
         num_accepted_steps=events,
         num_rejected_steps=jnp.zeros((), jnp.int32),
         success=~jnp.any(state.failed) & jnp.all(jnp.isfinite(loss)),
-        events=_events(log, steps),
+        events=sorted_events(log, steps),
         sliding=sliding,
     )

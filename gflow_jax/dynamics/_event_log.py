@@ -1,0 +1,96 @@
+"""The record of an event-driven solve: one row per step of the event loop for every coordinate,
+then the thresholds at the save times and every event in time order
+(:mod:`gflow_jax.dynamics._exact`)."""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float, Int
+
+from ._meetings import path
+from ._solution import FlowEvents
+
+
+class EventLog(eqx.Module):
+    """The segments and events, one row per step of the loop: at step ``i`` every coordinate
+    writes row ``i`` (the initial ties, the events and the final segment: at most E =
+    max_events + L + 1 rows), two in-place row updates per step. A step that records nothing
+    writes a segment starting at ``inf`` or an event at ``time = inf``.
+
+    ``seg`` ``(E, M, 1 + 3L)``: each segment's start s, then c, ȳ and λ of its faces at the
+    start (c(t) = ȳ + (c − ȳ)e^{−λ(t − s)}); ``ev`` ``(E, M, 2)``: each event's time and value;
+    ``ev_id`` ``(E, M, 2)``: its face and kind (``-1`` if none)."""
+
+    seg: Float[Array, "E M F"]
+    ev: Float[Array, "E M 2"]
+    ev_id: Int[Array, "E M 2"]
+
+    @classmethod
+    def empty(cls, M: int, E: int, L: int, dtype) -> EventLog:
+        seg = jnp.zeros((E, M, 1 + 3 * L), dtype).at[:, :, 0].set(jnp.inf)
+        ev = jnp.stack([jnp.full((E, M), jnp.inf, dtype), jnp.full((E, M), jnp.nan, dtype)], -1)
+        return cls(seg, ev, jnp.full((E, M, 2), -1, jnp.int32))
+
+    def write(self, step, seg, ev, ev_id) -> EventLog:
+        """Row ``step`` set to ``seg`` ``(M, 1 + 3L)``, ``ev`` and ``ev_id`` ``(M, 2)``."""
+        return EventLog(
+            self.seg.at[step].set(seg), self.ev.at[step].set(ev), self.ev_id.at[step].set(ev_id)
+        )
+
+    def segments(self):
+        """Start s ``(M, E)`` and c, ȳ, λ ``(M, E, L)`` of every segment."""
+        L = (self.seg.shape[-1] - 1) // 3
+        seg = jnp.swapaxes(self.seg, 0, 1)
+        return seg[..., 0], seg[..., 1 : 1 + L], seg[..., 1 + L : 1 + 2 * L], seg[..., 1 + 2 * L :]
+
+
+def segment_saves(log: EventLog, save_ts) -> Float[Array, "T M L"]:
+    """Thresholds at the save times from the recorded segments (closed form)."""
+
+    def one(seg_s, seg_c, seg_ybar, seg_rate):
+        j = jnp.clip(jnp.searchsorted(seg_s, save_ts, side="right") - 1, 0, None)
+        t = save_ts - seg_s[j]
+        return path(seg_c[j], seg_ybar[j], seg_rate[j], t[:, None])
+
+    return jnp.moveaxis(jax.vmap(one)(*log.segments()), 0, 1)
+
+
+def _buckets(E: int) -> list[int]:
+    """Static sizes 64, 256, … up to E: the event log is sorted over the first of them that
+    holds every step taken."""
+    sizes, k = [], 64
+    while k < E:
+        sizes.append(k)
+        k *= 4
+    return [*sizes, E]
+
+
+def sorted_events(log: EventLog, steps) -> FlowEvents:
+    """Every event in time order (ties by coordinate, then step), padded with ``time = inf``
+    (and ``coord = -1``). Rows at or past ``steps`` hold no event, so only the first rows, in the
+    smallest bucket of :func:`_buckets` that covers ``steps``, are sorted: the cost follows the
+    events, not the ``max_events`` bound."""
+    E, M = log.ev.shape[:2]
+    sizes = _buckets(E)
+
+    def first(K):
+        def sort():
+            ev, ev_id = jnp.swapaxes(log.ev[:K], 0, 1), jnp.swapaxes(log.ev_id[:K], 0, 1)
+            time = ev[..., 0].ravel()
+            order = jnp.argsort(time, stable=True)
+            coord = jnp.repeat(jnp.arange(M, dtype=jnp.int32), K)
+            coord = jnp.where(jnp.isfinite(time), coord, -1)
+            cols = (time, ev_id[..., 0].ravel(), coord, ev_id[..., 1].ravel(), ev[..., 1].ravel())
+            pads = (jnp.inf, -1, -1, -1, jnp.nan)
+            return tuple(
+                jnp.concatenate([x[order], jnp.full(M * (E - K), pad, x.dtype)])
+                for x, pad in zip(cols, pads, strict=True)
+            )
+
+        return sort
+
+    bucket = jnp.searchsorted(jnp.asarray(sizes), steps, side="left")
+    time, layer, coord, kind, value = jax.lax.switch(bucket, [first(K) for K in sizes])
+    return FlowEvents(time=time, layer=layer, coord=coord, kind=kind, value=value)
