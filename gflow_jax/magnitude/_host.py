@@ -167,6 +167,8 @@ def tridiagonal_extremes(alphas: list, betas: list) -> tuple[float, float]:
     if k == 0:
         return np.nan, np.nan
     a, b = np.asarray(alphas), np.asarray(betas[: k - 1])
+    if not (np.all(np.isfinite(a)) and np.all(a != 0) and np.all(np.isfinite(b))):
+        return np.nan, np.nan  # a broken-down run estimates nothing
     diag = 1.0 / a
     diag[1:] += b / a[:-1]
     off = np.sqrt(np.maximum(b, 0.0)) / a[:-1]
@@ -215,9 +217,11 @@ def cg(
     while k < max_iter and residual > rtol:
         Ap = product(p)
         curvature = p @ Ap
-        if not curvature > 0:  # breakdown (indefinite or perturbed operator): stop here
-            break
         alpha = rz / curvature
+        # breakdown (indefinite or perturbed operator, or a preconditioner that overflowed):
+        # stop here; the caller's explicit residual then decides
+        if not (curvature > 0 and np.isfinite(alpha) and alpha > 0):
+            break
         x += alpha * p
         r -= alpha * Ap
         k += 1
