@@ -57,14 +57,17 @@ def build_lower(
     m = D.shape[0]
     starts = list(range(0, m, _ROW_BLOCK))
 
+    w2 = None if w_old is None else 2.0 * w_old
+
     def rows(share) -> float:
-        work = np.empty((min(_ROW_BLOCK, m), m)) if w_old is not None else None
+        work = np.empty(min(_ROW_BLOCK, m) * m) if w_old is not None else None
+        v = np.empty(m) if w_old is not None else None
         total = 0.0
         for s in share:
             e = min(m, s + _ROW_BLOCK)
             o, d = out[s:e, :e], D[s:e, :e]
             if work is not None:
-                total += _derivative_rows(d, o, work, w_old, s, e)
+                total += _derivative_rows(d, o, work, v, w_old, w2, s, e)
             np.multiply(d, -t, out=o)
             np.exp(o, out=o)
             if out32 is not None:
@@ -82,22 +85,25 @@ def build_lower(
     return total if w_old is not None else np.nan
 
 
-def _derivative_rows(d, o, work, w, s, e) -> float:
+def _derivative_rows(d, o, work, v, w, w2, s, e) -> float:
     """The rows s:e of wᵀ(D∘Z)w from their blocks ``d``, ``o`` (columns < e): the columns < s
-    count twice (symmetry), the full diagonal block once (its diagonal is 0: D_ii = 0)."""
-    P = work[: e - s, :e]
+    count twice (symmetry), the full diagonal block once (its diagonal is 0: D_ii = 0). One
+    product with the block: its columns < s meet 2w (``w2``), the others w (``v``: workspace)."""
+    P = work[: (e - s) * e].reshape(e - s, e)
     np.multiply(d, o, out=P)
-    return float(w[s:e] @ (P @ w[:e]) + w[s:e] @ (P[:, :s] @ w[:s]))
+    v[:s] = w2[:s]
+    v[s:e] = w[s:e]
+    return float(w[s:e] @ (P @ v[:e]))
 
 
 def derivative(D: Matrix, Z: Matrix, w: Vector) -> float:
     """wᵀ(D∘Z)w for a Z built by :func:`build_lower` (one pass over D and Z, row blocks)."""
     m = D.shape[0]
-    work = np.empty((min(_ROW_BLOCK, m), m))
+    work, v, w2 = np.empty(min(_ROW_BLOCK, m) * m), np.empty(m), 2.0 * w
     total = 0.0
     for s in range(0, m, _ROW_BLOCK):
         e = min(m, s + _ROW_BLOCK)
-        total += _derivative_rows(D[s:e, :e], Z[s:e, :e], work, w, s, e)
+        total += _derivative_rows(D[s:e, :e], Z[s:e, :e], work, v, w, w2, s, e)
     return total
 
 
