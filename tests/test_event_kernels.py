@@ -37,6 +37,11 @@ _resolve = jax.jit(resolve, static_argnames="full")
 _GROUP, _FREE = jnp.arange(3, dtype=jnp.int32), jnp.zeros(3, bool)
 
 
+@jax.jit
+def _coordinate(x, y, d):
+    return jax.tree.map(lambda a: a[0], coordinates(sort_data(x, y), d))
+
+
 def _arrivals(seed: int, count: int):
     """Random coordinates (N points, L faces of mixed sides) with one face placed exactly on a
     data value, arriving there from the side its velocity comes from; yields the face's
@@ -56,8 +61,7 @@ def _arrivals(seed: int, count: int):
             continue
         if rng.random() < 0.5:  # the value's points pull towards the face's own side: a stick
             y[x[:, 0] == c[face]] = -8.0 * np.sign(d[face, 0])
-        data = sort_data(jnp.asarray(x), jnp.asarray(y))
-        co = jax.tree.map(lambda a: a[0], coordinates(data, jnp.asarray(d)))
+        co = _coordinate(jnp.asarray(x), jnp.asarray(y), jnp.asarray(d))
         c, face = jnp.asarray(c), jnp.asarray(face)
         rank = jnp.zeros(L, jnp.int32)
         v_below = _motion(c, rank.at[face].set(-1), _GROUP, _FREE, co).velocity[face]
