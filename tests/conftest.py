@@ -7,8 +7,6 @@ Budget: ``make test`` (``-m "not slow and not gpu" -n 2 --dist loadgroup``) must
 * two pytest-xdist workers, each taking whole test files (module fixtures are built once); the
   files of :data:`HEAVY` go to one worker together, so their ~1 GB peaks never coincide; the
   controller process never imports JAX;
-* XLA's backend optimisation level 0 (programs compile faster; the suite's programs are small
-  and run for milliseconds), unless the caller's ``XLA_FLAGS`` sets a level;
 * one persistent JAX compilation cache per run, shared by the workers and the ``gflow``
   subprocesses, which every compiled program enters (no minimum compile time): a program
   compiled once is loaded, not compiled again, after the caches are dropped;
@@ -36,16 +34,6 @@ _OWN_CACHE = "JAX_COMPILATION_CACHE_DIR" not in os.environ
 if _OWN_CACHE:
     os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="gflow-jax-test-cache-")
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
-
-# Most of the suite's time is XLA compiling small programs that then run for milliseconds:
-# without LLVM's optimisation passes they compile in about 3/4 of the time (the fast suite's
-# CPU seconds, measured on tests/test_flow.py: 122 -> 91 s), and every numerical bar holds. A
-# level the caller set is kept (``XLA_FLAGS=--xla_backend_optimization_level=3 make test`` runs
-# the suite on the code users get; every benchmark does).
-if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = (
-        os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0"
-    ).strip()
 
 import pytest  # noqa: E402
 
