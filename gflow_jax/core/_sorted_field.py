@@ -88,8 +88,9 @@ def search_left(values: Float[Array, " N"], cuts: Float[Array, "*Q"]) -> Int[Arr
 
 
 def value_counts(values: Float[Array, " N"], run_end: Int[Array, " N"], cuts: Float[Array, " Q"]):
-    """#{u < cut} and #{u ≤ cut} of one coordinate: one binary search, then the length of the
-    run of values equal to the cut (``run_end``) gives the second count without searching."""
+    """#{u < cut} and #{u ≤ cut} of one coordinate: one search (:func:`search_left`), then the
+    length of the run of values equal to the cut (``run_end``) gives the second count without
+    searching."""
     n_points = values.shape[0]
     below = search_left(values, cuts)
     index = jnp.minimum(below, n_points - 1)

@@ -223,10 +223,12 @@ def cg(
     while k < max_iter and residual > rtol:
         Ap = product(p)
         curvature = p @ Ap
-        alpha = rz / curvature
         # breakdown (indefinite or perturbed operator, or a preconditioner that overflowed):
         # stop here; the caller's explicit residual then decides
-        if not (curvature > 0 and np.isfinite(alpha) and alpha > 0):
+        if not curvature > 0:
+            break
+        alpha = rz / curvature
+        if not (np.isfinite(alpha) and alpha > 0):
             break
         x += alpha * p
         r -= alpha * Ap
