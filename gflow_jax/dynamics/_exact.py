@@ -319,7 +319,6 @@ def _run(c0, co, s0, s_final, max_events: int) -> tuple[Int[Array, ""], _State, 
         # (it crosses or sticks): decided by its velocity beyond the value alone
         single = ev.at.is_data & ~ev.is_check & ev.has_data & (jnp.sum(ev.cluster, axis=1) == 1)
         fast, decided, beyond = _crossings(state, ev, co)
-        items = jnp.sum(ev.cluster, axis=1) + ev.has_data.astype(jnp.int32)
 
         def resolved(full):
             return jax.vmap(
@@ -329,6 +328,7 @@ def _run(c0, co, s0, s_final, max_events: int) -> tuple[Int[Array, ""], _State, 
             )(state, ev, co)
 
         def general():
+            items = jnp.sum(ev.cluster, axis=1) + ev.has_data.astype(jnp.int32)
             big = jnp.any((items > 2) & ~ev.finished & ~state.done)
             return jax.lax.cond(big, lambda: resolved(True), lambda: resolved(False))
 
