@@ -188,7 +188,7 @@ def _profile(request):
     """``GFLOW_TEST_PROFILE=FILE``: one line per test with its CPU seconds, the process's CPU
     seconds so far (every thread: XLA compiles in parallel; differences include fixtures), the
     resident memory (MB) after it and the peak resident memory during it (Linux: the peak is
-    reset before each test), and the test id."""
+    reset before each test), the pytest-xdist worker and the test id."""
     path = os.environ.get("GFLOW_TEST_PROFILE")
     if not path:
         yield
@@ -199,7 +199,8 @@ def _profile(request):
     with open(path, "a") as fh:
         now = time.process_time()
         fh.write(
-            f"{now - t0:8.2f} {now:8.1f} {_rss_mb():8.0f} {_peak_mb():8.0f} {request.node.nodeid}\n"
+            f"{now - t0:8.2f} {now:8.1f} {_rss_mb():8.0f} {_peak_mb():8.0f} "
+            f"{os.environ.get('PYTEST_XDIST_WORKER', '-')} {request.node.nodeid}\n"
         )
 
 

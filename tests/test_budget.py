@@ -4,6 +4,8 @@
 import ast
 from pathlib import Path
 
+import pytest
+
 from .conftest import SLOW
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -17,3 +19,16 @@ def test_slow_list_names_existing_tests():
         names = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
         assert name in names, f"conftest.SLOW: {nodeid} does not exist"
         assert covered_by, nodeid
+
+
+def test_files_stay_together_under_pytest_xdist(request):
+    """``make test`` relies on ``--dist loadgroup`` keeping each file (and the heavy files
+    together) on one worker; with pytest 9.2 pytest-xdist silently stopped doing so (the group
+    never reaches the scheduler) and the suite took twice its budget. Under a worker with
+    ``--dist loadgroup`` the group must be on the node id the scheduler reads."""
+    if not getattr(request.config, "workerinput", None) or not request.config.getvalue("loadgroup"):
+        pytest.skip("not a pytest-xdist worker with --dist loadgroup")
+    assert request.node.nodeid.endswith("@tests/test_budget.py"), (
+        f"pytest-xdist did not group this file's tests ({request.node.nodeid}): "
+        "check the pytest pin in pyproject.toml"
+    )
