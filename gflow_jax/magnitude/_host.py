@@ -168,7 +168,9 @@ def cho_solve64(c: np.ndarray, B: np.ndarray) -> np.ndarray:
 
 
 def tridiagonal_extremes(alphas: list, betas: list) -> tuple[float, float]:
-    """Extreme Ritz values of the Lanczos tridiagonal of a CG run (step lengths α_k, β_k)."""
+    """Extreme Ritz values of the Lanczos tridiagonal of a CG run (step lengths α_k, β_k), each
+    by bisection (LAPACK ``dstebz``): O(k) for a run of k iterations, where all k eigenvalues
+    would cost O(k²) (6 s for a 20 000-iteration run)."""
     k = len(alphas)
     if k == 0:
         return np.nan, np.nan
@@ -178,8 +180,13 @@ def tridiagonal_extremes(alphas: list, betas: list) -> tuple[float, float]:
     diag = 1.0 / a
     diag[1:] += b / a[:-1]
     off = np.sqrt(np.maximum(b, 0.0)) / a[:-1]
-    theta = sla.eigvalsh_tridiagonal(diag, off) if k > 1 else diag
-    return float(theta.min()), float(theta.max())
+    if k == 1:
+        return float(diag[0]), float(diag[0])
+    lo, hi = (
+        sla.eigvalsh_tridiagonal(diag, off, select="i", select_range=(j, j), lapack_driver="stebz")
+        for j in (0, k - 1)
+    )
+    return float(lo[0]), float(hi[0])
 
 
 def cg(
