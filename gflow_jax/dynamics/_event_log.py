@@ -17,7 +17,9 @@ class EventLog(eqx.Module):
     """The segments and events, one row per step of the loop: at step ``i`` every coordinate
     writes row ``i`` (the initial ties, the events and the final segment: at most E =
     max_events + L + 1 rows), two in-place row updates per step. A step that records nothing
-    writes a segment starting at ``inf`` or an event at ``time = inf``.
+    writes a segment starting at ``inf`` or an event at ``time = inf``. Only the rows before the
+    loop's number of steps are read, and only over the smallest of :func:`_buckets` that holds
+    them, so what the log costs after the loop follows the steps taken, not E.
 
     ``seg`` ``(E, M, 1 + 3L)``: each segment's start s, then c, ȳ and λ of its faces at the
     start (c(t) = ȳ + (c − ȳ)e^{−λ(t − s)}); ``ev`` ``(E, M, 2)``: each event's time and value;
@@ -29,9 +31,13 @@ class EventLog(eqx.Module):
 
     @classmethod
     def empty(cls, M: int, E: int, L: int, dtype) -> EventLog:
-        seg = jnp.zeros((E, M, 1 + 3 * L), dtype).at[:, :, 0].set(jnp.inf)
-        ev = jnp.stack([jnp.full((E, M), jnp.inf, dtype), jnp.full((E, M), jnp.nan, dtype)], -1)
-        return cls(seg, ev, jnp.full((E, M, 2), -1, jnp.int32))
+        """A log of ``E`` rows; the rows the loop never reaches are never read (every reader
+        takes the number of steps), so they are left at zero."""
+        return cls(
+            jnp.zeros((E, M, 1 + 3 * L), dtype),
+            jnp.zeros((E, M, 2), dtype),
+            jnp.zeros((E, M, 2), jnp.int32),
+        )
 
     def write(self, step, seg, ev, ev_id) -> EventLog:
         """Row ``step`` set to ``seg`` ``(M, 1 + 3L)``, ``ev`` and ``ev_id`` ``(M, 2)``."""
@@ -39,27 +45,10 @@ class EventLog(eqx.Module):
             self.seg.at[step].set(seg), self.ev.at[step].set(ev), self.ev_id.at[step].set(ev_id)
         )
 
-    def segments(self):
-        """Start s ``(M, E)`` and c, ȳ, λ ``(M, E, L)`` of every segment."""
-        L = (self.seg.shape[-1] - 1) // 3
-        seg = jnp.swapaxes(self.seg, 0, 1)
-        return seg[..., 0], seg[..., 1 : 1 + L], seg[..., 1 + L : 1 + 2 * L], seg[..., 1 + 2 * L :]
-
-
-def segment_saves(log: EventLog, save_ts) -> Float[Array, "T M L"]:
-    """Thresholds at the save times from the recorded segments (closed form)."""
-
-    def one(seg_s, seg_c, seg_ybar, seg_rate):
-        j = jnp.clip(jnp.searchsorted(seg_s, save_ts, side="right") - 1, 0, None)
-        t = save_ts - seg_s[j]
-        return path(seg_c[j], seg_ybar[j], seg_rate[j], t[:, None])
-
-    return jnp.moveaxis(jax.vmap(one)(*log.segments()), 0, 1)
-
 
 def _buckets(E: int) -> list[int]:
-    """Static sizes 64, 256, … up to E: the event log is sorted over the first of them that
-    holds every step taken."""
+    """Static sizes 64, 256, … up to E: the log is read over the first of them that holds every
+    step taken."""
     sizes, k = [], 64
     while k < E:
         sizes.append(k)
@@ -67,30 +56,65 @@ def _buckets(E: int) -> list[int]:
     return [*sizes, E]
 
 
-def sorted_events(log: EventLog, steps) -> FlowEvents:
-    """Every event in time order (ties by coordinate, then step), padded with ``time = inf``
-    (and ``coord = -1``). Rows at or past ``steps`` hold no event, so only the first rows, in the
-    smallest bucket of :func:`_buckets` that covers ``steps``, are sorted: the cost follows the
-    events, not the ``max_events`` bound."""
-    E, M = log.ev.shape[:2]
+def _over_steps(log: EventLog, steps, read):
+    """``read(seg, ev, ev_id)`` of the first K rows, K the smallest bucket that holds ``steps``,
+    with the rows from ``steps`` on holding no segment (start ``inf``) and no event
+    (``time = inf``, ids ``-1``)."""
+    E = log.ev.shape[0]
     sizes = _buckets(E)
 
     def first(K):
-        def sort():
-            ev, ev_id = jnp.swapaxes(log.ev[:K], 0, 1), jnp.swapaxes(log.ev_id[:K], 0, 1)
-            time = ev[..., 0].ravel()
-            order = jnp.argsort(time, stable=True)
-            coord = jnp.repeat(jnp.arange(M, dtype=jnp.int32), K)
-            coord = jnp.where(jnp.isfinite(time), coord, -1)
-            cols = (time, ev_id[..., 0].ravel(), coord, ev_id[..., 1].ravel(), ev[..., 1].ravel())
-            pads = (jnp.inf, -1, -1, -1, jnp.nan)
-            return tuple(
-                jnp.concatenate([x[order], jnp.full(M * (E - K), pad, x.dtype)])
-                for x, pad in zip(cols, pads, strict=True)
-            )
+        def branch():
+            unused = (jnp.arange(K) >= steps)[:, None]  # (K, 1)
+            seg = log.seg[:K].at[:, :, 0].set(jnp.where(unused, jnp.inf, log.seg[:K, :, 0]))
+            time = jnp.where(unused, jnp.inf, log.ev[:K, :, 0])
+            value = jnp.where(unused, jnp.nan, log.ev[:K, :, 1])
+            ev_id = jnp.where(unused[..., None], -1, log.ev_id[:K])
+            return read(seg, jnp.stack([time, value], -1), ev_id, E)
 
-        return sort
+        return branch
 
     bucket = jnp.searchsorted(jnp.asarray(sizes), steps, side="left")
-    time, layer, coord, kind, value = jax.lax.switch(bucket, [first(K) for K in sizes])
+    return jax.lax.switch(bucket, [first(K) for K in sizes])
+
+
+def segment_saves(log: EventLog, steps, save_ts) -> Float[Array, "T M L"]:
+    """Thresholds at the save times from the recorded segments (closed form)."""
+
+    def read(seg, ev, ev_id, E):
+        L = (seg.shape[-1] - 1) // 3
+        seg = jnp.swapaxes(seg, 0, 1)  # (M, K, 1 + 3L)
+        parts = seg[..., 0], seg[..., 1 : 1 + L], seg[..., 1 + L : 1 + 2 * L], seg[..., 1 + 2 * L :]
+
+        def one(seg_s, seg_c, seg_ybar, seg_rate):
+            j = jnp.clip(jnp.searchsorted(seg_s, save_ts, side="right") - 1, 0, None)
+            t = save_ts - seg_s[j]
+            return path(seg_c[j], seg_ybar[j], seg_rate[j], t[:, None])
+
+        return jnp.moveaxis(jax.vmap(one)(*parts), 0, 1)
+
+    return _over_steps(log, steps, read)
+
+
+def sorted_events(log: EventLog, steps) -> FlowEvents:
+    """Every event in time order (ties by coordinate, then step), padded with ``time = inf``
+    (and ``coord = -1``) to E·M. Only the rows of the steps taken are sorted (:func:`_over_steps`):
+    the cost follows the events, not the ``max_events`` bound."""
+    M = log.ev.shape[1]
+
+    def read(seg, ev, ev_id, E):
+        K = ev.shape[0]
+        ev, ev_id = jnp.swapaxes(ev, 0, 1), jnp.swapaxes(ev_id, 0, 1)
+        time = ev[..., 0].ravel()
+        order = jnp.argsort(time, stable=True)
+        coord = jnp.repeat(jnp.arange(M, dtype=jnp.int32), K)
+        coord = jnp.where(jnp.isfinite(time), coord, -1)
+        cols = (time, ev_id[..., 0].ravel(), coord, ev_id[..., 1].ravel(), ev[..., 1].ravel())
+        pads = (jnp.inf, -1, -1, -1, jnp.nan)
+        return tuple(
+            jnp.concatenate([x[order], jnp.full(M * (E - K), pad, x.dtype)])
+            for x, pad in zip(cols, pads, strict=True)
+        )
+
+    time, layer, coord, kind, value = _over_steps(log, steps, read)
     return FlowEvents(time=time, layer=layer, coord=coord, kind=kind, value=value)

@@ -424,7 +424,7 @@ def solve_exact(
     c0 = params0.thresholds.T  # (M, L)
     save_ts = jnp.asarray(save_ts, c0.dtype)
     steps, state, log = _run(c0, co, save_ts[0], save_ts[-1], max_events)
-    c_t = segment_saves(log, save_ts)  # (T, M, L)
+    c_t = segment_saves(log, steps, save_ts)  # (T, M, L)
     thresholds = jnp.swapaxes(c_t, 1, 2)  # (T, L, M)
     params = AdaptedParameters(d=jnp.broadcast_to(d, thresholds.shape), b=-thresholds * d[None])
     loss = jax.vmap(problem.loss)(params)
