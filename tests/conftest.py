@@ -11,8 +11,9 @@ Budget: ``make test`` (``-m "not slow and not gpu" -n 2 --dist loadgroup``) must
   subprocesses, which every compiled program enters (no minimum compile time): a program
   compiled once is loaded, not compiled again, after the caches are dropped;
 * JAX's in-memory caches are dropped after any test that leaves the process above
-  ``RSS_LIMIT_MB`` (1.4 GB alone, 650 MB per worker), and the freed heap is handed back to the
-  system (the compiled programs of the session otherwise reach 4.8 GB);
+  ``RSS_LIMIT_MB`` (1.4 GB alone, 650 MB per worker; ``GFLOW_TEST_RSS_LIMIT_MB`` sets another),
+  and the freed heap is handed back to the system (the compiled programs of the session
+  otherwise reach 4.8 GB);
 * the long tests listed in :data:`SLOW` are marked ``slow`` here, in one place, with what
   covers their subsystem in the fast suite; ``make test-all`` runs them.
 
@@ -86,8 +87,11 @@ SLOW = {
         "test_reproduce.py::test_cheap_entries_reproduce (the spectral_gap experiment: μ, the "
         "bound, the exact solution)",
     "tests/test_generalization.py::test_sweep_writes_every_point_table_and_figures":
-        "test_interrupted_sweep_resumes_to_the_uninterrupted_result, "
-        "test_failed_point_is_recorded_and_the_sweep_goes_on",
+        "test_failed_point_is_recorded_and_the_sweep_goes_on (the study's sweep end to end), "
+        "test_batched_cloud_measures_match_the_library_path (its measures)",
+    "tests/test_generalization.py::test_interrupted_sweep_resumes_to_the_uninterrupted_result":
+        "test_sweep.py::test_resume_after_an_interrupted_sweep (a sweep resumed to the "
+        "uninterrupted result), test_cli_errors.py::test_resume_works_for_every_kind",
     "tests/test_sliding_experiment.py::test_sliding_experiment_diffrax_with_events_follows_the_"
     "exact_solution":
         "test_sliding_experiment_sticks_at_the_closed_form_value (the run, its analysis and "
@@ -111,10 +115,60 @@ SLOW = {
         "loop and the release crossing to the inactive side, against scipy)",
     "tests/test_network_sliding.py::test_fuzz_every_event_solve_terminates_and_reports":
         "test_alpha_of_pairs_held_in_two_layers_solves_the_polynomial_system (the two-layer α "
-        "system), test_sliding_example_sticks_follows_the_reduced_system_and_is_released and "
-        "test_event_bound_is_a_reported_failure_naming_the_unit_and_point (the event loop, its "
-        "release and its bound); the fuzz compiles a second, two-layer event program (22 s, mostly "
-        "compilation, at load average 3)",
+        "system), test_sliding_example_sticks_follows_the_reduced_system_and_is_released (the "
+        "event loop and its release); the fuzz compiles a second, two-layer event program (22 s, "
+        "mostly compilation, at load average 3)",
+    "tests/test_device.py::test_device_suite_smoke_runs_every_part":
+        "test_device_engine_equals_the_cpu_engines, test_hot_loops_run_without_host_transfers "
+        "(the parts of the device suite, one by one, on the CPU); the GPU machine runs the suite "
+        "itself",
+    "tests/test_device.py::test_a_sweep_group_streams_in_memory_sized_chunks":
+        "test_members_per_device_divides_the_free_memory, test_member_bytes_counts_arguments_and_"
+        "results (the chunk size), test_sweep.py::test_batched_sweep_equals_single_runs (a "
+        "batched group)",
+    "tests/test_device.py::test_float32_flow_and_sgd_within_the_stated_error":
+        "test_float32_needs_a_tolerance_it_can_meet (float32 settings are checked); the error "
+        "bar is an accelerator's (test_gpu_float64_flow_equals_cpu_to_solver_tolerance on a GPU)",
+    "tests/test_full_network.py::test_minibatch_is_a_uniform_subset_and_its_mean_gradient":
+        "test_sgd_noisy_reproducible_and_full_batch_is_gd, test_mlp_training.py::test_minibatches_"
+        "are_distinct_uniform_rows_for_small_and_large_batches",
+    "tests/test_full_network.py::test_balance_conserved_by_flow_not_by_large_step_gd":
+        "test_one_gd_step_changes_balance_by_eta_squared, test_gflow_run_writes_arrays_metrics_"
+        "and_figures (the flow's balance drift < 1e-5)",
+    "tests/test_full_network.py::test_new_tolerances_do_not_recompile_the_flow":
+        "test_flow.py::test_new_solver_tolerance_does_not_recompile (tolerances are arrays in "
+        "the SolverSettings both flows share), test_new_step_size_does_not_recompile_and_batch_"
+        "size_compiles_once",
+    "tests/test_network_sliding.py::test_event_bound_is_a_reported_failure_naming_the_unit_and_"
+    "point":
+        "test_exact.py::test_event_bound_is_an_error_naming_the_face (the bound of the effective "
+        "flow's event loop), test_sliding_example_sticks_follows_the_reduced_system_and_is_"
+        "released (the full network's event loop)",
+    "tests/test_full_network.py::test_gflow_run_writes_arrays_metrics_and_figures":
+        "test_euler_flow_equals_optax_gd_to_rounding, test_gd_converges_to_flow_first_order, "
+        "test_adapted_network_diagnostics, test_default_config_loads_and_adapted_init_is_adapted "
+        "(the parts of an sgd_vs_flow run), test_config_cli.py::test_pulled_back_targets_run (a "
+        "run writing its directory and figures)",
+    "tests/test_flow.py::test_euler_flow_equals_optax_gd_to_rounding":
+        "test_full_network.py::test_euler_flow_equals_optax_gd_to_rounding (the same identity "
+        "through the shared integrator)",
+    "tests/test_flow.py::test_sgd_is_noisy_but_converges":
+        "test_full_network.py::test_sgd_noisy_reproducible_and_full_batch_is_gd, "
+        "test_mlp_training.py::test_minibatches_are_distinct_uniform_rows_for_small_and_large_"
+        "batches",
+    "tests/test_flow.py::test_gd_converges_to_flow_first_order":
+        "test_exact.py::test_fuzz_gradient_descent_converges_to_the_exact_flow_at_first_order, "
+        "test_truncation_theory.py::test_gd_reproduces_event_times_to_first_order",
+    "tests/test_flow.py::test_failed_solve_is_reported":
+        "test_cli_errors.py::test_a_real_solver_failure_is_one_line, "
+        "test_full_network.py::test_failed_solve_is_reported",
+    "tests/test_device.py::test_device_engine_solves_an_indefinite_scale_by_lu":
+        "test_device_engine_equals_the_cpu_engines, test_device_engine_refines_towards_rtol_and_"
+        "reports_it (the device engine on the CPU), test_magnitude.py::test_non_negative_type_"
+        "falls_back_to_lu (the CPU engine's LU fallback)",
+    "tests/test_device.py::test_device_cloud_engine_equals_the_cholesky_chunks":
+        "test_device_engine_equals_the_cpu_engines (the engine it batches), "
+        "test_generalization.py::test_batched_cloud_measures_match_the_library_path (many clouds)",
 }  # fmt: skip
 
 
@@ -147,7 +201,11 @@ def pytest_collection_modifyitems(config, items):
 
 # per process: the 2 GB of the suite are shared by the pytest-xdist workers (`make test` runs
 # two) and the `gflow` subprocesses some tests start
-RSS_LIMIT_MB = 1400 if "PYTEST_XDIST_WORKER_COUNT" not in os.environ else 650
+RSS_LIMIT_MB = float(
+    os.environ.get(
+        "GFLOW_TEST_RSS_LIMIT_MB", 1400 if "PYTEST_XDIST_WORKER_COUNT" not in os.environ else 650
+    )
+)
 try:  # glibc: give freed heap pages back to the system
     _trim = ctypes.CDLL("libc.so.6").malloc_trim
 except (OSError, AttributeError):  # another C library: nothing to trim
