@@ -57,9 +57,9 @@ def _buckets(E: int) -> list[int]:
 
 
 def _over_steps(log: EventLog, steps, read):
-    """``read(seg, ev, ev_id)`` of the first K rows, K the smallest bucket that holds ``steps``,
-    with the rows from ``steps`` on holding no segment (start ``inf``) and no event
-    (``time = inf``, ids ``-1``)."""
+    """``read(seg, ev, ev_id)`` of the log's first K rows (``(K, M, ·)``), K the smallest bucket
+    that holds ``steps``, with the rows from ``steps`` on holding no segment (start ``inf``) and
+    no event (``time = inf``, ids ``-1``). What ``read`` does not use is never computed."""
     E = log.ev.shape[0]
     sizes = _buckets(E)
 
@@ -70,7 +70,7 @@ def _over_steps(log: EventLog, steps, read):
             time = jnp.where(unused, jnp.inf, log.ev[:K, :, 0])
             value = jnp.where(unused, jnp.nan, log.ev[:K, :, 1])
             ev_id = jnp.where(unused[..., None], -1, log.ev_id[:K])
-            return read(seg, jnp.stack([time, value], -1), ev_id, E)
+            return read(seg, jnp.stack([time, value], -1), ev_id)
 
         return branch
 
@@ -78,10 +78,11 @@ def _over_steps(log: EventLog, steps, read):
     return jax.lax.switch(bucket, [first(K) for K in sizes])
 
 
-def segment_saves(log: EventLog, steps, save_ts) -> Float[Array, "T M L"]:
-    """Thresholds at the save times from the recorded segments (closed form)."""
+def segment_saves(log: EventLog, steps, save_ts: Float[Array, " T"]) -> Float[Array, "T M L"]:
+    """Thresholds at the save times from the segments of the first ``steps`` rows (closed form:
+    the last segment starting at or before each save)."""
 
-    def read(seg, ev, ev_id, E):
+    def read(seg, ev, ev_id):
         L = (seg.shape[-1] - 1) // 3
         seg = jnp.swapaxes(seg, 0, 1)  # (M, K, 1 + 3L)
         parts = seg[..., 0], seg[..., 1 : 1 + L], seg[..., 1 + L : 1 + 2 * L], seg[..., 1 + 2 * L :]
@@ -100,9 +101,9 @@ def sorted_events(log: EventLog, steps) -> FlowEvents:
     """Every event in time order (ties by coordinate, then step), padded with ``time = inf``
     (and ``coord = -1``) to E·M. Only the rows of the steps taken are sorted (:func:`_over_steps`):
     the cost follows the events, not the ``max_events`` bound."""
-    M = log.ev.shape[1]
+    E, M = log.ev.shape[:2]
 
-    def read(seg, ev, ev_id, E):
+    def read(seg, ev, ev_id):
         K = ev.shape[0]
         ev, ev_id = jnp.swapaxes(ev, 0, 1), jnp.swapaxes(ev_id, 0, 1)
         time = ev[..., 0].ravel()
