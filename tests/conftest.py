@@ -65,7 +65,7 @@ SLOW = {
         "test_failed_points_are_recorded_and_the_sweep_goes_on, "
         "test_cli_errors.py::test_a_real_solver_failure_is_one_line",
     "tests/test_sweep.py::test_minibatches_are_uniform_and_ignore_padding":
-        "test_full_network.py::test_minibatch_is_a_uniform_subset_and_its_mean_gradient, "
+        "test_full_network.py::test_sgd_noisy_reproducible_and_full_batch_is_gd, "
         "test_mlp_training.py::test_minibatches_are_distinct_uniform_rows_for_small_and_large_"
         "batches",
     "tests/test_flow.py::test_weighted_padding_equals_the_unpadded_problem":
@@ -101,7 +101,8 @@ SLOW = {
         "test_sliding_experiment_sticks_at_the_closed_form_value (the exact trajectory)",
     "tests/test_work_precision.py::test_quick_mode_has_every_method_and_finite_errors":
         "test_numpy_field_and_jacobian_are_the_library_field (the scipy side's field), "
-        "test_sliding_experiment_sticks_at_the_closed_form_value (the exact solver)",
+        "test_sliding_experiment.py::test_sliding_experiment_sticks_at_the_closed_form_value (the "
+        "exact solver)",
     "tests/test_config_cli.py::test_resume_reruns_a_kind_that_cannot_skip_finished_work":
         "test_cli_errors.py::test_resume_works_for_every_kind",
     "tests/test_config_cli.py::test_run_writes_a_new_directory_each_time":
@@ -133,8 +134,8 @@ SLOW = {
         "test_sgd_noisy_reproducible_and_full_batch_is_gd, test_mlp_training.py::test_minibatches_"
         "are_distinct_uniform_rows_for_small_and_large_batches",
     "tests/test_full_network.py::test_balance_conserved_by_flow_not_by_large_step_gd":
-        "test_one_gd_step_changes_balance_by_eta_squared, test_gflow_run_writes_arrays_metrics_"
-        "and_figures (the flow's balance drift < 1e-5)",
+        "test_one_gd_step_changes_balance_by_eta_squared, test_network_sliding.py::test_balance_"
+        "quantities_are_conserved_while_sliding (the flow conserves them)",
     "tests/test_full_network.py::test_new_tolerances_do_not_recompile_the_flow":
         "test_flow.py::test_new_solver_tolerance_does_not_recompile (tolerances are arrays in "
         "the SolverSettings both flows share), test_new_step_size_does_not_recompile_and_batch_"

@@ -2,6 +2,7 @@
 (``SLOW`` in tests/conftest.py): every name there is a test that exists."""
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -32,3 +33,23 @@ def test_files_stay_together_under_pytest_xdist(request):
         f"pytest-xdist did not group this file's tests ({request.node.nodeid}): "
         "check the pytest pin in pyproject.toml"
     )
+
+
+def _test_names(path: str) -> set[str]:
+    tree = ast.parse((ROOT / path).read_text())
+    return {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
+
+
+def test_what_covers_a_slow_test_is_a_fast_test_that_exists():
+    """Every test named in ``SLOW`` as covering a slow one (``file.py::test_name``, or a bare
+    ``test_name`` of the slow test's own file) exists and is not slow itself."""
+    checked = 0
+    for nodeid, covered_by in SLOW.items():
+        own = nodeid.split("::")[0]
+        named = re.findall(r"(?<![\w.:])(?:(test_\w+\.py)::)?(test_\w+)(?![\w.])", covered_by)
+        for file, name in named:
+            path = f"tests/{file}" if file else own
+            assert name in _test_names(path), f"SLOW[{nodeid}] names {path}::{name}: no such test"
+            assert f"{path}::{name}" not in SLOW, f"SLOW[{nodeid}] names the slow {path}::{name}"
+            checked += 1
+    assert checked >= len(SLOW)
