@@ -30,6 +30,7 @@ from jaxtyping import Array, Bool, Float, Int
 
 from ..core import AdaptedParameters
 from ..core._shapes import Shapes
+from ..core._sorted_field import value_counts
 from ._exact import Breakpoint, _at_data, initial_mode, split_margin
 from ._filippov import Mode, coordinates, gradient, motion, resolve
 from ._integrate import controller, solver_of
@@ -151,8 +152,9 @@ def _segment(problem: FlowProblem, params: _State, mode: Mode, t0) -> _Segment:
     c = params.thresholds  # (L, M)
     values = problem.sorted.values  # (M, N)
     n = values.shape[1]
-    i_hi = jax.vmap(lambda v, x: jnp.searchsorted(v, x, side="right"))(values, c.T).T
-    i_lo = jax.vmap(lambda v, x: jnp.searchsorted(v, x, side="left"))(values, c.T).T - 1
+    # #{u < c} and #{u ≤ c}: one loop-free search, as the exact solver's data crossings
+    below, upto = jax.vmap(value_counts)(values, problem.sorted.run_end, c.T)
+    i_hi, i_lo = upto.T, below.T - 1
     take = jax.vmap(lambda v, i: v[jnp.clip(i, 0, n - 1)])
     hi = jnp.where(i_hi < n, take(values, i_hi.T).T, jnp.inf)
     lo = jnp.where(i_lo >= 0, take(values, i_lo.T).T, -jnp.inf)
