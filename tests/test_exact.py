@@ -26,16 +26,20 @@ LOCATED = SolverSettings(
     solver="dopri5", rtol=1e-10, atol=1e-12, pcoeff=0.0, icoeff=1.0, events=True, max_events=500
 )
 CLUSTER = np.linspace(0.0, 1.0, 10)
+#: the one-face tests share one compiled exact program: N = 25 rows (fewer points are padded with
+#: zero-weight rows, ``FlowProblem.padded``: the same problem) and 161 save times
+ROWS, SAVES = 25, 161
 
 
-def _one_face(values, targets, c0, d, extra_far=0):
+def _one_face(values, targets, c0, d, extra_far=0, rows=ROWS):
     """One coordinate, one face: the points ``values`` with ``targets`` (plus far points that are
-    never reached, above a face from below / below a face from above)."""
+    never reached, above a face from below / below a face from above), padded to ``rows``."""
     far = np.full(extra_far, 50.0 if d > 0 else -50.0)
     u = np.r_[values, far][:, None]
     y = np.r_[np.broadcast_to(targets, np.shape(values)), far][:, None]
     params = AdaptedParameters.from_thresholds(jnp.array([[d]]), jnp.array([[c0]]))
-    return input_problem(jnp.asarray(u), jnp.asarray(y)), params
+    problem = input_problem(jnp.asarray(u), jnp.asarray(y))
+    return (problem if rows is None else problem.padded(rows)), params
 
 
 def _sweep_closed_form(xi, target, c0, N, d, s):
@@ -56,7 +60,7 @@ def _sweep_closed_form(xi, target, c0, N, d, s):
 
 def test_sweep_equals_the_closed_form_to_1e12():
     problem, params = sweep_problem()
-    ts = np.linspace(0.0, 60.0, 121)
+    ts = np.linspace(0.0, 60.0, SAVES)
     sol = solve_flow(problem, params, jnp.asarray(ts), EXACT)
     assert bool(sol.success)
     expected, crossings = _sweep_closed_form(CLUSTER, 1.5, 0.35, 25, 1.0, ts)
@@ -82,7 +86,7 @@ def test_exact_solver_equals_the_one_face_solver(target, c0, d):
     """Two independent event-driven implementations (jitted JAX, every coordinate at once, and
     the NumPy one-face solver) agree to 1e-12."""
     problem, params = _one_face(CLUSTER, target, c0, d, extra_far=15)
-    ts = np.linspace(0.0, 80.0, 161)
+    ts = np.linspace(0.0, 80.0, SAVES)
     sol = solve_flow(problem, params, jnp.asarray(ts), EXACT)
     face = solve_face(CLUSTER, target, c0, d, 25)
     np.testing.assert_allclose(sol.params.thresholds[:, 0, 0], face(ts), rtol=0, atol=1e-12)
@@ -93,7 +97,7 @@ def test_exact_solver_equals_the_one_face_solver(target, c0, d):
 def test_face_from_above_mirrors_the_face_from_below():
     up_problem, up_params = _one_face(CLUSTER, 1.5, 0.35, 1.0)
     down_problem, down_params = _one_face(-CLUSTER, -1.5, -0.35, -1.0)
-    ts = jnp.linspace(0.0, 30.0, 61)
+    ts = jnp.linspace(0.0, 30.0, SAVES)
     up = solve_flow(up_problem, up_params, ts, EXACT).params.thresholds
     down = solve_flow(down_problem, down_params, ts, EXACT).params.thresholds
     np.testing.assert_allclose(up, -down, rtol=0, atol=1e-13)
@@ -104,7 +108,7 @@ def test_sliding_example_sticks_at_the_data_value():
     c = 4 − 3 e^{−s/2} until it reaches 2 at s = 2 ln 1.5, then stays at 2."""
     problem, params = _one_face(np.array([0.0, 2.0]), np.array([4.0, -6.0]), 1.0, 1.0)
     s_stick = 2 * np.log(1.5)
-    ts = np.sort(np.r_[np.linspace(0.0, 10.0, 41), s_stick])
+    ts = np.sort(np.r_[np.linspace(0.0, 10.0, SAVES - 1), s_stick])
     sol = solve_flow(problem, params, jnp.asarray(ts), EXACT)
     assert bool(sol.success)
     expected = np.where(ts < s_stick, 4 - 3 * np.exp(-ts / 2), 2.0)
@@ -125,7 +129,7 @@ def test_sliding_example_sticks_at_the_data_value():
 def test_event_times_report_the_stick_and_terminate_on_a_chattering_gd_run():
     """GD oscillates around the stick value with amplitude O(η); the analysis still ends, with
     one stick row at the value."""
-    problem, params = _one_face(np.array([0.0, 2.0]), np.array([4.0, -6.0]), 1.0, 1.0)
+    problem, params = _one_face(np.array([0.0, 2.0]), np.array([4.0, -6.0]), 1.0, 1.0, rows=None)
     eta = 0.01
     ts = np.arange(601) * eta
     gd = gradient_descent(problem, params, jnp.asarray(ts), eta)
@@ -146,7 +150,7 @@ def test_shared_face_relaxes_to_the_weighted_mean():
     values = np.r_[np.linspace(0.0, 0.2, 3), np.linspace(1.0, 1.2, 3)]
     targets = np.r_[np.full(3, 2.0), np.full(3, 3.0)]
     problem, params = _one_face(values, targets, 1.5, 1.0)
-    sol = solve_flow(problem, params, jnp.array([0.0, 400.0]), EXACT)
+    sol = solve_flow(problem, params, jnp.linspace(0.0, 400.0, SAVES), EXACT)
     np.testing.assert_allclose(sol.params.thresholds[-1, 0, 0], 2.5, atol=1e-12)
     assert not bool(sol.sliding.stuck[0, 0])
 
@@ -176,9 +180,14 @@ def test_two_faces_of_one_coordinate_clamp_the_cluster_to_a_point():
     np.testing.assert_allclose(w, A * np.exp(-lam1 * s) + B * np.exp(-lam2 * s), atol=1e-12)
 
 
-def _gap(t, faces, a, b):
+def _paths(t, faces):
+    """Every face's c(t) = ȳ + (c − ȳ)e^{−λt}, ``(*t.shape, L)``."""
     c, ybar, rate = faces
-    path = ybar + (c - ybar) * np.exp(-rate * np.asarray(t)[..., None])
+    return ybar + (c - ybar) * np.exp(-rate * np.asarray(t)[..., None])
+
+
+def _gap(t, faces, a, b):
+    path = _paths(t, faces)
     return path[..., a] - path[..., b]
 
 
@@ -197,13 +206,15 @@ def test_meeting_times_are_the_first_roots_to_machine_precision():
         mo = Motion(-rate * (c - ybar), jnp.asarray(ybar), jnp.asarray(rate), jnp.zeros(L))
         got = np.asarray(jax.jit(meeting_times)(jnp.asarray(c), mo, horizon))
         grid = np.linspace(0.0, horizon, 200_001)
+        on_grid = _paths(grid[1:], (c, ybar, rate))  # once per instance, not per pair
         for a in range(L):
             for b in range(L):
                 if a == b:
                     continue
 
                 f = functools.partial(_gap, faces=(c, ybar, rate), a=a, b=b)
-                change = np.nonzero(np.sign(f(grid[1:])) != np.sign(f(0.0)))[0]
+                gap = on_grid[:, a] - on_grid[:, b]  # f on the grid
+                change = np.nonzero(np.sign(gap) != np.sign(f(0.0)))[0]
                 if change.size == 0:
                     assert got[a, b] == np.inf
                     continue
