@@ -7,7 +7,8 @@ Budget: ``make test`` (``-m "not slow and not gpu" -n 2 --dist loadgroup``) must
 * two pytest-xdist workers, each taking whole test files (module fixtures are built once); the
   files of :data:`HEAVY` go to one worker together, so their ~1 GB peaks never coincide; the
   controller process never imports JAX;
-* XLA's classic CPU fusion emitters (a third less compile time; below);
+* XLA's classic CPU fusion emitters (a third less compile time; below), and one BLAS thread per
+  worker (below);
 * one persistent JAX compilation cache per run, shared by the workers and the ``gflow``
   subprocesses, which every compiled program enters (no minimum compile time): a program
   compiled once is loaded, not compiled again, after the caches are dropped;
@@ -46,6 +47,15 @@ if "xla_cpu_use_fusion_emitters" not in os.environ.get("XLA_FLAGS", ""):
         os.environ.get("XLA_FLAGS", "") + " --xla_cpu_use_fusion_emitters=false"
     ).strip()
 
+# One BLAS thread per process when pytest-xdist runs several: with two workers on two cores,
+# OpenBLAS's second thread only spins against the other worker (a test of many small CG
+# products: 7.4 s alone with one thread, 18.8 s beside a busy process with two). The workers
+# (numpy is loaded by then: pytest_configure) and the `gflow` subprocesses they start (the
+# environment); a caller's own OPENBLAS_NUM_THREADS is kept.
+_ONE_BLAS_THREAD = "PYTEST_XDIST_WORKER" in os.environ and "OPENBLAS_NUM_THREADS" not in os.environ
+if _ONE_BLAS_THREAD:
+    os.environ["OPENBLAS_NUM_THREADS"] = "1"
+
 import pytest  # noqa: E402
 
 
@@ -54,6 +64,10 @@ def pytest_configure(config):
     tests. The pytest-xdist controller (``-n N``) only hands tests out: it never imports JAX."""
     if getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput"):
         return
+    if _ONE_BLAS_THREAD:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(limits=1, user_api="blas")
     import jax
 
     jax.config.update("jax_enable_x64", True)
