@@ -12,13 +12,17 @@ from .conftest import SLOW
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _test_names(path: str) -> set[str]:
+    """The module-level functions of a test file."""
+    tree = ast.parse((ROOT / path).read_text())
+    return {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
+
+
 def test_slow_list_names_existing_tests():
     assert SLOW
     for nodeid, covered_by in SLOW.items():
         path, name = nodeid.split("::")
-        tree = ast.parse((ROOT / path).read_text())
-        names = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
-        assert name in names, f"conftest.SLOW: {nodeid} does not exist"
+        assert name in _test_names(path), f"conftest.SLOW: {nodeid} does not exist"
         assert covered_by, nodeid
 
 
@@ -33,11 +37,6 @@ def test_files_stay_together_under_pytest_xdist(request):
         f"pytest-xdist did not group this file's tests ({request.node.nodeid}): "
         "check the pytest pin in pyproject.toml"
     )
-
-
-def _test_names(path: str) -> set[str]:
-    tree = ast.parse((ROOT / path).read_text())
-    return {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
 
 
 def test_what_covers_a_slow_test_is_a_fast_test_that_exists():

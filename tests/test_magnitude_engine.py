@@ -218,13 +218,11 @@ def test_ritz_extremes_equal_the_dense_eigenvalues(k):
     """The extreme Ritz values of a CG run (the engine's condition estimate) by bisection equal
     the extremes of all eigenvalues of the dense Lanczos tridiagonal (to rounding relative to
     the largest: bisection's accuracy)."""
-    from gflow_jax.magnitude._host import tridiagonal_extremes
+    from gflow_jax.magnitude._host import lanczos_tridiagonal, tridiagonal_extremes
 
     rng = np.random.default_rng(k)
     alphas, betas = rng.uniform(0.1, 3.0, k), rng.uniform(0.0, 2.0, k)
-    diag = 1.0 / alphas
-    diag[1:] += betas[: k - 1] / alphas[:-1]
-    off = np.sqrt(betas[: k - 1]) / alphas[:-1]
+    diag, off = lanczos_tridiagonal(alphas, betas)
     theta = np.linalg.eigvalsh(np.diag(diag) + np.diag(off, 1) + np.diag(off, -1))
     lo, hi = tridiagonal_extremes(list(alphas), list(betas))
     np.testing.assert_allclose([lo, hi], [theta[0], theta[-1]], rtol=1e-12, atol=1e-13 * theta[-1])

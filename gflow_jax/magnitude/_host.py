@@ -167,19 +167,27 @@ def cho_solve64(c: np.ndarray, B: np.ndarray) -> np.ndarray:
     return x
 
 
+def lanczos_tridiagonal(alphas, betas) -> tuple[np.ndarray, np.ndarray]:
+    """The Lanczos tridiagonal of a CG run of k iterations from its step lengths α_k, β_k: its
+    diagonal ``(k,)`` 1/α_j + β_{j−1}/α_{j−1} and off-diagonal ``(k − 1,)`` √β_j/α_j."""
+    k = len(alphas)
+    a, b = np.asarray(alphas, float), np.asarray(betas[: k - 1], float)
+    diag = 1.0 / a
+    diag[1:] += b / a[:-1]
+    return diag, np.sqrt(np.maximum(b, 0.0)) / a[:-1]
+
+
 def tridiagonal_extremes(alphas: list, betas: list) -> tuple[float, float]:
-    """Extreme Ritz values of the Lanczos tridiagonal of a CG run (step lengths α_k, β_k), each
-    by bisection (LAPACK ``dstebz``): O(k) for a run of k iterations, where all k eigenvalues
-    would cost O(k²) (6 s for a 20 000-iteration run)."""
+    """Extreme Ritz values of the Lanczos tridiagonal of a CG run (:func:`lanczos_tridiagonal`),
+    each by bisection (LAPACK ``dstebz``): O(k) for a run of k iterations, where all k
+    eigenvalues would cost O(k²) (6 s for a 20 000-iteration run)."""
     k = len(alphas)
     if k == 0:
         return np.nan, np.nan
     a, b = np.asarray(alphas), np.asarray(betas[: k - 1])
     if not (np.all(np.isfinite(a)) and np.all(a != 0) and np.all(np.isfinite(b))):
         return np.nan, np.nan  # a broken-down run estimates nothing
-    diag = 1.0 / a
-    diag[1:] += b / a[:-1]
-    off = np.sqrt(np.maximum(b, 0.0)) / a[:-1]
+    diag, off = lanczos_tridiagonal(alphas, betas)
     if k == 1:
         return float(diag[0]), float(diag[0])
     lo, hi = (
