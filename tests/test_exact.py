@@ -14,6 +14,7 @@ import pytest
 from gflow_jax.core import AdaptedParameters
 from gflow_jax.diagnostics import event_times, truncation_diagnostics
 from gflow_jax.dynamics import SolverSettings, _located, gradient_descent, solve_face, solve_flow
+from gflow_jax.dynamics._event_log import time_order
 from gflow_jax.dynamics._exact import split_margin
 from gflow_jax.dynamics._filippov import Motion, coordinates
 from gflow_jax.dynamics._meetings import meeting_times
@@ -223,6 +224,19 @@ def test_meeting_times_are_the_first_roots_to_machine_precision():
                 np.testing.assert_allclose(got[a, b], want, rtol=1e-13, atol=1e-15)
                 found += 1
     assert found > 100
+
+
+def test_time_order_is_numpys_stable_argsort():
+    """The event order (two integer sorts, `time_order`) is the stable argsort of the times: on
+    ties (many), ±0, ±inf, negative times and the inf padding of unused log rows."""
+    rng = np.random.default_rng(3)
+    order = jax.jit(time_order)
+    pool = np.array([-2.5, -1.0, -0.0, 0.0, 1e-300, 0.5, 0.5 + 2**-52, 3.0, np.inf, -np.inf])
+    for trial in range(12):
+        x = rng.choice(pool, 257) if trial % 2 else rng.standard_normal(257).round(trial % 3)
+        x[rng.random(257) < 0.3] = np.inf
+        expected = np.argsort(x, kind="stable")
+        np.testing.assert_array_equal(np.asarray(order(jnp.asarray(x))), expected)
 
 
 def test_event_bound_is_an_error_naming_the_face():

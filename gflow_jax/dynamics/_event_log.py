@@ -97,6 +97,26 @@ def segment_saves(log: EventLog, steps, save_ts: Float[Array, " T"]) -> Float[Ar
     return _over_steps(log, steps, read)
 
 
+def _sortable(x: Float[Array, " n"]) -> Int[Array, " n"]:
+    """float64 → int64 with the same order (−0 taken as +0; NaN after +inf): the bits of a
+    non-negative float already sort as integers, a negative one's are mirrored."""
+    bits = jax.lax.bitcast_convert_type(jnp.where(x == 0, 0.0, x), jnp.int64)
+    return jnp.where(bits < 0, bits ^ jnp.int64(0x7FFF_FFFF_FFFF_FFFF), bits)
+
+
+def time_order(time: Float[Array, " n"]) -> Int[Array, " n"]:
+    """``jnp.argsort(time, stable=True)`` for float64 ``time`` ``(n,)``, from two sorts of one
+    int64 operand each: XLA's CPU sort takes a fast path for those (0.2 ms for n = 4096) where a
+    float key or a second operand goes through its generic comparator (1–1.5 ms). The first sort
+    gives every time the position of its first equal; the second sorts position·n + index, which
+    orders by time and then by index, and carries the index."""
+    n = time.shape[0]
+    key = _sortable(time)
+    first = jnp.searchsorted(jnp.sort(key), key, side="left", method="scan_unrolled")
+    packed = first.astype(jnp.int64) * n + jnp.arange(n, dtype=jnp.int64)
+    return (jnp.sort(packed) % n).astype(jnp.int32)
+
+
 def sorted_events(log: EventLog, steps) -> FlowEvents:
     """Every event in time order (ties by coordinate, then step), padded with ``time = inf``
     (and ``coord = -1``) to E·M. Only the rows of the steps taken are sorted (:func:`_over_steps`):
@@ -107,7 +127,7 @@ def sorted_events(log: EventLog, steps) -> FlowEvents:
         K = ev.shape[0]
         ev, ev_id = jnp.swapaxes(ev, 0, 1), jnp.swapaxes(ev_id, 0, 1)
         time = ev[..., 0].ravel()
-        order = jnp.argsort(time, stable=True)
+        order = time_order(time)
         coord = jnp.repeat(jnp.arange(M, dtype=jnp.int32), K)
         coord = jnp.where(jnp.isfinite(time), coord, -1)
         cols = (time, ev_id[..., 0].ravel(), coord, ev_id[..., 1].ravel(), ev[..., 1].ravel())
