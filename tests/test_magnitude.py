@@ -450,9 +450,10 @@ def test_validation(call, match):
 
 
 def test_distance_matrix_check_over_several_blocks():
-    """The check reads D in blocks of rows (and the matching columns): a defect anywhere, in
-    any block, is found; the result is (D + Dᵀ)/2, asymmetry within 1e-12 relative accepted."""
-    n = 1100  # two blocks of rows
+    """The check reads D in pairs of mirrored tiles: a defect anywhere, above or below the
+    diagonal, in any tile, is found; the result is (D + Dᵀ)/2, asymmetry within 1e-12 relative
+    accepted."""
+    n = 1100  # nine tiles a side
     x = np.random.default_rng(0).normal(size=(n, 3))
     D = cdist(x, x)
     np.testing.assert_array_equal(np.asarray(check_distance_matrix(D)), D)
@@ -463,7 +464,9 @@ def test_distance_matrix_check_over_several_blocks():
         (5, n - 3, D[5, n - 3] * (1 + 1e-9), "not symmetric"),
         (n - 2, 7, D[n - 2, 7] + 1e-3, "not symmetric"),
         (n - 1, 4, np.nan, "NaN or inf"),
+        (4, n - 1, np.inf, "NaN or inf"),
         (3, n - 1, -1.0, "negative entries"),
+        (n - 1, 3, -1.0, "negative entries"),
         (n - 1, n - 1, 1e-300, "zero diagonal"),
     ]:
         bad = D.copy()

@@ -55,7 +55,7 @@ from ._core import (
     report_fields,
 )
 from ._device import cut_back, device_distances, device_magnitude
-from ._distances import canonical_metric, check_points, distance_matrix
+from ._distances import canonical_metric, check_points, checked_host, distance_matrix
 
 SCALE_CONVENTION = "Z_ij = exp(-t d_ij); t in inverse units of the distances"
 #: condition estimates above this trigger a warning
@@ -330,7 +330,12 @@ def _magnitude_function(
         result = _on_device(X, s, metric, duplicate_tol, rtol, function)
         _warn(result)
         return result
-    D = distance_matrix(X, metric, function)
+    # a precomputed matrix stays on the host (NumPy): the CPU engine reads it there, and the
+    # JAX core converts it itself (a 32 MB copy saved at n = 2000)
+    if metric == "precomputed":
+        D = checked_host(X, name="X", function=function)
+    else:
+        D = distance_matrix(X, metric, function)
     groups = _host_groups(D, method, duplicate_tol)
     engine = "cholesky" if groups is None else _engine(method, int(groups[0].sum()))
     if engine == "cholesky":

