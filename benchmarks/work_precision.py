@@ -41,8 +41,12 @@ Writes ``work_precision.md`` (the tables and ratios), ``work_precision.json`` (e
 (default ``runs/work_precision``), and prints the table, the exact solver's events and time per
 event, and the two ratios of the goals: the exact solver against the default (Tsit5 + PID at
 rtol 1e-8; goal ≥ 10×) and the best diffrax configuration against Tsit5 + PID at equal error
-(the time each needs to reach the error Tsit5 + PID reaches at rtol 1e-8; goal ≥ 2×). The load
-average is printed before and after, with a warning above 1. ``--quick``: tiny sizes and three
+(the time each needs to reach the error Tsit5 + PID reaches at rtol 1e-8; goal ≥ 2×). The first
+ratio is also timed *interleaved* (``--interleave`` rounds, each the median of
+``--interleave-solves`` exact solves and as many default solves, the order alternating between
+rounds): both sides then see the same state of a shared machine, whose speed can drift by tens of
+percent between the blocks of the table. The load average is printed before and after, with a
+warning above 1. ``--quick``: tiny sizes and three
 tolerances, under a minute (tests/test_work_precision.py runs it).
 """
 
@@ -403,6 +407,8 @@ class Bench:
             f"{info['stuck_faces_at_end']} of {info['faces']} faces stuck at the end; "
             f"{row.seconds * 1e3:.2f} ms per solve = {info['microseconds_per_event']:.2f} µs "
             "per event")  # fmt: skip
+        if args.interleave and "diffrax" in args.families:
+            info["interleaved"] = self._interleaved(problem, params0, exact_settings, log)
         runs = []  # (method, family, how: the settings of one rtol, or scipy's method)
         if "diffrax" in args.families:
             for solver, controller, (p, i) in DIFFRAX:
@@ -436,6 +442,40 @@ class Bench:
                     skip = f"rtol {rtol:.0e} {what}"
         log(load_line("after"))
         return info
+
+    def _interleaved(self, problem, params0, exact_settings, log) -> dict:
+        """The exact solver against the default (Tsit5 + PID at its rtol) timed in alternation:
+        per round the median of ``--interleave-solves`` solves of each, the order switching
+        every round; the ratio of every round and their median."""
+        args = self.args
+        p, i = PID
+        default = _settings(args, solver="tsit5", pcoeff=p, icoeff=i)(DEFAULTS["rtol"])
+        sides = {"exact": exact_settings, "default": default}
+        for settings in sides.values():
+            self._solve(problem, params0, settings)  # compiled already; warm
+        ms: dict = {"exact": [], "default": []}
+        for r in range(args.interleave):
+            for side in ("exact", "default") if r % 2 == 0 else ("default", "exact"):
+                times = []
+                for _ in range(args.interleave_solves):
+                    t0 = time.perf_counter()
+                    self._solve(problem, params0, sides[side])
+                    times.append(time.perf_counter() - t0)
+                ms[side].append(1e3 * float(np.median(times)))
+        rounds = [d / e for d, e in zip(ms["default"], ms["exact"], strict=True)]
+        out = {
+            "exact_ms": ms["exact"],
+            "default_ms": ms["default"],
+            "ratios": rounds,
+            "median_ratio": float(np.median(rounds)),
+        }
+        log(
+            f"interleaved, {args.interleave} rounds × {args.interleave_solves} solves: exact "
+            f"{min(ms['exact']):.2f}–{max(ms['exact']):.2f} ms, {DEFAULT_METHOD} "
+            f"{min(ms['default']):.2f}–{max(ms['default']):.2f} ms; ratio per round "
+            f"{', '.join(f'{x:.1f}' for x in rounds)}: median {out['median_ratio']:.1f}×"
+        )
+        return out
 
     def _log_row(self, log, row: Row):
         self.rows.append(row)
@@ -545,6 +585,12 @@ def ratio_lines(name: str, info: dict, rat: dict) -> list[str]:
             f"* exact vs {DEFAULT_METHOD} at rtol {rat['default_rtol']:.0e} (the default, which "
             f"{what} {_seconds(d['seconds'])}): **{bound}{rat['exact_vs_default']:.1f}×** "
             "(goal ≥ 10×)."
+        )
+    if "interleaved" in info:
+        r = info["interleaved"]
+        lines.append(
+            f"* the same, timed interleaved ({len(r['ratios'])} rounds): per round "
+            f"{', '.join(f'{x:.1f}' for x in r['ratios'])}×, median **{r['median_ratio']:.1f}×**."
         )
     if "best_vs_default" in rat:
         t = rat["time_to_reach"]
@@ -665,10 +711,20 @@ def parse(argv=None):
     )
     parser.add_argument("--problems", nargs="+", default=list(PROBLEMS), choices=list(PROBLEMS))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--interleave",
+        type=int,
+        default=None,
+        help="rounds of the interleaved exact-vs-default timing (0: skip)",
+    )
+    parser.add_argument(
+        "--interleave-solves", type=int, default=5, help="solves per side and round"
+    )
     args = parser.parse_args(argv)  # fmt: skip
     quick = args.quick
     defaults = {
         "repeat": 2 if quick else 5,
+        "interleave": 2 if quick else 7,
         "scipy_repeat": 1 if quick else 3,
         "time_limit": 2.0 if quick else 30.0,
         "tolerances": [1e-4, 1e-6, 1e-8] if quick else [10.0**-k for k in range(4, 13)],

@@ -79,6 +79,9 @@ def test_quick_mode_has_every_method_and_finite_errors(tmp_path):
         exact = next(r for r in rows if r["method"] == wp.EXACT_METHOD)
         assert exact["error"] == 0.0 and exact["steps"] == result["exact"][problem]["events"]
         assert result["ratios"][problem]["exact_vs_default"] > 0
+        interleaved = result["exact"][problem]["interleaved"]
+        assert len(interleaved["ratios"]) == 2 and interleaved["median_ratio"] > 0
+        assert "timed interleaved" in table
         assert f"## {problem}" in table
     for method in methods:
         assert f"| {method} |" in table
