@@ -8,7 +8,8 @@ Problem (docs/theory.md#magnitude): n standard-normal points in R^10, Euclidean 
 log-spaced scales spanning |tX| from 1.5 to 0.9·n (found beforehand with
 :func:`gflow_jax.convergence_scale`; not timed), float64. Everything starts from the same distance
 matrix. Timed, one after the other on the same CPU, each ``--repeats`` times (median and spread
-printed):
+printed); our engine and magnipy's three configurations alternate, one repetition of each at a
+time, so both sides see the same state of a shared machine:
 
 * gflow_jax ``magnitude_function(method="adaptive")``, the CPU engine
   (:mod:`gflow_jax.magnitude._adaptive`: CG at large scales, CG preconditioned by a neighbouring
@@ -248,7 +249,14 @@ def bench_size(n: int, args, magnipy_cmd) -> None:
         return r
 
     warm, _ = timed(lambda: ours("adaptive", ts[-1:]), 1)  # compiles the input checks for n
-    seconds, result = timed(lambda: ours("adaptive"), args.repeats)
+    # ours and magnipy alternate, one repetition of each at a time, so that both see the same
+    # state of a shared machine (its speed drifts by tens of percent over minutes)
+    seconds, result, peer_runs = [], None, []
+    for _ in range(args.repeats):
+        one, result = timed(lambda: ours("adaptive"), 1)
+        seconds += one
+        if magnipy_cmd is not None:
+            peer_runs.append(run_magnipy(magnipy_cmd, D_host, ts, 1))
     t_ours = float(np.median(seconds))
     mag = np.asarray(result.magnitude)
     print(f"gflow_jax adaptive : {stats(seconds)}", end="")
@@ -270,9 +278,9 @@ def bench_size(n: int, args, magnipy_cmd) -> None:
     if magnipy_cmd is None:
         print(MISSING)
     else:
-        peer = run_magnipy(magnipy_cmd, D_host, ts, args.repeats)
         for method in PEER_METHODS:
-            ref, secs = peer[f"{method}_magnitude"], peer[f"{method}_seconds"]
+            ref = peer_runs[-1][f"{method}_magnitude"]
+            secs = np.concatenate([run[f"{method}_seconds"] for run in peer_runs])
             rel = float(np.max(np.abs(ref - mag) / np.abs(ref)))
             flag = "" if rel <= 1e-8 else "   (agreement > 1e-8: not the same answer)"
             print(f"magnipy {method:<10s} : {stats(secs)}", end="")
