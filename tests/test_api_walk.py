@@ -803,6 +803,8 @@ EXEMPT: dict[str, str] = {
         [
             "enable_x64",
             "x64_enabled",
+            "enable_compilation_cache",
+            "compilation_cache_dir",
             "MEMORY_FRACTION",
             "DEFAULTS",
             "SOLVERS",

@@ -1,9 +1,13 @@
-"""Files, run directories, trajectory streams, figures and progress bars.
+"""Files, run directories, trajectory streams, figures, progress bars and the compilation cache.
 
 A leaf of the package: every other layer may use it, and it imports nothing else of gflow_jax.
 Every file is written atomically (:mod:`gflow_jax.io._files`).
 """
 
+from ._compilation_cache import (
+    compilation_cache_dir as compilation_cache_dir,
+    enable_compilation_cache as enable_compilation_cache,
+)
 from ._figures import pyplot as pyplot, save_figure as save_figure, time_axis as time_axis
 from ._files import (
     load_arrays as load_arrays,
@@ -33,8 +37,10 @@ from ._streams import (
 
 __all__ = [
     "ChunkedArrayWriter",
+    "compilation_cache_dir",
     "create_run_dir",
     "describe_environment",
+    "enable_compilation_cache",
     "environment_info",
     "flow_progress_meter",
     "load_arrays",

@@ -20,6 +20,8 @@ import time
 from importlib import metadata
 from pathlib import Path
 
+from ._compilation_cache import cache_usage, compilation_cache_dir
+
 
 def utc_now() -> str:
     """The current UTC time as ``YYYY-mm-ddTHH:MM:SSZ``."""
@@ -77,7 +79,8 @@ def _host_memory() -> int | None:
 
 def environment_info() -> dict:
     """Versions (JAX's accelerator plugins included), platform, JAX backend, every local device
-    with its memory, the float64 flag (and ``GFLOW_JAX_X64``), command line."""
+    with its memory, the float64 flag (and ``GFLOW_JAX_X64``), the compilation cache directory
+    (``None``: off), command line."""
     import jax
 
     plugins = ("jax-cuda12-plugin", "jax-cuda12-pjrt", "jax-cuda13-plugin", "jax-cuda13-pjrt")
@@ -94,13 +97,14 @@ def environment_info() -> dict:
         "host_memory_bytes": _host_memory(),
         "float64": bool(jax.config.read("jax_enable_x64")),
         "GFLOW_JAX_X64": os.environ.get("GFLOW_JAX_X64"),
+        "compilation_cache": compilation_cache_dir(),
         "argv": sys.argv,
     }
 
 
 def describe_environment(env: dict) -> str:
-    """The lines ``gflow info`` prints: versions, backend, each device with its memory, and the
-    float64 state."""
+    """The lines ``gflow info`` prints: versions, backend, each device with its memory, the
+    float64 state and the compilation cache."""
     lines = [
         "gflow_jax "
         + str(env["packages"].get("gflow_jax"))
@@ -125,4 +129,11 @@ def describe_environment(env: dict) -> str:
         lines.append(f"  device {d['id']}: {d['platform']} {d['kind']}, {size}")
     x64 = "on" if env["float64"] else "off (GFLOW_JAX_X64=0: float32 by default)"
     lines.append(f"float64: {x64}")
+    cache = env.get("compilation_cache")
+    if cache:
+        count, size = cache_usage(cache)
+        usage = f"{count} program(s), {size / 2**20:.1f} MiB"
+        lines.append(f"compilation cache: {cache} ({usage}; GFLOW_JAX_CACHE=0 turns it off)")
+    else:
+        lines.append("compilation cache: off")
     return "\n".join(lines)

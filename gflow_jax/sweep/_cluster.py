@@ -3,9 +3,11 @@
 The unfinished points of a sweep directory are split into ``jobs`` contiguous chunks (contiguous
 so grid neighbours, which usually share shapes, stay in one batched program); each chunk is one
 array job that runs :func:`~gflow_jax.sweep.run_points` on its node (batched and sharded over
-that node's devices) and writes its points' run directories on the shared file system. The
-submitting process waits with a progress bar over points, records a crashed job's error in its
-unfinished points, and merges everything from the run directories.
+that node's devices; with the submitting process's compilation cache, where the node can reach
+it, so the jobs compile each program once between them) and writes its points' run directories
+on the shared file system. The submitting process waits with a progress bar over points,
+records a crashed job's error in its unfinished points, and merges everything from the run
+directories.
 
 ``executor="slurm"`` uses ``submitit.AutoExecutor(cluster="slurm")`` with the ``[sweep.slurm]``
 parameters (``slurm_partition``, ``timeout_min``, ``gpus_per_node``, ...);
@@ -22,7 +24,13 @@ from pathlib import Path
 import numpy as np
 
 from ..experiments import ConfigError, kind_target, register_kind
-from ..io import progress_bar, read_json, write_json
+from ..io import (
+    compilation_cache_dir,
+    enable_compilation_cache,
+    progress_bar,
+    read_json,
+    write_json,
+)
 from ._directory import load_sweep, point_states
 from ._points import run_points
 
@@ -33,9 +41,16 @@ def run_chunk(
     devices: int | None,
     kind_name: str,
     kind_target: str,
+    cache_dir: str | None = None,
 ) -> dict[int, str]:
     """Entry point of one array job: run ``indices`` of the sweep (kinds registered at run time
-    in the submitting process are registered here too)."""
+    in the submitting process are registered here too), with the compilation cache
+    ``cache_dir`` if the job can write it."""
+    if cache_dir is not None:
+        try:
+            enable_compilation_cache(cache_dir)
+        except OSError as err:  # e.g. not on this node's file systems: compile without
+            print(f"gflow sweep: compilation cache off in this job: {err}")
     register_kind(kind_name, kind_target)
     return run_points(sweep_dir, indices, devices=devices, progress=False)
 
@@ -90,6 +105,7 @@ def submit_sweep(
         [devices] * n_jobs,
         [kind] * n_jobs,
         [target] * n_jobs,
+        [compilation_cache_dir()] * n_jobs,
     )
     ids = [str(j.job_id) for j in submitted]
     log(f"gflow sweep: {len(pending)} points in {n_jobs} {executor} array jobs: {', '.join(ids)}")
