@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import equinox as eqx
+import equinox.internal as eqxi
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -32,6 +33,24 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from ._devices import MEMORY_FRACTION, members_per_device
 
 BATCH_AXIS = "points"
+
+
+def where_needed(need, expensive: Callable[[], Any], cheap: Callable[[], Any]):
+    """``where(need, expensive(), cheap())`` leaf by leaf, calling ``expensive`` only when
+    ``need`` (a boolean scalar) holds — for some member of a vmapped batch too.
+
+    A solver loop skips rare, dear work with a ``lax.cond``; but under ``vmap`` a cond whose
+    predicate is batched runs both branches for every member (JAX turns it into a select), so
+    every step of every member of the batch would do that work. Here the cond's predicate is
+    ``unvmap_any(need)`` (equinox; diffrax's loops do the same): it is never batched, the dear
+    branch runs only at steps where some member needs it, and each member then takes its own
+    result. Without ``vmap`` this is ``lax.cond(need, expensive, cheap)``, result for result.
+    """
+
+    def both():
+        return jax.tree.map(lambda a, b: jnp.where(need, a, b), expensive(), cheap())
+
+    return jax.lax.cond(eqxi.unvmap_any(need), both, cheap)
 
 
 def batch_mesh(devices: Sequence[jax.Device]) -> Mesh | None:

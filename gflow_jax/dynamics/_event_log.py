@@ -5,6 +5,7 @@ then the thresholds at the save times and every event in time order
 from __future__ import annotations
 
 import equinox as eqx
+import equinox.internal as eqxi
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
@@ -58,8 +59,9 @@ def _buckets(E: int) -> list[int]:
 
 def _over_steps(log: EventLog, steps, read):
     """``read(seg, ev, ev_id)`` of the log's first K rows (``(K, M, ·)``), K the smallest bucket
-    that holds ``steps``, with the rows from ``steps`` on holding no segment (start ``inf``) and
-    no event (``time = inf``, ids ``-1``). What ``read`` does not use is never computed."""
+    that holds ``steps`` (of every member of a vmapped batch), with the rows from ``steps`` on
+    holding no segment (start ``inf``) and no event (``time = inf``, ids ``-1``). What ``read``
+    does not use is never computed."""
     E = log.ev.shape[0]
     sizes = _buckets(E)
 
@@ -74,7 +76,9 @@ def _over_steps(log: EventLog, steps, read):
 
         return branch
 
-    bucket = jnp.searchsorted(jnp.asarray(sizes), steps, side="left")
+    # the bucket of the most steps of a vmapped batch (unvmap_max: never batched), so that the
+    # switch stays a switch under vmap instead of running every bucket for every member
+    bucket = jnp.searchsorted(jnp.asarray(sizes), eqxi.unvmap_max(steps), side="left")
     return jax.lax.switch(bucket, [first(K) for K in sizes])
 
 

@@ -23,11 +23,13 @@ form from the recorded segments afterwards.
 from __future__ import annotations
 
 import equinox as eqx
+import equinox.internal as eqxi
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
 
 from ..core import AdaptedParameters, sort_data
+from ..core._batching import where_needed
 from ..core._shapes import Shapes
 from ..core._sorted_field import value_counts
 from ._event_log import EventLog, segment_saves, sorted_events
@@ -290,8 +292,12 @@ def _run(c0, co, s0, s_final, max_events: int) -> tuple[Int[Array, ""], _State, 
     log = EventLog.empty(M, E, L, c0.dtype)
 
     def cond(carry):
+        # unvmap_all: under vmap the loop runs until every member is done, with an unbatched
+        # predicate, so JAX does not select every carry (the whole log) between old and new at
+        # every step, and the log stays written in place; a member that is done takes steps
+        # that record nothing (rows that read as unused)
         step, state = carry[:2]
-        return (step < E) & ~jnp.all(state.done)
+        return (step < E) & ~eqxi.unvmap_all(jnp.all(state.done))
 
     def body(carry):
         step, state, log, carried, known = carry
@@ -300,12 +306,15 @@ def _run(c0, co, s0, s_final, max_events: int) -> tuple[Int[Array, ""], _State, 
                 state.group, state.stuck
             )
         )
-        mo = jax.lax.cond(
-            known,
-            lambda: carried,
+        # the dear work of a step (the motion of a new mode, releases of glued groups, the
+        # general resolution, meetings) only where some coordinate needs it: where_needed keeps
+        # these skips under vmap too, where a batched lax.cond would do the work at every step
+        mo = where_needed(
+            ~known,
             lambda: jax.vmap(motion)(state.c, state.rank, state.group, state.stuck, co),
+            lambda: carried,
         )
-        t_rel = jax.lax.cond(
+        t_rel = where_needed(
             glued,
             lambda: jax.vmap(_release)(state.c, state.rank, state.group, state.stuck, mo, co),
             lambda: jnp.full_like(state.c, jnp.inf),
@@ -330,11 +339,11 @@ def _run(c0, co, s0, s_final, max_events: int) -> tuple[Int[Array, ""], _State, 
         def general():
             items = jnp.sum(ev.cluster, axis=1) + ev.has_data.astype(jnp.int32)
             big = jnp.any((items > 2) & ~ev.finished & ~state.done)
-            return jax.lax.cond(big, lambda: resolved(True), lambda: resolved(False))
+            return where_needed(big, lambda: resolved(True), lambda: resolved(False))
 
         settled = ev.finished | state.done
         easy = jnp.all((single & decided) | settled)
-        res = jax.lax.cond(easy, lambda: fast, general)
+        res = where_needed(~easy, general, lambda: fast)
         state, row = jax.vmap(lambda st, e, r: _record(st, e, r, max_events))(state, ev, res)
         # every face that moved on crossed: the motion beyond is the next step's motion
         stuck_now = jnp.take_along_axis(res.stuck, ev.at.face[:, None], axis=1)[:, 0]
@@ -358,7 +367,9 @@ def _meetings(state: _State, mo, t_data, s_final) -> Float[Array, "M L L"]:
     def solve():
         return jnp.where(other, jax.vmap(meeting_times)(state.c, mo, horizon), jnp.inf)
 
-    return jax.lax.cond(jnp.any(close), solve, lambda: jnp.full_like(other, jnp.inf, state.c.dtype))
+    return where_needed(
+        jnp.any(close), solve, lambda: jnp.full_like(other, jnp.inf, state.c.dtype)
+    )
 
 
 def _crossings(state: _State, ev: _Event, co: Coordinate):
