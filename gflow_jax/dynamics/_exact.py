@@ -367,9 +367,7 @@ def _meetings(state: _State, mo, t_data, s_final) -> Float[Array, "M L L"]:
     def solve():
         return jnp.where(other, jax.vmap(meeting_times)(state.c, mo, horizon), jnp.inf)
 
-    return where_needed(
-        jnp.any(close), solve, lambda: jnp.full_like(other, jnp.inf, state.c.dtype)
-    )
+    return where_needed(jnp.any(close), solve, lambda: jnp.full_like(other, jnp.inf, state.c.dtype))
 
 
 def _crossings(state: _State, ev: _Event, co: Coordinate):
