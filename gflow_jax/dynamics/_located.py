@@ -29,6 +29,7 @@ import optimistix as optx
 from jaxtyping import Array, Bool, Float, Int
 
 from ..core import AdaptedParameters
+from ..core._batching import where_needed
 from ..core._shapes import Shapes
 from ..core._sorted_field import value_counts
 from ._exact import Breakpoint, _at_data, initial_mode, split_margin
@@ -170,7 +171,7 @@ def _segment(problem: FlowProblem, params: _State, mode: Mode, t0) -> _Segment:
     labels = jnp.arange(c.shape[0])[:, None, None] == mode.group[None, :, :]  # (labels, L, M)
     moving_label = jnp.any(labels & moving[None], axis=1)
     glued = jnp.any(moving)
-    margin0 = jax.lax.cond(
+    margin0 = where_needed(
         glued,
         lambda: jax.vmap(split_margin)(c.T, mode.rank.T, mode.group.T, mode.stuck.T, co).T,
         lambda: jnp.full(c.shape, jnp.inf, c.dtype),
@@ -222,7 +223,8 @@ def _release_margin(params, problem, seg: _Segment):
         h = jax.vmap(split_margin)(c.T, m.rank.T, m.group.T, m.stuck.T, co).T
         return jnp.where(seg.watch_glue, h, jnp.inf)
 
-    return jax.lax.cond(seg.glued, margins, lambda: jnp.full((L, M), jnp.inf, params.d.dtype))
+    # evaluated at every step of the solver: where_needed keeps the skip under vmap
+    return where_needed(seg.glued, margins, lambda: jnp.full((L, M), jnp.inf, params.d.dtype))
 
 
 class _Snap(NamedTuple):
@@ -388,7 +390,7 @@ def solve_located(
         # never snapped over (JUMP_TOL: far above a located root's rounding)
         ok = ok & (finished | (ev.jump <= JUMP_TOL * (1.0 + jnp.abs(ev.at.value))))
         record = ~finished & ok
-        new_mode, kind = jax.lax.cond(
+        new_mode, kind = where_needed(
             record,
             lambda: _resolve_at(problem, mode, ev),
             lambda: (mode, jnp.asarray(-1, jnp.int32)),
@@ -445,7 +447,7 @@ def _resolve_at(problem, mode: Mode, ev: _Snap) -> tuple[Mode, Int[Array, ""]]:
     has_data = _at_data(value, co_k)
     items = jnp.sum(cluster) + has_data.astype(jnp.int32)
     args = (ck, mode.rank[:, k], mode.group[:, k], mode.stuck[:, k], cluster, has_data, co_k)
-    res = jax.lax.cond(
+    res = where_needed(
         items > 2, lambda: resolve(*args, full=True), lambda: resolve(*args, full=False)
     )
     kind = ev.at.kind(cluster, res.group, res.stuck)
