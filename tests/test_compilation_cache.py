@@ -48,6 +48,26 @@ def test_where_the_cache_lives(monkeypatch, tmp_path):
         assert cc.enable_compilation_cache() is None
 
 
+def test_a_cache_set_up_for_jax_keeps_its_threshold(monkeypatch):
+    """The suite's cache (tests/conftest.py) is a cache set up for JAX: enabling the cache
+    without a directory keeps it and the caller's threshold; an explicit threshold is applied."""
+    import jax
+
+    monkeypatch.delenv("GFLOW_JAX_CACHE", raising=False)
+    key = "jax_persistent_cache_min_compile_time_secs"
+    before, theirs = getattr(jax.config, key), cc.compilation_cache_dir()
+    assert theirs is not None
+    try:
+        jax.config.update(key, 7.0)
+        assert cc.enable_compilation_cache() == Path(theirs).resolve()
+        assert getattr(jax.config, key) == 7.0
+        assert cc.compilation_cache_dir() == theirs
+        cc.enable_compilation_cache(min_compile_seconds=0.5)
+        assert getattr(jax.config, key) == 0.5
+    finally:
+        jax.config.update(key, before)
+
+
 def test_unusable_directory_is_an_error_and_changes_nothing(tmp_path):
     before = cc.compilation_cache_dir()
     blocker = tmp_path / "a-file"

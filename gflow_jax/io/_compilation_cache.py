@@ -8,7 +8,8 @@ store every program, not only those that compile in over a second (JAX's default
 compiles a hundred programs of a tenth of a second each as well as a few large ones.
 
 The command line turns it on for every command, in ``$GFLOW_JAX_CACHE`` if set (a directory),
-else in a cache already set up for JAX (``JAX_COMPILATION_CACHE_DIR``), else in
+else in a cache already set up for JAX (``JAX_COMPILATION_CACHE_DIR``; its settings, such as
+which programs it stores, are kept too), else in
 ``$XDG_CACHE_HOME/gflow_jax/xla`` (``~/.cache/gflow_jax/xla``); ``GFLOW_JAX_CACHE=0`` turns it
 off. The library never turns it on by itself: call :func:`enable_compilation_cache`.
 The cache holds at most :data:`MAX_BYTES`, the least recently used programs evicted first, and
@@ -45,13 +46,15 @@ def default_cache_dir() -> Path | None:
 
 
 def enable_compilation_cache(
-    path: str | Path | None = None, *, min_compile_seconds: float = 0.0
+    path: str | Path | None = None, *, min_compile_seconds: float | None = None
 ) -> Path | None:
     """Keep this process's compiled programs in the directory ``path`` (created if needed;
     ``None``: :func:`default_cache_dir`) and load them from there; programs that compile in
-    less than ``min_compile_seconds`` are not stored. Returns the directory, or ``None`` when no
-    ``path`` is given and ``GFLOW_JAX_CACHE`` turns the cache off (a cache set up for JAX by
-    other means is then left alone).
+    less than ``min_compile_seconds`` are not stored (``None``: every program, except in a
+    cache already set up for JAX and kept, whose threshold,
+    ``jax_persistent_cache_min_compile_time_secs``, and size limit stay the caller's). Returns
+    the directory, or ``None`` when no ``path`` is given and ``GFLOW_JAX_CACHE`` turns the cache
+    off (a cache set up for JAX by other means is then left alone).
 
     Raises:
         OSError: the directory cannot be created or written (the cache is then left as it was).
@@ -67,11 +70,15 @@ def enable_compilation_cache(
     if not os.access(directory, os.W_OK | os.X_OK):
         raise PermissionError(f"compilation cache directory is not writable: {directory}")
     current = compilation_cache_dir()
-    if current is None or Path(current).resolve() != directory:
+    kept = current is not None and Path(current).resolve() == directory
+    if not kept:
         jax.config.update("jax_compilation_cache_dir", str(directory))
         jax.config.update("jax_compilation_cache_max_size", MAX_BYTES)
         compilation_cache.reset_cache()  # a cache opened earlier in this process is dropped
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", float(min_compile_seconds))
+    if min_compile_seconds is None and kept:
+        return directory  # the cache in force, with the threshold it has
+    threshold = 0.0 if min_compile_seconds is None else float(min_compile_seconds)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", threshold)
     return directory
 
 
