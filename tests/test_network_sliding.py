@@ -334,3 +334,29 @@ def test_alpha_of_pairs_held_in_two_layers_solves_the_polynomial_system():
     assert abs(corners[0] - corners[1] - corners[2] + corners[3]) > 0.1, corners  # α₁α₂ term
     library = np.asarray(sliding._rates(net, problem, sliding._slopes(pattern, slots, alpha)))
     np.testing.assert_allclose(library[:, 1, 0], 0.0, atol=1e-14)
+
+
+@pytest.mark.slow
+def test_vmapped_event_solves_equal_the_solves_one_by_one():
+    """Four random two-layer networks (some of them slide) solved in one vmapped event-located
+    solve: every member's saves, events and outcome equal its own solve's. Slow (a minute: the
+    vmapped solve compiles for itself); the fast suite checks where_needed, the mechanism that
+    keeps its skips under vmap, in tests/test_sweep.py."""
+    import jax
+
+    settings = SolverSettings(rtol=1e-9, atol=1e-11, events=True, max_events=5, max_steps=4000)
+    ts = jnp.linspace(0.0, 3.0, 4)
+    instances = [_random_instance(seed) for seed in range(4)]
+    singles = [solve_network_flow(p, n, ts, settings) for p, n in instances]
+    problems, nets = zip(*instances, strict=True)
+    stacked = [jax.tree.map(lambda *a: jnp.stack(a), *parts) for parts in (problems, nets)]
+    batch = jax.vmap(lambda p, n: solve_network_flow(p, n, ts, settings))(*stacked)
+    sticks = 0
+    for i, one in enumerate(singles):
+        member = jax.tree.map(lambda a, i=i: a[i], batch)
+        assert bool(member.success) == bool(one.success), i
+        np.testing.assert_allclose(member.params.biases, one.params.biases, rtol=0, atol=1e-12)
+        np.testing.assert_array_equal(member.events.kind, one.events.kind)
+        np.testing.assert_allclose(member.events.time, one.events.time, rtol=1e-12)
+        sticks += int(np.any(np.asarray(one.events.kind) == STICK))
+    assert sticks >= 1, sticks

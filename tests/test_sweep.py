@@ -540,3 +540,31 @@ def test_minibatches_are_uniform_and_ignore_padding():
         (a, b) for a in (0, 2, 3, 5, 6) for b in (0, 2, 3, 5, 6) if a < b
     }
     assert np.all(np.abs(pairs[1] / len(draws) - 0.1) < 0.01)  # 10 subsets, 1/10 each
+
+
+def test_where_needed_keeps_a_cond_under_vmap_and_gives_each_member_its_result():
+    """where_needed (gflow_jax.core._batching): without vmap it is the lax.cond, result for
+    result; under vmap every member gets where(need, expensive, cheap) and the cond stays a
+    cond (its predicate unbatched), where a batched lax.cond becomes a select of both branches,
+    i.e. the dear branch would run for every member."""
+    import jax
+    import jax.numpy as jnp
+
+    from gflow_jax.core._batching import where_needed
+
+    def f(need, x):
+        return where_needed(need, lambda: 2.0 * jnp.sin(x), lambda: x - 1.0)
+
+    x = jnp.linspace(0.0, 1.0, 5)
+    need = jnp.array([True, False, True, False, False])
+    np.testing.assert_array_equal(jax.vmap(f)(need, x), jnp.where(need, 2.0 * jnp.sin(x), x - 1))
+    for flag in (True, False):
+        expected = jax.lax.cond(flag, lambda: 2.0 * jnp.sin(0.5), lambda: jnp.asarray(0.5) - 1.0)
+        assert float(f(jnp.asarray(flag), jnp.asarray(0.5))) == float(expected)
+
+    def primitives(fn):
+        return {e.primitive.name for e in jax.make_jaxpr(jax.vmap(fn))(need, x).jaxpr.eqns}
+
+    assert "cond" in primitives(f)
+    plain = primitives(lambda n, v: jax.lax.cond(n, lambda: 2.0 * jnp.sin(v), lambda: v - 1.0))
+    assert "cond" not in plain and "select_n" in plain

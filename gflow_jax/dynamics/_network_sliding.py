@@ -46,6 +46,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
 
 from ..core import ReLUNetwork, network_standard_cost
+from ..core._batching import where_needed
 from ._integrate import integrate_segment
 from ._located import _EventBisection
 from ._settings import MAX_HELD, SolverSettings
@@ -147,7 +148,9 @@ def _alpha(net: ReLUNetwork, problem, pattern: _Pattern, held: _Held) -> Float[A
         a0 = jnp.where(held.valid, 0.5, 0.0).astype(net.biases.dtype)
         return jax.lax.while_loop(cond, body, (0, a0, jnp.asarray(jnp.inf, a0.dtype)))[1]
 
-    return jax.lax.cond(jnp.any(held.valid), newton, lambda: jnp.zeros(K, net.biases.dtype))
+    # evaluated at every stage of the solver: where_needed keeps the skip under vmap (a batched
+    # cond would run the Newton solve for every member at every stage)
+    return where_needed(jnp.any(held.valid), newton, lambda: jnp.zeros(K, net.biases.dtype))
 
 
 def _field(t, net, args):
@@ -273,7 +276,7 @@ def _resolve(problem, net, pattern: _Pattern, t, trigger, release, log: _Log):
     held = _slots(pattern.held, K)
     alpha = _alpha(net, problem, pattern, held)
     slot = jnp.argmax(held.idx == release)
-    pattern, log = jax.lax.cond(
+    pattern, log = where_needed(
         release >= 0,
         lambda: let_go(pattern, log, release, alpha[slot]),
         lambda: (pattern, log),
@@ -325,9 +328,13 @@ def _resolve(problem, net, pattern: _Pattern, t, trigger, release, log: _Log):
         def nothing():
             return pattern, fresh, log
 
-        branch = jnp.where(jnp.any(outside), 0, jnp.where(jnp.any(on_kink), 1, 2))
-        pattern, fresh, log = jax.lax.switch(branch, [release_one, classify, nothing])
-        stop = (branch == 2) | log.failed
+        # a release first, else a pair on its kink, else nothing (stop); where_needed: under
+        # vmap only the work some member needs
+        leaving, kink = jnp.any(outside), jnp.any(on_kink)
+        pattern, fresh, log = where_needed(
+            leaving, release_one, lambda: where_needed(kink, classify, nothing)
+        )
+        stop = (~leaving & ~kink) | log.failed
         return pattern, fresh, log, pending, stop
 
     pattern, fresh, log, _, _ = jax.lax.while_loop(
@@ -393,8 +400,8 @@ def solve_network_sliding(
         def stop():
             return t, net, none, none, saved, jnp.asarray(True), jnp.asarray(False), stats
 
-        t, net, trigger, release, saved, done, failed, stats = jax.lax.cond(
-            log.failed, stop, advance
+        t, net, trigger, release, saved, done, failed, stats = where_needed(
+            ~log.failed, advance, stop
         )
         log = eqx.tree_at(lambda g: g.failed, log, log.failed | failed)
         return t, net, pattern, trigger, release, saved, done, log, stats
