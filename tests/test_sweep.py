@@ -37,6 +37,7 @@ from gflow_jax.sweep import (
     run_points,
     run_sweep,
 )
+from gflow_jax.sweep._cluster import cpu_shares
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -471,6 +472,28 @@ def test_submitit_local_executor_runs_chunks_and_merges(tmp_path):
     assert len(pids) == 2 and os.getpid() not in pids  # two jobs, neither this process
     with (sweep_dir / "summary.csv").open() as fh:
         assert len(list(csv.DictReader(fh))) == 8
+    # the two jobs ran on their own shares of this process's cores (env.json of each point)
+    ours = sorted(os.sched_getaffinity(0))
+    assert jobs["cpus"] == cpu_shares(2)
+    ran = {}
+    for p in meta["points"]:
+        env = json.loads((sweep_dir / p["run_dir"] / "env.json").read_text())
+        ran.setdefault(p["index"] // 4, set()).add(tuple(env["cpu_affinity"]))
+    if len(ours) >= 2:
+        first, second = (set(next(iter(ran[j]))) for j in (0, 1))
+        assert len(ran[0]) == len(ran[1]) == 1 and first and second and not first & second
+        assert first | second == set(ours)
+    else:
+        assert ran[0] == ran[1] == {tuple(ours)}
+
+
+def test_cpu_shares_split_the_cores_among_local_jobs(monkeypatch):
+    """Contiguous shares of this process's cores, one per job; nothing to share for one job or
+    more jobs than cores."""
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3, 6}, raising=False)
+    assert cpu_shares(2) == [[0, 1, 2], [3, 6]]
+    assert cpu_shares(5) == [[0], [1], [2], [3], [6]]
+    assert cpu_shares(1) == [None] and cpu_shares(6) == [None] * 6
 
 
 # --------------------------------------------------------------------------------------------

@@ -150,7 +150,7 @@ def register(subparsers) -> None:
         choices=("local", "slurm", "submitit-local"),
         default="local",
         help="local: this process; slurm / submitit-local: array jobs via submitit (the "
-        "`cluster` extra)",
+        "`cluster` extra; submitit-local jobs share this machine's cores, each pinned to its own)",
     )
     sweep.add_argument(
         "--jobs", type=positive_int, default=None, help="array jobs (default: sweep.jobs)"

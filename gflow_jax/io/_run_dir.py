@@ -77,10 +77,15 @@ def _host_memory() -> int | None:
         return None
 
 
+def _cpu_affinity() -> list[int] | None:
+    """The cores this process may run on (``None`` where the platform does not tell)."""
+    return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+
+
 def environment_info() -> dict:
     """Versions (JAX's accelerator plugins included), platform, JAX backend, every local device
     with its memory, the float64 flag (and ``GFLOW_JAX_X64``), the compilation cache directory
-    (``None``: off), command line."""
+    (``None``: off), the cores this process may run on (``None``: not known), command line."""
     import jax
 
     plugins = ("jax-cuda12-plugin", "jax-cuda12-pjrt", "jax-cuda13-plugin", "jax-cuda13-pjrt")
@@ -98,6 +103,7 @@ def environment_info() -> dict:
         "float64": bool(jax.config.read("jax_enable_x64")),
         "GFLOW_JAX_X64": os.environ.get("GFLOW_JAX_X64"),
         "compilation_cache": compilation_cache_dir(),
+        "cpu_affinity": _cpu_affinity(),
         "argv": sys.argv,
     }
 
