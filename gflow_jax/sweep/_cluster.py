@@ -14,8 +14,8 @@ parameters (``slurm_partition``, ``timeout_min``, ``gpus_per_node``, ...);
 ``"submitit-local"`` uses ``submitit.LocalExecutor`` (subprocesses on this machine; what the
 tests run); its jobs share this process's cores out between them (:func:`cpu_shares`), each
 pinned to its own, with as many BLAS threads: unpinned, the jobs' thread pools contend for every
-core (two jobs on two cores: an exact solve 7–11 ms and a Tsit5 solve 100 ms, against 6–6.5 ms
-and 67–76 ms pinned).
+core (measured on a 2-core machine, two jobs: an exact solve 7–11 ms and a Tsit5 solve 100 ms,
+against 6–6.5 ms and 67–76 ms pinned).
 """
 
 from __future__ import annotations
