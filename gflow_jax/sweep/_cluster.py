@@ -83,9 +83,12 @@ def _pin(cpus: list[int]) -> None:
     except OSError as err:  # e.g. cores taken away since: run unpinned
         print(f"gflow sweep: this job runs unpinned ({err})")
         return
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(limits=len(cpus))
+    try:
+        from threadpoolctl import threadpool_limits  # comes with scikit-learn
+    except ImportError:  # pragma: no cover - a dependency of a dependency
+        pass
+    else:
+        threadpool_limits(limits=len(cpus))
     print(f"gflow sweep: this job runs on cores {cpus}")
 
 
