@@ -21,9 +21,10 @@ The load average is printed before and after each part (with a warning above 1).
 from __future__ import annotations
 
 import argparse
-import os
 import platform
+import sys
 import time
+from pathlib import Path
 
 import equinox as eqx
 import jax
@@ -34,6 +35,9 @@ from scipy.integrate import solve_ivp
 import gflow_jax  # noqa: F401  (enables float64)
 from gflow_jax.core import AdaptedParameters, make_clusters
 from gflow_jax.dynamics import FlowProblem, SolverSettings, solve_flow
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the benchmarks' shared helpers
+from _load import load_line  # noqa: E402
 
 
 def make_problem(key, *, n_classes, n_per_class, dim, layers):
@@ -130,15 +134,6 @@ def numpy_sorted_field(u, targets, d):
         return (g / d).ravel()
 
     return rhs
-
-
-def load_line(when: str) -> str:
-    """The load averages, with a warning above 1."""
-    load = os.getloadavg()
-    text = f"load average {when}: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
-    if load[0] > 1.0:
-        text += "   WARNING: load > 1, timings are not those of a quiet machine"
-    return text
 
 
 def timeit(fn, repeat):

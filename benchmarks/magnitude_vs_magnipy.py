@@ -83,6 +83,9 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the benchmarks' shared helpers
+from _load import load_line  # noqa: E402
+
 MISSING = "magnipy not installed: skipping the magnipy comparison"
 # magnipy's methods as its API runs them, and its "cg" with scipy's tolerance tightened to the
 # loosest power of ten at which it meets the 1e-8 agreement bar on this problem (1e-8 gives
@@ -149,15 +152,6 @@ def run_magnipy(cmd: list[str], D: np.ndarray, ts: np.ndarray, repeats: int) -> 
 
 # --------------------------------------------------------------------------------------------
 # measuring honestly
-
-
-def load_line(when: str) -> str:
-    """The 1-minute load average, with a warning above 1."""
-    load = os.getloadavg()
-    text = f"load average {when}: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
-    if load[0] > 1.0:
-        text += "   WARNING: load > 1, timings are not those of a quiet machine"
-    return text
 
 
 def stats(seconds) -> str:

@@ -56,6 +56,7 @@ import argparse
 import json
 import os
 import platform
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -69,6 +70,9 @@ import gflow_jax  # noqa: F401  (enables float64)
 from gflow_jax.core import AdaptedParameters, make_clusters
 from gflow_jax.dynamics import DEFAULTS, FlowProblem, SolverSettings, solve_flow
 from gflow_jax.io import pyplot, save_figure
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the benchmarks' shared helpers
+from _load import load_line  # noqa: E402
 
 PID = (DEFAULTS["pcoeff"], DEFAULTS["icoeff"])
 I_CONTROLLER = (0.0, 1.0)
@@ -247,15 +251,6 @@ class Row:
         if self.family == "exact":
             return f"{self.steps} events"
         return f"{self.steps} ({self.rejected} rej.)"
-
-
-def load_line(when: str) -> str:
-    """The load averages, with a warning above 1."""
-    load = os.getloadavg()
-    text = f"load average {when}: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
-    if load[0] > 1.0:
-        text += "   WARNING: load > 1, timings are not those of a quiet machine"
-    return text
 
 
 def _median_time(fn, repeat: int, out, first_seconds: float):
