@@ -354,8 +354,8 @@ def _run(c0, co, s0, s_final, max_events: int) -> tuple[Int[Array, ""], _State, 
         return step + 1, state, log.write(step, *row), beyond, known, finished
 
     mo0 = jax.vmap(motion)(state.c, state.rank, state.group, state.stuck, co)
-    finished = eqxi.unvmap_all(jnp.all(state.done))
-    carry = (jnp.asarray(0), state, log, mo0, jnp.asarray(False), finished)
+    # nothing is done at s0 (every coordinate's first step resolves its initial ties)
+    carry = (jnp.asarray(0), state, log, mo0, jnp.asarray(False), jnp.asarray(False))
     steps, state, log, _, _, _ = jax.lax.while_loop(cond, body, carry)
     return steps, state, log
 

@@ -109,15 +109,6 @@ def _executor(executor: str, folder: Path, slurm: dict):
     return ex
 
 
-def _cores(share: list[int] | None) -> str:
-    """``0-3`` for a run of cores, else the list (``all``: not pinned)."""
-    if not share:
-        return "all"
-    if len(share) > 2 and share == list(range(share[0], share[-1] + 1)):
-        return f"{share[0]}-{share[-1]}"
-    return ",".join(map(str, share))
-
-
 def submit_sweep(
     sweep_dir: str | Path,
     *,
@@ -157,7 +148,7 @@ def submit_sweep(
         shares,
     )
     ids = [str(j.job_id) for j in submitted]
-    pinned = f" (cores {', '.join(_cores(s) for s in shares)})" if any(shares) else ""
+    pinned = f" (cores {shares})" if any(shares) else ""
     log(
         f"gflow sweep: {len(pending)} points in {n_jobs} {executor} array jobs: "
         f"{', '.join(ids)}{pinned}"
