@@ -45,12 +45,18 @@ def where_needed(need, expensive: Callable[[], Any], cheap: Callable[[], Any]):
     ``unvmap_any(need)`` (equinox; diffrax's loops do the same): it is never batched, the dear
     branch runs only at steps where some member needs it, and each member then takes its own
     result. Without ``vmap`` this is ``lax.cond(need, expensive, cheap)``, result for result.
+
+    ``cheap`` is computed once, before the cond, and both branches use that value: each branch
+    would compute it anyway (the dear one to fill the members that do not need ``expensive``),
+    and tracing it once keeps the program small where ``cheap`` is itself heavy (a light
+    resolution beside the full one, a nested ``where_needed``): the compile time follows.
     """
+    fallback = cheap()
 
     def both():
-        return jax.tree.map(lambda a, b: jnp.where(need, a, b), expensive(), cheap())
+        return jax.tree.map(lambda a, b: jnp.where(need, a, b), expensive(), fallback)
 
-    return jax.lax.cond(eqxi.unvmap_any(need), both, cheap)
+    return jax.lax.cond(eqxi.unvmap_any(need), both, lambda: fallback)
 
 
 def batch_mesh(devices: Sequence[jax.Device]) -> Mesh | None:
