@@ -100,8 +100,10 @@ class AdaptiveSettings:
         single_max_condition: float32 factorisations are tried while the latest scale's
             condition estimate is at most this.
         threads: threads of the elementwise passes over Z (building it, the derivative);
-            None: as many as BLAS uses (threadpoolctl), so that one setting
-            (``OPENBLAS_NUM_THREADS``) governs the whole engine.
+            None: as many as BLAS uses (threadpoolctl). One by default: beside OpenBLAS's own
+            threads, which keep spinning between the products, a second thread of these
+            passes slowed the whole solve on a 2-core machine (n = 2000, 32 scales,
+            ``OPENBLAS_NUM_THREADS=2``: 1.64 s against 1.41 s; n = 4000: 5.85 s either way).
         progress: show a tqdm bar over the scales.
     """
 
@@ -117,7 +119,7 @@ class AdaptiveSettings:
     single_products: bool = True
     single_products_max_condition: float = 1e4
     single_max_condition: float = 1e6
-    threads: int | None = None
+    threads: int | None = 1
     progress: bool = False
 
 
