@@ -591,3 +591,36 @@ def test_where_needed_keeps_a_cond_under_vmap_and_gives_each_member_its_result()
     assert "cond" in primitives(f)
     plain = primitives(lambda n, v: jax.lax.cond(n, lambda: 2.0 * jnp.sin(v), lambda: v - 1.0))
     assert "cond" not in plain and "select_n" in plain
+
+
+def test_where_needed_traces_the_cheap_branch_once_also_when_nested():
+    """The cheap branch is computed once, before the cond, and used by both branches: traced
+    once, so a heavy light path (or a nested where_needed) is not compiled twice; nested calls
+    still give every member of a vmapped batch its own branch."""
+    import jax
+    import jax.numpy as jnp
+
+    from gflow_jax.core._batching import where_needed
+
+    traces = {"cheap": 0, "middle": 0, "dear": 0}
+
+    def traced(name, fn):
+        def call():
+            traces[name] += 1
+            return fn()
+
+        return call
+
+    def f(a, b, x):
+        inner = lambda: where_needed(  # noqa: E731
+            b, traced("middle", lambda: jnp.cos(x)), traced("cheap", lambda: x + 1.0)
+        )
+        return where_needed(a, traced("dear", lambda: 2.0 * jnp.sin(x)), inner)
+
+    a = jnp.array([True, False, False, True])
+    b = jnp.array([False, True, False, True])
+    x = jnp.linspace(0.0, 1.0, 4)
+    got = jax.vmap(f)(a, b, x)
+    assert traces == {"cheap": 1, "middle": 1, "dear": 1}
+    want = jnp.where(a, 2.0 * jnp.sin(x), jnp.where(b, jnp.cos(x), x + 1.0))
+    np.testing.assert_allclose(got, want, rtol=0, atol=0)
