@@ -16,6 +16,11 @@ from collections.abc import Sequence
 import jax
 
 
+def cpu_affinity() -> list[int] | None:
+    """The cores this process may run on, sorted (``None`` where the platform does not tell)."""
+    return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+
+
 def use_cpu_cores(n: int | None = None) -> int | None:
     """Give the CPU backend ``n`` devices (default: one per core available to this process).
 
@@ -26,7 +31,8 @@ def use_cpu_cores(n: int | None = None) -> int | None:
     solves run on CPU device 0 as fast as before (measured).
     """
     if n is None:
-        n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        cores = cpu_affinity()
+        n = len(cores) if cores is not None else os.cpu_count()
     chosen = jax.config.jax_num_cpu_devices >= 0 or "xla_force_host_platform_device_count" in (
         os.environ.get("XLA_FLAGS", "")
     )

@@ -78,7 +78,8 @@ def _host_memory() -> int | None:
 
 
 def _cpu_affinity() -> list[int] | None:
-    """The cores this process may run on (``None`` where the platform does not tell)."""
+    """The cores this process may run on (``None`` where the platform does not tell; io is a
+    leaf, so this is not :func:`gflow_jax.core._devices.cpu_affinity`)."""
     return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
 
 

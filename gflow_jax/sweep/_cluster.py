@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core._devices import cpu_affinity
 from ..experiments import ConfigError, kind_target, register_kind
 from ..io import (
     compilation_cache_dir,
@@ -67,11 +68,9 @@ def cpu_shares(n_jobs: int) -> list[list[int] | None]:
     """This process's cores split into ``n_jobs`` contiguous shares, one per local job;
     ``None`` for every job where there is nothing to share (one job, fewer cores than jobs, or
     a platform without CPU affinity)."""
-    if n_jobs <= 1 or not hasattr(os, "sched_getaffinity"):
+    cores = cpu_affinity()
+    if n_jobs <= 1 or cores is None or len(cores) < n_jobs:
         return [None] * max(n_jobs, 0)
-    cores = sorted(os.sched_getaffinity(0))
-    if len(cores) < n_jobs:
-        return [None] * n_jobs
     return [[int(c) for c in share] for share in np.array_split(np.asarray(cores), n_jobs)]
 
 
