@@ -24,7 +24,7 @@ from __future__ import annotations
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float, Int
+from jaxtyping import Array, Bool, Float, Int
 
 from ._shapes import Shapes
 
@@ -175,14 +175,57 @@ def threshold_gradient(
     check("d", d, "L M")
     check("data.values", data.values, "M N")
     check("ranks", ranks, "L M")
-    c, positive = thresholds, d > 0
-    n_points = data.values.shape[1]
-    cuts = _cuts(c, positive, ranks)  # (L, M)
-    below, at_most = jax.vmap(value_counts, in_axes=(0, 0, 1), out_axes=1)(
-        data.values, data.run_end, cuts
-    )
+    lo, hi = owned_intervals(thresholds, d > 0, data, ranks)
+
+    def interval_sum(prefix):  # Σ over sorted positions lo..hi-1, per (ℓ, k)
+        prefix = prefix.T  # (N + 1, M)
+        return jnp.take_along_axis(prefix, hi, axis=0) - jnp.take_along_axis(prefix, lo, axis=0)
+
+    n = interval_sum(data.weight_prefix)
+    return (n * thresholds - interval_sum(data.target_prefix)) / data.values.shape[1], n
+
+
+def owned_intervals(
+    thresholds: Float[Array, "L M"],
+    positive: Bool[Array, "L M"],
+    data: SortedData,
+    ranks: Int[Array, "L M"] | None = None,
+) -> tuple[Int[Array, "L M"], Int[Array, "L M"]]:
+    """The sorted positions ``lo ≤ i < hi`` of the points each face (ℓ, k) owns, ``(L, M)``
+    each (``positive``: faces from below, d > 0; ``ranks`` as in :func:`threshold_gradient`):
+    :func:`intervals_from_counts` of :func:`cut_counts`. Batch axis: refused."""
+    below, at_most, _ = cut_counts(thresholds, positive, data, ranks)
+    return intervals_from_counts(below, at_most, positive, data.values.shape[1])
+
+
+def cut_counts(
+    thresholds: Float[Array, "L M"],
+    positive: Bool[Array, "L M"],
+    data: SortedData,
+    ranks: Int[Array, "L M"] | None = None,
+    own: tuple[Int[Array, "L M"], Int[Array, "L M"]] | None = None,
+) -> tuple[Int[Array, "L M"], Int[Array, "L M"], Float[Array, "L M"]]:
+    """#{u < cut} and #{u ≤ cut} of every layer's cut, ties broken by ``ranks`` (a face ε above
+    a data value counts it as below), and the cuts (:func:`_cuts`: the face's value, or ±inf
+    where earlier layers leave it all or nothing), ``(L, M)`` each. ``own``: the counts of the
+    thresholds themselves (:func:`value_counts`), if known: then nothing is searched."""
+    cuts = _cuts(thresholds, positive, ranks)  # (L, M)
+    if own is None:
+        below, at_most = jax.vmap(value_counts, in_axes=(0, 0, 1), out_axes=1)(
+            data.values, data.run_end, cuts
+        )
+    else:  # a cut is the threshold itself or ±inf (none or all of the values below it)
+        n = data.values.shape[1]
+        outside = jnp.where(cuts < thresholds, 0, n)
+        below, at_most = (jnp.where(cuts == thresholds, a, outside) for a in own)
     if ranks is not None:  # a face ε above a data value owns it (from below) or not (from above)
         below, at_most = jnp.where(ranks > 0, at_most, below), jnp.where(ranks < 0, below, at_most)
+    return below, at_most, cuts
+
+
+def intervals_from_counts(below, at_most, positive, n_points: int):
+    """The owned positions ``lo ≤ i < hi`` from the counts of :func:`cut_counts`; layers along
+    axis 0, any trailing axes (elementwise, no search)."""
     # Later layers re-truncate {u < A_ℓ} ∪ {u > B_ℓ} with A_ℓ (B_ℓ) the largest (smallest) later
     # cut from below (above). Counting is monotone, so #{u < A_ℓ} is the largest later count and
     # #{u ≤ B_ℓ} the smallest: no further searches.
@@ -192,10 +235,4 @@ def threshold_gradient(
     last = jnp.concatenate([later_at_most[1:], jnp.full_like(at_most[:1], n_points)])
     lo = jnp.where(positive, first, jnp.maximum(first, at_most))
     hi = jnp.maximum(jnp.where(positive, jnp.minimum(last, below), last), lo)
-
-    def interval_sum(prefix):  # Σ over sorted positions lo..hi-1, per (ℓ, k)
-        prefix = prefix.T  # (N + 1, M)
-        return jnp.take_along_axis(prefix, hi, axis=0) - jnp.take_along_axis(prefix, lo, axis=0)
-
-    n = interval_sum(data.weight_prefix)
-    return (n * c - interval_sum(data.target_prefix)) / n_points, n
+    return lo, hi
