@@ -11,12 +11,22 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gflow_jax.core import AdaptedParameters
+from gflow_jax.core import AdaptedParameters, SortedData, make_clusters
+from gflow_jax.core._sorted_field import cut_counts, intervals_from_counts, value_counts
 from gflow_jax.diagnostics import event_times, truncation_diagnostics
-from gflow_jax.dynamics import SolverSettings, _located, gradient_descent, solve_face, solve_flow
+from gflow_jax.dynamics import (
+    FlowProblem,
+    SolverSettings,
+    _located,
+    gradient_descent,
+    solve_face,
+    solve_flow,
+)
+from gflow_jax.dynamics._crossing_runs import run_tables, singleton_motion
 from gflow_jax.dynamics._event_log import time_order
-from gflow_jax.dynamics._exact import split_margin
-from gflow_jax.dynamics._filippov import Motion, coordinates
+from gflow_jax.dynamics._exact import _run, solve_exact
+from gflow_jax.dynamics._filippov import Motion, coordinates, motion
+from gflow_jax.dynamics._glued import split_margin
 from gflow_jax.dynamics._meetings import meeting_times
 
 from .fuzz_flows import batch
@@ -271,6 +281,105 @@ def test_fuzz_gradient_descent_converges_to_the_exact_flow_at_first_order(fuzz):
         errors.append(float(jnp.max(jnp.abs(gd.params.thresholds - exact.params.thresholds))))
     assert errors[1] < 0.5 * errors[0]
     assert errors[1] < 1e-2
+
+
+def _by_coordinate(events):
+    """Every real event as rows (coord, layer, kind, time, value), ordered by coordinate and then
+    time: the order within a coordinate is exact, while events of different coordinates at
+    times equal to rounding may come in either order."""
+    ok = np.isfinite(np.asarray(events.time))
+    cols = [np.asarray(a)[ok] for a in (events.coord, events.layer, events.kind)]
+    time, value = np.asarray(events.time)[ok], np.asarray(events.value)[ok]
+    order = np.lexsort((time, cols[0]))
+    return [c[order] for c in cols], time[order], value[order]
+
+
+def _assert_same_solution(a, b, tol=1e-12):
+    """Two exact solves agree: thresholds at the saves and event times and values to ``tol``
+    relative, the same events (coordinate, face, kind) in the same order, the same sliding
+    status and success."""
+    scale = 1.0 + float(jnp.max(jnp.abs(a.params.thresholds)))
+    assert float(jnp.max(jnp.abs(a.params.thresholds - b.params.thresholds))) <= tol * scale
+    (ids_a, t_a, v_a), (ids_b, t_b, v_b) = _by_coordinate(a.events), _by_coordinate(b.events)
+    for x, y in zip(ids_a, ids_b, strict=True):
+        np.testing.assert_array_equal(x, y)
+    np.testing.assert_allclose(t_a, t_b, rtol=tol, atol=tol)
+    np.testing.assert_allclose(v_a, v_b, rtol=tol, atol=tol * scale)
+    np.testing.assert_array_equal(np.asarray(a.sliding.stuck), np.asarray(b.sliding.stuck))
+    np.testing.assert_array_equal(np.asarray(a.success), np.asarray(b.success))
+
+
+def test_fuzz_runs_of_plain_crossings_equal_the_event_by_event_solve(fuzz):
+    """Several plain crossings per step (the default) and one event per step are the same
+    solution to rounding, on instances that slide, glue and hand points over."""
+    problems, params, ts, exact = fuzz
+    one = jax.vmap(lambda p, q: solve_exact(p, q, ts, max_events=500, run=0))(problems, params)
+    for i in range(exact.success.shape[0]):
+        _assert_same_solution(*(jax.tree.map(lambda x, i=i: x[i], s) for s in (exact, one)))
+
+
+def _separated(seed=0, n=400, dim=4, layers=4, grid=0.01):
+    """Separated clusters as in the work-precision benchmark, with values on a grid (ties: runs
+    of equal values) and random point weights; faces alternate sides, from below first."""
+    data = make_clusters(
+        jax.random.PRNGKey(seed), n_classes=4, n_per_class=n // 4, dim=dim, radius=0.6,
+        separation=2.0,
+    )  # fmt: skip
+    x = jnp.round(data.x / grid) * grid
+    middle = jnp.mean(data.centers, axis=0, keepdims=True)
+    targets = (data.centers + 0.3 * jnp.sign(middle - data.centers))[data.labels]
+    weights = jax.random.uniform(jax.random.PRNGKey(seed + 1), (x.shape[0],), minval=0.5)
+    signs = jnp.array([1.0 if ell % 2 == 0 else -1.0 for ell in range(layers)])[:, None]
+    d = signs * jnp.linspace(0.8, 1.2, dim)[None, :]
+    q = jnp.linspace(0.05, 0.2, layers)
+    c = jnp.where(d > 0, jnp.quantile(x, q, axis=0), jnp.quantile(x, 1.0 - q, axis=0))
+    c = c + 1e-3  # off the grid of values
+    return FlowProblem(x, targets, weights=weights), AdaptedParameters.from_thresholds(d, c)
+
+
+def test_run_kernels_equal_the_searched_field():
+    """The search-free pieces of a run equal what the step evaluates with searches, on faces at
+    random positions, on data values with ranks, and at ±inf cuts: counts of the cuts from the
+    faces' own counts (``cut_counts(..., own=...)``), and the motion of faces alone in their
+    groups from their owned positions (``singleton_motion`` against ``motion``)."""
+    rng = np.random.default_rng(3)
+    L = 4
+    for trial in range(20):
+        values = np.sort(np.round(rng.normal(size=40), 1))  # ties
+        targets = rng.normal(size=40)
+        problem = input_problem(jnp.asarray(values[:, None]), jnp.asarray(targets[:, None]))
+        d = jnp.asarray(rng.choice([-1.0, 1.0], L) * rng.uniform(0.5, 2.0, L))[:, None]
+        co = jax.tree.map(lambda a: a[0], coordinates(problem.sorted, d))
+        c = rng.choice(values, L) if trial % 2 else rng.normal(size=L)  # on data values or not
+        c, rank = jnp.asarray(c), jnp.asarray(rng.integers(-1, 2, L), jnp.int32)
+        data = SortedData(co.values[None], co.target_prefix[None], co.weight_prefix[None],
+                          co.run_end[None])  # fmt: skip
+        own = value_counts(co.values, co.run_end, c)
+        args = (c[:, None], co.positive[:, None], data, rank[:, None])
+        searched = cut_counts(*args)
+        counted = cut_counts(*args, own=tuple(a[:, None] for a in own))
+        for a, b in zip(searched, counted, strict=True):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+        lo, hi = intervals_from_counts(*searched[:2], co.positive[:, None], values.size)
+        stuck = jnp.asarray(rng.random(L) < 0.2)
+        tables = run_tables(co)
+        alone = singleton_motion(c, lo[:, 0], hi[:, 0], stuck, co.d2, co, tables.prefix)
+        full = motion(c, rank, jnp.arange(L, dtype=jnp.int32), stuck, co)
+        for a, b in zip(alone, full, strict=True):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-14, atol=1e-15)
+
+
+def test_runs_take_most_events_of_separated_data_in_few_steps():
+    """On separated data with ties and weights nearly every event is a plain crossing: runs of
+    up to 16 take them in a fraction of the loop steps, with the same solution."""
+    problem, params = _separated()
+    ts = jnp.linspace(0.0, 20.0, 21)
+    runs, one = (solve_exact(problem, params, ts, max_events=500, run=k) for k in (16, 0))
+    _assert_same_solution(runs, one)
+    assert int(runs.num_steps) > 60  # events
+    co = coordinates(problem.sorted, params.d)
+    steps = [int(_run(params.thresholds.T, co, 0.0, 20.0, 500, k)[0]) for k in (16, 0)]
+    assert steps[0] * 5 < steps[1]
 
 
 @pytest.mark.slow

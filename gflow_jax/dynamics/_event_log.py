@@ -1,4 +1,4 @@
-"""The record of an event-driven solve: one row per step of the event loop for every coordinate,
+"""The record of an event-driven solve: the segments and events of every coordinate, row by row,
 then the thresholds at the save times and every event in time order
 (:mod:`gflow_jax.dynamics._exact`)."""
 
@@ -15,16 +15,18 @@ from ._solution import FlowEvents
 
 
 class EventLog(eqx.Module):
-    """The segments and events, one row per step of the loop: at step ``i`` every coordinate
-    writes row ``i`` (the initial ties, the events and the final segment: at most E =
-    max_events + L + 1 rows), two in-place row updates per step. A step that records nothing
-    writes a segment starting at ``inf`` or an event at ``time = inf``. Only the rows before the
-    loop's number of steps are read, and only over the smallest of :func:`_buckets` that holds
-    them, so what the log costs after the loop follows the steps taken, not E.
+    """The segments and events of every coordinate, in time order: row ``i`` of coordinate k is
+    its i-th segment and the event that ends it (the initial ties, the events, the final
+    segment: at most E = max_events + L + 1 rows). A zero-time check of initial ties writes its
+    row at the coordinate's count without advancing it, so the next row, at the same ``s``,
+    supersedes it. Only the first ``count`` rows of each coordinate are read, over the smallest
+    of :func:`_buckets` that holds them, so what the log costs after the loop follows the events
+    taken, not E.
 
     ``seg`` ``(E, M, 1 + 3L)``: each segment's start s, then c, ȳ and λ of its faces at the
-    start (c(t) = ȳ + (c − ȳ)e^{−λ(t − s)}); ``ev`` ``(E, M, 2)``: each event's time and value;
-    ``ev_id`` ``(E, M, 2)``: its face and kind (``-1`` if none)."""
+    start (c(t) = ȳ + (c − ȳ)e^{−λ(t − s)}); ``ev`` ``(E, M, 2)``: each event's time and value
+    (``inf`` time: the segment is the last one); ``ev_id`` ``(E, M, 2)``: its face and kind
+    (``-1`` if none)."""
 
     seg: Float[Array, "E M F"]
     ev: Float[Array, "E M 2"]
@@ -32,18 +34,37 @@ class EventLog(eqx.Module):
 
     @classmethod
     def empty(cls, M: int, E: int, L: int, dtype) -> EventLog:
-        """A log of ``E`` rows; the rows the loop never reaches are never read (every reader
-        takes the number of steps), so they are left at zero."""
+        """A log of ``E`` rows; the rows past a coordinate's count are never read, so they are
+        left at zero."""
         return cls(
             jnp.zeros((E, M, 1 + 3 * L), dtype),
             jnp.zeros((E, M, 2), dtype),
             jnp.zeros((E, M, 2), jnp.int32),
         )
 
-    def write(self, step, seg, ev, ev_id) -> EventLog:
-        """Row ``step`` set to ``seg`` ``(M, 1 + 3L)``, ``ev`` and ``ev_id`` ``(M, 2)``."""
+    def write(self, row, seg, ev, ev_id) -> EventLog:
+        """Row ``row[k]`` of every coordinate k (``(M,)``) set to ``seg`` ``(M, 1 + 3L)``,
+        ``ev`` and ``ev_id`` ``(M, 2)``, in place; rows past the end are dropped."""
+        M = row.shape[0]
+        at = (row, jnp.arange(M))
         return EventLog(
-            self.seg.at[step].set(seg), self.ev.at[step].set(ev), self.ev_id.at[step].set(ev_id)
+            self.seg.at[at].set(seg, mode="drop"),
+            self.ev.at[at].set(ev, mode="drop"),
+            self.ev_id.at[at].set(ev_id, mode="drop"),
+        )
+
+    def write_runs(self, first, n, seg, ev, ev_id) -> EventLog:
+        """Rows ``first[k] … first[k] + n[k] − 1`` of every coordinate k set to the first
+        ``n[k]`` of its ``seg`` ``(M, K, 1 + 3L)``, ``ev`` and ``ev_id`` ``(M, K, 2)``."""
+        E, M = self.ev.shape[:2]
+        K = ev.shape[1]
+        j = jnp.arange(K)[None, :]
+        rows = jnp.where(j < n[:, None], first[:, None] + j, E)  # E: dropped
+        at = (rows, jnp.arange(M)[:, None])
+        return EventLog(
+            self.seg.at[at].set(seg, mode="drop"),
+            self.ev.at[at].set(ev, mode="drop"),
+            self.ev_id.at[at].set(ev_id, mode="drop"),
         )
 
 
@@ -57,17 +78,17 @@ def _buckets(E: int) -> list[int]:
     return [*sizes, E]
 
 
-def _over_steps(log: EventLog, steps, read):
+def _over_rows(log: EventLog, count, read):
     """``read(seg, ev, ev_id)`` of the log's first K rows (``(K, M, ·)``), K the smallest bucket
-    that holds ``steps`` (of every member of a vmapped batch), with the rows from ``steps`` on
-    holding no segment (start ``inf``) and no event (``time = inf``, ids ``-1``). What ``read``
-    does not use is never computed."""
+    that holds the ``count`` ``(M,)`` rows of every coordinate (of every member of a vmapped
+    batch), the rows from a coordinate's count on holding no segment (start ``inf``) and no
+    event (``time = inf``, ids ``-1``). What ``read`` does not use is never computed."""
     E = log.ev.shape[0]
     sizes = _buckets(E)
 
     def first(K):
         def branch():
-            unused = (jnp.arange(K) >= steps)[:, None]  # (K, 1)
+            unused = jnp.arange(K)[:, None] >= count[None, :]  # (K, M)
             seg = log.seg[:K].at[:, :, 0].set(jnp.where(unused, jnp.inf, log.seg[:K, :, 0]))
             time = jnp.where(unused, jnp.inf, log.ev[:K, :, 0])
             value = jnp.where(unused, jnp.nan, log.ev[:K, :, 1])
@@ -76,15 +97,16 @@ def _over_steps(log: EventLog, steps, read):
 
         return branch
 
-    # the bucket of the most steps of a vmapped batch (unvmap_max: never batched), so that the
+    # the bucket of the most rows of a vmapped batch (unvmap_max: never batched), so that the
     # switch stays a switch under vmap instead of running every bucket for every member
-    bucket = jnp.searchsorted(jnp.asarray(sizes), eqxi.unvmap_max(steps), side="left")
+    most = eqxi.unvmap_max(jnp.max(count))
+    bucket = jnp.searchsorted(jnp.asarray(sizes), most, side="left")
     return jax.lax.switch(bucket, [first(K) for K in sizes])
 
 
-def segment_saves(log: EventLog, steps, save_ts: Float[Array, " T"]) -> Float[Array, "T M L"]:
-    """Thresholds at the save times from the segments of the first ``steps`` rows (closed form:
-    the last segment starting at or before each save)."""
+def segment_saves(log: EventLog, count, save_ts: Float[Array, " T"]) -> Float[Array, "T M L"]:
+    """Thresholds at the save times from the first ``count`` ``(M,)`` segments of every
+    coordinate (closed form: the last segment starting at or before each save)."""
 
     def read(seg, ev, ev_id):
         L = (seg.shape[-1] - 1) // 3
@@ -92,13 +114,14 @@ def segment_saves(log: EventLog, steps, save_ts: Float[Array, " T"]) -> Float[Ar
         parts = seg[..., 0], seg[..., 1 : 1 + L], seg[..., 1 + L : 1 + 2 * L], seg[..., 1 + 2 * L :]
 
         def one(seg_s, seg_c, seg_ybar, seg_rate):
-            j = jnp.clip(jnp.searchsorted(seg_s, save_ts, side="right") - 1, 0, None)
+            j = jnp.searchsorted(seg_s, save_ts, side="right", method="compare_all")
+            j = jnp.clip(j - 1, 0, None)
             t = save_ts - seg_s[j]
             return path(seg_c[j], seg_ybar[j], seg_rate[j], t[:, None])
 
         return jnp.moveaxis(jax.vmap(one)(*parts), 0, 1)
 
-    return _over_steps(log, steps, read)
+    return _over_rows(log, count, read)
 
 
 def _sortable(x: Float[Array, " n"]) -> Int[Array, " n"]:
@@ -121,10 +144,10 @@ def time_order(time: Float[Array, " n"]) -> Int[Array, " n"]:
     return (jnp.sort(packed) % n).astype(jnp.int32)
 
 
-def sorted_events(log: EventLog, steps) -> FlowEvents:
-    """Every event in time order (ties by coordinate, then step), padded with ``time = inf``
-    (and ``coord = -1``) to E·M. Only the rows of the steps taken are sorted (:func:`_over_steps`):
-    the cost follows the events, not the ``max_events`` bound."""
+def sorted_events(log: EventLog, count) -> FlowEvents:
+    """Every event in time order (ties by coordinate, then row), padded with ``time = inf``
+    (and ``coord = -1``) to E·M. Only the first ``count`` ``(M,)`` rows of each coordinate are
+    sorted (:func:`_over_rows`): the cost follows the events, not the ``max_events`` bound."""
     E, M = log.ev.shape[:2]
 
     def read(seg, ev, ev_id):
@@ -141,5 +164,5 @@ def sorted_events(log: EventLog, steps) -> FlowEvents:
             for x, pad in zip(cols, pads, strict=True)
         )
 
-    time, layer, coord, kind, value = _over_steps(log, steps, read)
+    time, layer, coord, kind, value = _over_rows(log, count, read)
     return FlowEvents(time=time, layer=layer, coord=coord, kind=kind, value=value)

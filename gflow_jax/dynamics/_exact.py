@@ -13,11 +13,16 @@ are given their Filippov mode (:func:`~gflow_jax.dynamics._filippov.resolve`): a
 hand-over, a face sticking at a data value, or faces gluing — a zero-time cross/release loop is
 recognised as sliding, never iterated.
 
-Everything is one ``lax.while_loop`` over events, each step advancing every coordinate to its own
-next event (coordinates that are done wait), so the solver is jit-able and vmappable. The number
-of events per coordinate is bounded by ``max_events``; reaching the bound is reported (and named
-by :func:`~gflow_jax.dynamics.check_solution`), never a hang. Saved states are evaluated in closed
-form from the recorded segments afterwards.
+Everything is one ``lax.while_loop``, so the solver is jit-able and vmappable. Each step first
+takes, for every coordinate, its next plain crossings at once — up to ``run`` of them, merged
+in time, where they are verified to be decoupled (:mod:`gflow_jax.dynamics._crossing_runs`):
+on separated data nearly every event, so the loop takes about events/``run`` steps — and then,
+where some coordinate took none (its next event is a meeting, a face sticking, a release, an
+initial tie, the end) or its motion is not known, one event of every coordinate (coordinates
+that are done wait). The number of events per coordinate is bounded by ``max_events``;
+reaching the bound is reported (and named by :func:`~gflow_jax.dynamics.check_solution`),
+never a hang. The log holds every coordinate's segments in time order; saved states are
+evaluated in closed form from them afterwards.
 """
 
 from __future__ import annotations
@@ -32,8 +37,10 @@ from ..core import AdaptedParameters, sort_data
 from ..core._batching import where_needed
 from ..core._shapes import Shapes
 from ..core._sorted_field import value_counts
+from ._crossing_runs import crossing_time, no_run, plain_crossings, run_tables
 from ._event_log import EventLog, segment_saves, sorted_events
 from ._filippov import Coordinate, Mode, coordinates, motion, resolve, resolve_crossing
+from ._glued import release_times
 from ._meetings import may_meet, meeting_times, path
 from ._problem import FlowProblem, check_problem
 from ._solution import FlowSolution, SlidingStatus
@@ -41,6 +48,11 @@ from ._solution import FlowSolution, SlidingStatus
 # event kinds (FlowEvents.kind)
 CROSS, STICK, MEET, GLUE, RELEASE = 0, 1, 2, 3, 4
 KIND_NAMES = ("cross", "stick", "meet", "glue", "release")
+#: the most plain crossings a coordinate takes at once, before the step of its next event
+#: (:mod:`gflow_jax.dynamics._crossing_runs`). On the N = 1000, M = 16, L = 4 benchmark problem
+#: (about 140 events per coordinate) 8, 16 and 32 take 22, 11 and 9 loop steps; 16 was the
+#: fastest (the work of a run grows with its square)
+RUN = 16
 
 
 class _State(eqx.Module):
@@ -74,60 +86,7 @@ def _data_crossing(c, mo, co: Coordinate):
     idx = jnp.clip(jnp.where(up, i_up, i_dn), 0, n - 1)
     xi = co.values[idx]
     exists = jnp.where(up, i_up < n, i_dn >= 0)
-    reach = exists & (mo.rate > 0) & jnp.where(up, xi < mo.ybar, xi > mo.ybar)
-    gap0 = mo.ybar - c
-    gap1 = jnp.where(reach, mo.ybar - xi, 1.0)
-    dt = jnp.log(jnp.where(reach, gap0 / gap1, 1.0)) / jnp.where(reach, mo.rate, 1.0)
-    return jnp.where(reach, jnp.maximum(dt, 0.0), jnp.inf), xi
-
-
-def _splits(c, rank, group, stuck, co: Coordinate):
-    """For every glued group (by label) and every split of it into a lower part P and an upper
-    part Q: h = v_P − v_Q now and its slope dh/dc′ = λ_Q − λ_P in the group's value (each part
-    moves as v(c′) = −λ(c′ − ȳ) while ownership is fixed). ``(L, 2^L)`` each; invalid splits
-    have h = +inf."""
-    L = c.shape[0]
-    masks = (jnp.arange(2**L)[:, None] >> jnp.arange(L)[None, :]) & 1 == 1  # (2^L, L)
-
-    def split(label, mask):
-        members = (group == label) & ~stuck
-        lower, upper = mask & members, members & ~mask
-        valid = jnp.any(lower) & jnp.any(upper) & jnp.all(mask <= members)
-        parts = motion(
-            c, jnp.where(lower, -1, jnp.where(upper, 1, rank)), jnp.where(upper, L + label, group),
-            stuck, co,
-        )  # fmt: skip
-        i_low, i_up = jnp.argmax(lower), jnp.argmax(upper)
-        h = parts.velocity[i_low] - parts.velocity[i_up]
-        slope = parts.rate[i_up] - parts.rate[i_low]
-        return jnp.where(valid, h, jnp.inf), jnp.where(valid, slope, 0.0)
-
-    return jax.vmap(lambda lab: jax.vmap(lambda m: split(lab, m))(masks))(jnp.arange(L))
-
-
-def split_margin(c, rank, group, stuck, co: Coordinate):
-    """The least attraction v_P − v_Q over the splits of each glued group, by label ``(L,)``
-    (``inf``: not a glued group)."""
-    return jnp.min(_splits(c, rank, group, stuck, co)[0], axis=1)
-
-
-def _release(c, rank, group, stuck, mo, co: Coordinate):
-    """Time at which each glued group stops attracting (``inf``: not before it settles).
-
-    The group holds while v_P ≥ v_Q for every split (:func:`_splits`); each difference is affine
-    in the group's value, so its root c* is exact, and the time to reach c* at the group's
-    exponential rate is the release (docs/theory.md#meeting-faces). Stuck groups never release
-    on their own: their ownership does not change until another face meets them."""
-    h, slope = _splits(c, rank, group, stuck, co)  # (L labels, 2^L)
-    L = c.shape[0]
-    cg, ybar, rate = c[:, None], mo.ybar[:, None], mo.rate[:, None]
-    cstar = cg - h / jnp.where(slope != 0, slope, 1.0)
-    between = jnp.isfinite(h) & (slope != 0) & (rate > 0) & ((cstar - cg) * (ybar - cstar) > 0)
-    dt = jnp.log(jnp.where(between, (ybar - cg) / jnp.where(between, ybar - cstar, 1.0), 1.0))
-    dt = jnp.maximum(dt / jnp.where(between, rate, 1.0), 0.0)
-    t = jnp.where(h < 0, 0.0, jnp.where(between, dt, jnp.inf))
-    del L
-    return jnp.min(t, axis=1)[group]
+    return crossing_time(c, mo.ybar, mo.rate, xi, exists, up), xi
 
 
 class Breakpoint(eqx.Module):
@@ -170,10 +129,10 @@ class _Event(eqx.Module):
 
 def _next_event(c, group, pending, s, s_final, co, mo, t_rel, t_data, xi, t_meet) -> _Event:
     """The next event of one coordinate moving with ``mo``: ``t_rel`` ``(L,)`` the release times
-    of its glued groups (:func:`_release`), ``t_data``, ``xi`` ``(L,)`` the next data value of
-    each face and when it is reached (:func:`_data_crossing`), ``t_meet`` ``(L, L)`` when faces
-    of different groups meet (:func:`_meetings`). Faces still ``pending`` first have their
-    initial ties resolved, one value at a time, in zero time."""
+    of its glued groups (:func:`~gflow_jax.dynamics._glued.release_times`), ``t_data``, ``xi``
+    ``(L,)`` the next data value of each face and when it is reached (:func:`_data_crossing`),
+    ``t_meet`` ``(L, L)`` when faces of different groups meet (:func:`_meetings`). Faces still
+    ``pending`` first have their initial ties resolved, one value at a time, in zero time."""
     remaining = s_final - s
     t_face = jnp.minimum(jnp.minimum(t_data, jnp.min(t_meet, axis=1)), t_rel)
     face = jnp.argmin(t_face)
@@ -262,9 +221,13 @@ def initial_mode(c0, co: Coordinate):
     return jax.lax.fori_loop(0, L, settle, (rank, group, stuck, jnp.asarray(True)))
 
 
-def _initial_state(c0, s0) -> _State:
-    """One coordinate's state at s0; its initial ties are resolved by the loop's first steps."""
+def _initial_state(c0, s0, co: Coordinate) -> _State:
+    """One coordinate's state at s0; its initial ties (faces equal to another face or to a data
+    value) are resolved by the loop's first steps. A face with no tie starts free, the mode such
+    a step would give it."""
     L = c0.shape[0]
+    on_data = jax.vmap(lambda v: _at_data(v, co))(c0)
+    tied = (jnp.sum(c0[:, None] == c0[None, :], axis=1) > 1) | on_data
     mode = Mode.free((L, 1))
     dtype = c0.dtype
     return _State(
@@ -274,21 +237,24 @@ def _initial_state(c0, s0) -> _State:
         group=mode.group[:, 0],
         stuck=mode.stuck[:, 0],
         stuck_time=jnp.full(L, jnp.nan, dtype),
-        pending=jnp.ones(L, bool),
+        pending=tied,
         count=jnp.asarray(0, jnp.int32),
         done=jnp.asarray(False),
         failed=jnp.asarray(False),
     )
 
 
-def _run(c0, co, s0, s_final, max_events: int) -> tuple[Int[Array, ""], _State, EventLog]:
+def _run(
+    c0, co, s0, s_final, max_events: int, run: int = RUN
+) -> tuple[Int[Array, ""], _State, EventLog]:
     """The event loop over every coordinate (``c0``: ``(M, L)``; ``co``: leading M).
 
     A coordinate takes at most L zero-time steps for its initial ties, ``max_events`` events and
     one final segment, so ``max_events + L + 1`` steps bound the loop."""
     M, L = c0.shape
     E = max_events + L + 1
-    state = jax.vmap(lambda c: _initial_state(c, s0))(c0)
+    state = jax.vmap(lambda c, k: _initial_state(c, s0, k))(c0, co)
+    tables = jax.vmap(run_tables)(co)
     log = EventLog.empty(M, E, L, c0.dtype)
 
     def cond(carry):
@@ -301,8 +267,10 @@ def _run(c0, co, s0, s_final, max_events: int) -> tuple[Int[Array, ""], _State, 
         step, finished = carry[0], carry[-1]
         return (step < E) & ~finished
 
-    def body(carry):
-        step, state, log, carried, known, _ = carry
+    def event_step(state: _State, carried, known):
+        """One event of every coordinate that is not done: its state after it, the log row
+        (its index per coordinate and content), the motion after it and whether that is known
+        (every event a crossing whose motion beyond was evaluated)."""
         glued = jnp.any(
             jax.vmap(lambda g, st: jnp.any(((g[:, None] == g[None, :]).sum(1) > 1) & ~st))(
                 state.group, state.stuck
@@ -318,7 +286,7 @@ def _run(c0, co, s0, s_final, max_events: int) -> tuple[Int[Array, ""], _State, 
         )
         t_rel = where_needed(
             glued,
-            lambda: jax.vmap(_release)(state.c, state.rank, state.group, state.stuck, mo, co),
+            lambda: jax.vmap(release_times)(state.c, state.rank, state.group, state.stuck, mo, co),
             lambda: jnp.full_like(state.c, jnp.inf),
         )
         t_data, xi = jax.vmap(_data_crossing)(state.c, mo, co)
@@ -346,12 +314,66 @@ def _run(c0, co, s0, s_final, max_events: int) -> tuple[Int[Array, ""], _State, 
         settled = ev.finished | state.done
         easy = jnp.all((single & decided) | settled)
         res = where_needed(~easy, general, lambda: fast)
-        state, row = jax.vmap(lambda st, e, r: _record(st, e, r, max_events))(state, ev, res)
+        new, row = jax.vmap(lambda st, e, r: _record(st, e, r, max_events))(state, ev, res)
         # every face that moved on crossed: the motion beyond is the next step's motion
         stuck_now = jnp.take_along_axis(res.stuck, ev.at.face[:, None], axis=1)[:, 0]
-        known = easy & jnp.all(~stuck_now | settled)
+        return new, state.count, row, beyond, easy & jnp.all(~stuck_now | settled)
+
+    def body(carry):
+        step, state, log, carried, known, _ = carry
+        # first up to RUN plain crossings of each coordinate, where they are decoupled
+        # (:mod:`gflow_jax.dynamics._crossing_runs`): most events of separated data
+        room = jnp.where(
+            known & ~state.done & ~jnp.any(state.pending, axis=1), max_events - state.count, 0
+        )
+
+        def runs():
+            return jax.vmap(
+                lambda st, m, k, tb, r: plain_crossings(
+                    st.c, st.rank, st.group, st.stuck, st.s, m, k, tb, s_final, r, run
+                )
+            )(state, carried, co, tables, room)
+
+        def none():
+            return jax.vmap(lambda st, m: no_run(st.c, st.rank, st.s, m, run))(state, carried)
+
+        if run > 0:
+            taken = where_needed(jnp.any(room > 0), runs, none)
+            log = log.write_runs(state.count, taken.n, taken.seg, taken.ev, taken.ev_id)
+            state = eqx.tree_at(
+                lambda st: (st.s, st.c, st.rank, st.count),
+                state,
+                (taken.s, taken.c, taken.rank, state.count + taken.n),
+            )
+            carried, n = taken.motion, taken.n
+        else:
+            n = jnp.zeros_like(state.count)
+        # then one event of every coordinate, where one took no crossing (its next event is
+        # not a plain one) or the motion is not known: a step that skips it costs nothing.
+        # The predicate is never batched, so the carries stay in place under vmap; a member
+        # that does not need the step keeps its state, as it would alone (bit for bit)
+        need = ~known | jnp.any(~state.done & (n == 0))
+        E = log.ev.shape[0]
+
+        def skip(state, carried, known):
+            row = (
+                jnp.zeros(log.seg.shape[1:], log.seg.dtype),
+                jnp.zeros(log.ev.shape[1:], log.ev.dtype),
+                jnp.zeros(log.ev_id.shape[1:], log.ev_id.dtype),
+            )
+            return state, jnp.full_like(state.count, E), row, carried, known
+
+        def step_where_needed(state, carried, known):
+            new = event_step(state, carried, known)
+            old = skip(state, carried, known)
+            return jax.tree.map(lambda a, b: jnp.where(need, a, b), new, old)
+
+        state, row_at, row, carried, known = jax.lax.cond(
+            eqxi.unvmap_any(need), step_where_needed, skip, state, carried, known
+        )
+        log = log.write(row_at, *row)
         finished = eqxi.unvmap_all(jnp.all(state.done))
-        return step + 1, state, log.write(step, *row), beyond, known, finished
+        return step + 1, state, log, carried, known, finished
 
     mo0 = jax.vmap(motion)(state.c, state.rank, state.group, state.stuck, co)
     # nothing is done at s0 (every coordinate's first step resolves its initial ties)
@@ -399,6 +421,7 @@ def solve_exact(
     save_ts: Float[Array, " T"],
     *,
     max_events: int = 2000,
+    run: int = RUN,
 ) -> FlowSolution:
     """The exact solution of the bias-only flow on C_in (docs/theory.md#meeting-faces), event by
     event, saved at ``save_ts``. Batch axis: refused on ``problem``, ``params0`` (d, b
@@ -417,6 +440,9 @@ def solve_exact(
         save_ts: ``(T,)`` increasing save times; the solve runs from ``save_ts[0]``.
         max_events: the most events per coordinate (static). Reaching it sets
             ``success = False``; :func:`check_solution` then names the coordinate.
+        run: the most plain crossings of a coordinate taken in one step of the loop, where
+            they are decoupled (static; :mod:`gflow_jax.dynamics._crossing_runs`); 0 takes every
+            event on its own. The answer is the same to rounding; only the speed differs.
 
     Pure and jittable; ``vmap`` over problems of one shape batches them.
     """
@@ -436,8 +462,8 @@ def solve_exact(
     co = coordinates(data, d)
     c0 = params0.thresholds.T  # (M, L)
     save_ts = jnp.asarray(save_ts, c0.dtype)
-    steps, state, log = _run(c0, co, save_ts[0], save_ts[-1], max_events)
-    c_t = segment_saves(log, steps, save_ts)  # (T, M, L)
+    steps, state, log = _run(c0, co, save_ts[0], save_ts[-1], max_events, run)
+    c_t = segment_saves(log, state.count, save_ts)  # (T, M, L)
     thresholds = jnp.swapaxes(c_t, 1, 2)  # (T, L, M)
     params = AdaptedParameters(d=jnp.broadcast_to(d, thresholds.shape), b=-thresholds * d[None])
     loss = jax.vmap(problem.loss)(params)
@@ -456,6 +482,6 @@ def solve_exact(
         num_accepted_steps=events,
         num_rejected_steps=jnp.zeros((), jnp.int32),
         success=~jnp.any(state.failed) & jnp.all(jnp.isfinite(loss)),
-        events=sorted_events(log, steps),
+        events=sorted_events(log, state.count),
         sliding=sliding,
     )

@@ -32,8 +32,9 @@ from ..core import AdaptedParameters
 from ..core._batching import where_needed
 from ..core._shapes import Shapes
 from ..core._sorted_field import value_counts
-from ._exact import Breakpoint, _at_data, initial_mode, split_margin
+from ._exact import Breakpoint, _at_data, initial_mode
 from ._filippov import Mode, coordinates, gradient, motion, resolve
+from ._glued import split_margin
 from ._integrate import controller, solver_of
 from ._problem import FlowProblem, check_problem
 from ._settings import SolverSettings
