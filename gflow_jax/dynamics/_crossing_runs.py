@@ -160,7 +160,8 @@ def plain_crossings(
     Times add up each face's own closed-form crossing times (docs/theory.md#meeting-faces), so
     they agree with the event-by-event step to rounding; a crossing face's motion is evaluated
     at the data value it crossed, as there. Written for XLA on CPU, where a step costs what its
-    kernels cost: elementwise work and small one-hot sums rather than gathers and sorts."""
+    kernels cost: elementwise work, counted comparisons and a few gathers, no search of the
+    data after the first and no sort."""
     L, N = c.shape[0], co.values.shape[0]
     faces, ks = jnp.arange(L), jnp.arange(K)
     up = mo.ybar > c
