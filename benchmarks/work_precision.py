@@ -398,7 +398,7 @@ class Bench:
             "rounding_floor": float(np.finfo(float).eps * np.max(np.abs(reference))),
         }
         log(f"exact solver: {info['events']} events {info['events_by_kind']}, at most "
-            f"{info['max_events_per_coordinate']} in one coordinate (loop iterations), "
+            f"{info['max_events_per_coordinate']} in one coordinate, "
             f"{info['stuck_faces_at_end']} of {info['faces']} faces stuck at the end; "
             f"{row.seconds * 1e3:.2f} ms per solve = {info['microseconds_per_event']:.2f} µs "
             "per event")  # fmt: skip
