@@ -321,7 +321,7 @@ def _run(
 
     def body(carry):
         step, state, log, carried, known, _ = carry
-        # first up to RUN plain crossings of each coordinate, where they are decoupled
+        # first up to `run` plain crossings of each coordinate, where they are decoupled
         # (:mod:`gflow_jax.dynamics._crossing_runs`): most events of separated data
         room = jnp.where(
             known & ~state.done & ~jnp.any(state.pending, axis=1), max_events - state.count, 0
