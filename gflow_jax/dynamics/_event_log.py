@@ -114,7 +114,7 @@ def segment_saves(log: EventLog, count, save_ts: Float[Array, " T"]) -> Float[Ar
         parts = seg[..., 0], seg[..., 1 : 1 + L], seg[..., 1 + L : 1 + 2 * L], seg[..., 1 + 2 * L :]
 
         def one(seg_s, seg_c, seg_ybar, seg_rate):
-            j = jnp.searchsorted(seg_s, save_ts, side="right", method="compare_all")
+            j = jnp.searchsorted(seg_s, save_ts, side="right", method="scan_unrolled")
             j = jnp.clip(j - 1, 0, None)
             t = save_ts - seg_s[j]
             return path(seg_c[j], seg_ybar[j], seg_rate[j], t[:, None])
