@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gflow_jax.core import AdaptedParameters, SortedData, make_clusters
+from gflow_jax.core import AdaptedParameters, make_clusters
 from gflow_jax.core._sorted_field import cut_counts, intervals_from_counts, value_counts
 from gflow_jax.diagnostics import event_times, truncation_diagnostics
 from gflow_jax.dynamics import (
@@ -352,8 +352,7 @@ def test_run_kernels_equal_the_searched_field():
         co = jax.tree.map(lambda a: a[0], coordinates(problem.sorted, d))
         c = rng.choice(values, L) if trial % 2 else rng.normal(size=L)  # on data values or not
         c, rank = jnp.asarray(c), jnp.asarray(rng.integers(-1, 2, L), jnp.int32)
-        data = SortedData(co.values[None], co.target_prefix[None], co.weight_prefix[None],
-                          co.run_end[None])  # fmt: skip
+        data = co.sorted_data()
         own = value_counts(co.values, co.run_end, c)
         args = (c[:, None], co.positive[:, None], data, rank[:, None])
         searched = cut_counts(*args)

@@ -30,7 +30,6 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Bool, Float, Int
 
-from ..core import SortedData
 from ..core._sorted_field import cut_counts, intervals_from_counts, value_counts
 from ._filippov import Coordinate, Motion
 from ._meetings import path
@@ -167,14 +166,15 @@ def plain_crossings(
     up = mo.ybar > c
     side = jnp.where(up, 1, -1).astype(rank.dtype)
     below, upto = value_counts(co.values, co.run_end, c)  # the faces' own values
-    data = SortedData(
-        co.values[None], co.target_prefix[None], co.weight_prefix[None], co.run_end[None]
-    )
     below0, at_most0, cuts0 = (
         a[:, 0]
         for a in cut_counts(
-            c[:, None], co.positive[:, None], data, rank[:, None], (below[:, None], upto[:, None])
-        )
+            c[:, None],
+            co.positive[:, None],
+            co.sorted_data(),
+            rank[:, None],
+            (below[:, None], upto[:, None]),
+        )  # fmt: skip
     )
     # the face's next K distinct values, run by run
     first = jnp.where(up, upto, below - 1)

@@ -70,6 +70,14 @@ class Coordinate(NamedTuple):
     d2: Float[Array, " L"]
     n_rows: Float[Array, ""]
 
+    def sorted_data(self) -> SortedData:
+        """This coordinate as :class:`~gflow_jax.core.SortedData` of one coordinate (M = 1), for
+        the (L, M) field functions of :mod:`gflow_jax.core._sorted_field`."""
+        return SortedData(
+            self.values[None], self.target_prefix[None], self.weight_prefix[None],
+            self.run_end[None],
+        )  # fmt: skip
+
 
 def coordinates(data: SortedData, d: Float[Array, "L M"]) -> Coordinate:
     """The per-coordinate view of sorted data and weights: every field has a leading M axis."""
@@ -83,11 +91,8 @@ def coordinates(data: SortedData, d: Float[Array, "L M"]) -> Coordinate:
 def gradient(c: Float[Array, " L"], rank: Int[Array, " L"], co: Coordinate):
     """g_ℓ = ∂C_in/∂c_ℓ = (n_ℓ c_ℓ − Σ_owned ω ỹ)/N and the owned (weighted) counts n_ℓ, ``(L,)``,
     with ties broken by ``rank``."""
-    data = SortedData(
-        co.values[None], co.target_prefix[None], co.weight_prefix[None], co.run_end[None]
-    )
     sign = jnp.where(co.positive, 1.0, -1.0)[:, None]
-    g, n = threshold_gradient(c[:, None], sign, data, rank[:, None])
+    g, n = threshold_gradient(c[:, None], sign, co.sorted_data(), rank[:, None])
     return g[:, 0], n[:, 0]
 
 
