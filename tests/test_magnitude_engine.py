@@ -196,21 +196,57 @@ def test_float32_products_with_reliable_updates_reach_float64_accuracy():
     assert np.all(one["residual"] <= 1e-12)
 
 
-def test_build_shares_blocks_among_threads_exactly():
+def test_build_shares_rows_among_threads_exactly():
+    """The fused build: Z within 1 ulp of NumPy's exp on the lower triangle (nothing written
+    above it), its float32 copy the rounding of Z, the row sums and the derivative of the
+    previous Z equal to dense NumPy, and the same bits from one or two threads."""
     X = near_pairs(100, 3, 1e-2, 5)
     D = cdist(X, X)
-    w = np.random.default_rng(0).standard_normal(D.shape[0])
+    m = D.shape[0]
+    w = np.random.default_rng(0).standard_normal(m)
     one, two = np.zeros_like(D), np.zeros_like(D)
     one32, two32 = np.zeros(D.shape, np.float32), np.zeros(D.shape, np.float32)
+    rs1, rs2 = np.zeros(m), np.zeros(m)
     _host.build_lower(D, 0.7, one, one32)
     _host.build_lower(D, 0.7, two, two32)
-    d1 = _host.build_lower(D, 1.3, one, one32, w_old=w, threads=1)
-    d2 = _host.build_lower(D, 1.3, two, two32, w_old=w, threads=2)
+    d1 = _host.build_lower(D, 1.3, one, one32, w_old=w, threads=1, row_sums=rs1)
+    d2 = _host.build_lower(D, 1.3, two, two32, w_old=w, threads=2, row_sums=rs2)
     np.testing.assert_array_equal(one, two)
     np.testing.assert_array_equal(one32, two32)
-    np.testing.assert_array_equal(np.tril(one), np.tril(np.exp(-1.3 * D)))
-    Z = np.exp(-0.7 * D)
-    np.testing.assert_allclose([d1, d2], w @ ((D * Z) @ w), rtol=1e-13)
+    np.testing.assert_allclose(rs1, rs2, rtol=1e-15)
+    Z = np.exp(-1.3 * D)
+    lower = np.tril(np.ones((m, m), bool))
+    assert np.all(np.abs(one - Z)[lower] <= np.spacing(Z)[lower])
+    assert np.all(one[~lower] == 0) and np.all(one32[~lower] == 0)
+    np.testing.assert_array_equal(one32[lower], one[lower].astype(np.float32))
+    np.testing.assert_allclose(rs1, Z.sum(axis=1), rtol=1e-14)
+    Z_old = np.exp(-0.7 * D)
+    np.testing.assert_allclose([d1, d2], w @ ((D * Z_old) @ w), rtol=1e-13)
+    np.testing.assert_allclose(_host.derivative(D, one, w), w @ ((D * Z) @ w), rtol=1e-13)
+
+
+def test_fused_exponential_within_one_ulp_of_exact():
+    """The pass's exponential against 40-digit decimal arithmetic (≤ 1 ulp, on ln2-spaced
+    breakpoints, the subnormal range and beyond the underflow) and against NumPy on 10⁵ random
+    arguments."""
+    import decimal
+
+    from gflow_jax.magnitude._similarity_pass import exp_array
+
+    rng = np.random.default_rng(1)
+    edges = np.array([0.0, -1e-300, -5e-324, -np.log(2) / 2, -np.log(2), -700.0, -708.39])
+    edges = np.concatenate([edges, [-708.4, -709.0, -744.4, -745.1, -745.2, -746.0, -1e4, -1e300]])
+    x = np.concatenate([edges, -rng.uniform(0, 40, 600), -rng.uniform(700, 746, 200)])
+    out = np.empty_like(x)
+    exp_array(x, out)
+    decimal.getcontext().prec = 40
+    for xi, yi in zip(x, out, strict=True):
+        exact = decimal.Decimal(float(xi)).exp()
+        assert abs(exact - decimal.Decimal(float(yi))) <= decimal.Decimal(np.spacing(yi)), xi
+    y = -rng.exponential(5.0, 100_000)
+    got = np.empty_like(y)
+    exp_array(y, got)
+    assert np.all(np.abs(got - np.exp(y)) <= np.spacing(np.exp(y)))
 
 
 @pytest.mark.parametrize("k", [1, 2, 57, 600])

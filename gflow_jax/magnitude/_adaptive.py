@@ -47,7 +47,9 @@ solves, as in :mod:`gflow_jax.magnitude._core`) or from the Lanczos tridiagonal 
 (preconditioned) CG run (λ_min(Z) ≈ θ_min(P⁻¹Z)·λ_min(P)), an estimate, not a bound.
 
 Kernels (lower triangle only, BLAS-2 products and triangular solves; D, one Z with its float32
-copy and one factor held at a time): :mod:`gflow_jax.magnitude._host`.
+copy and one factor held at a time): :mod:`gflow_jax.magnitude._host`; Z, its float32 copy, its
+row sums and the previous scale's derivative come from one compiled pass over D
+(:mod:`gflow_jax.magnitude._similarity_pass`).
 """
 
 from __future__ import annotations
@@ -99,11 +101,11 @@ class AdaptiveSettings:
             that does not converge so continues with float64 products.
         single_max_condition: float32 factorisations are tried while the latest scale's
             condition estimate is at most this.
-        threads: threads of the elementwise passes over Z (building it, the derivative);
-            None: as many as BLAS uses (threadpoolctl). One by default: beside OpenBLAS's own
-            threads, which keep spinning between the products, a second thread of these
-            passes slowed the whole solve on a 2-core machine (n = 2000, 32 scales,
-            ``OPENBLAS_NUM_THREADS=2``: 1.64 s against 1.41 s; n = 4000: 5.85 s either way).
+        threads: threads of the pass that builds Z (with its derivative and row sums);
+            None: as many as BLAS uses (threadpoolctl). One by default: the pass is bound by
+            memory bandwidth, and beside OpenBLAS's own threads, which keep spinning between
+            the products, a second thread slowed the whole solve on a 2-core machine
+            (n = 2000, 32 scales, ``OPENBLAS_NUM_THREADS=2``: 1.02–1.29 s against 0.91–1.03 s).
         progress: show a tqdm bar over the scales.
     """
 
@@ -203,6 +205,7 @@ class _Run:
         low = settings.mixed_precision and settings.single_products
         self.buffer32 = np.zeros((m, m), np.float32) if low else None
         self.has32 = False
+        self.row_sums = np.zeros(m)  # Z·1 of the Z in the buffer (from its build)
         self.current = -1
         self.pending = None  # (scale, weights) finished in the buffer, derivative still due
         self.threads = settings.threads or _host.blas_threads()
@@ -224,12 +227,11 @@ class _Run:
             out32 = self.buffer32 if self.has32 else None
             done, w_old = self.pending if self.pending else (None, None)
             value = _host.build_lower(
-                self.D, self.scales[i], self.buffer, out32, w_old, self.threads
+                self.D, self.scales[i], self.buffer, out32, w_old, self.threads, self.row_sums
             )
             if done is not None:
                 self.out["derivative"][done] = value
             self.pending = None
-            self.row_sums = self.matvec(self.b)
             self.profile["build"] += time.perf_counter() - start
             self.current = i
         return self.buffer
@@ -492,7 +494,7 @@ def solve_adaptive(D, scales, settings: AdaptiveSettings = AdaptiveSettings()) -
     factor —, ``"cholesky"``, ``"lu"``), ``fallback`` (why float32 was abandoned at a scale,
     else ``""``) and ``profile`` (seconds per phase, :data:`PHASES`). Batch axis: refused.
     """
-    D_host = np.asarray(D, dtype=np.float64)
+    D_host = np.ascontiguousarray(D, dtype=np.float64)
     scales = np.asarray(scales, dtype=np.float64)
     check = Shapes("solve_adaptive")
     check("D", D_host, "m m")

@@ -1,4 +1,5 @@
-"""Host kernels of the CPU magnitude engine (NumPy and SciPy BLAS/LAPACK, no JAX).
+"""Host kernels of the CPU magnitude engine (NumPy, SciPy BLAS/LAPACK and one Numba pass; no
+JAX).
 
 docs/theory.md#magnitude-numerics. Z(t) = exp(−t·D) is symmetric, so only its lower triangle
 is built and read. It lives in a C-ordered ``(m, m)`` float64 buffer whose strictly upper part
@@ -11,8 +12,9 @@ transpose ``Z.T`` (no copy), so every BLAS/LAPACK call gets ``Z.T`` with ``lower
 * preconditioner r ↦ (UᵀU)⁻¹ r: two BLAS-2 triangular solves (``dtrsv``/``strsv``; OpenBLAS's
   single-column ``dpotrs`` goes through ``dtrsm`` and is several times slower);
 * conjugate gradients (stopping on the recursive residual; the caller verifies);
-* the derivative wᵀ(D∘Z)w of one scale in the pass that builds the next scale's Z (D is read
-  once for both; the old Z is read where it is overwritten);
+* Z itself, its float32 copy, its row sums and the derivative wᵀ(D∘Z)w of the scale built
+  before it, in one fused pass (:mod:`gflow_jax.magnitude._similarity_pass`: D is read once,
+  the old Z where it is overwritten);
 * duplicate groups of a distance matrix (the same greedy rule as
   :func:`gflow_jax.magnitude.duplicate_groups`, without compiling anything).
 """
@@ -27,12 +29,8 @@ import scipy.linalg as sla
 from jaxtyping import Bool, Float, Int
 from scipy.linalg import blas
 
-# bytes of one float64 row block of the elementwise passes over Z (building its lower triangle,
-# the derivative): the blocks of D, Z, the derivative's product and the float32 copy (about
-# 0.9 MiB together) then stay in a core's L2 cache between the passes. Measured on a 2 MiB-L2
-# x86 core (one build with its derivative): m = 2000, 16–32 rows 18 ms against 64 rows 20.5 ms;
-# m = 4000, 8–16 rows 40–46 ms against 54–57 ms
-_BLOCK_BYTES = 256 * 1024
+# rows per block of the threads' interleaved shares of the build
+_SHARE_ROWS = 16
 # rows per block of the duplicate search (bounds the boolean temporary to ~64 MiB at m = 10⁵)
 _DUP_BLOCK = 512
 
@@ -40,9 +38,23 @@ Vector = Float[np.ndarray, " m"]
 Matrix = Float[np.ndarray, "m m"]
 
 
-def _row_block(m: int) -> int:
-    """Rows per block of the elementwise passes for an (m, m) matrix (:data:`_BLOCK_BYTES`)."""
-    return max(1, min(m, _BLOCK_BYTES // (8 * m)))
+def _fused():
+    """The Numba pass, imported on first use (importing Numba takes ~0.3 s: not at
+    ``import gflow_jax``)."""
+    from . import _similarity_pass
+
+    return _similarity_pass
+
+
+def _shares(m: int, threads: int) -> list[np.ndarray]:
+    """Rows 0 … m−1 in ``threads`` interleaved shares of :data:`_SHARE_ROWS`-row blocks,
+    largest rows first (the rows of a lower triangle grow: interleaving balances them)."""
+    starts = np.arange(0, m, _SHARE_ROWS)[::-1]
+    return [
+        np.concatenate([np.arange(s, min(m, s + _SHARE_ROWS)) for s in starts[k::threads]])
+        for k in range(threads)
+        if starts[k::threads].size
+    ]
 
 
 def build_lower(
@@ -52,70 +64,48 @@ def build_lower(
     out32: np.ndarray | None = None,
     w_old: Vector | None = None,
     threads: int = 1,
+    row_sums: Vector | None = None,
 ) -> float:
-    """Z = exp(−t·D) written into ``out`` (and rounded to float32 into ``out32`` when given), in
-    row blocks: one multiply and one exp per entry, each block in cache. Every block covers the
-    columns up to the end of its diagonal block, so the lower triangle and the full diagonal
-    blocks are written; nothing else is.
+    """Z = exp(−t·D) written into the lower triangle (diagonal included) of ``out`` (and
+    rounded to float32 into ``out32`` when given), in one fused pass
+    (:mod:`gflow_jax.magnitude._similarity_pass`); nothing above the diagonal is written.
 
     With ``w_old``, the same pass first reads the *previous* content of ``out`` (a Z built
-    here, with weights ``w_old``) and returns its derivative wᵀ(D∘Z)w: D is read once for both,
-    and the old Z is read where it is being overwritten anyway. Otherwise returns NaN.
-    ``threads`` > 1 shares the blocks among that many threads (NumPy releases the GIL).
+    here, with weights ``w_old``) and returns its derivative wᵀ(D∘Z)w; otherwise NaN. With
+    ``row_sums`` ``(m,)``, the row sums Z·1 of the new (symmetric) Z are written there.
+    ``threads`` > 1 shares the rows among that many threads (the pass releases the GIL).
     """
     m = D.shape[0]
-    rows_per = _row_block(m)
-    starts = list(range(0, m, rows_per))
+    single = out32 is not None
+    z32 = out32 if single else np.zeros((1, 1), np.float32)
+    with_derivative = w_old is not None
+    w = np.ascontiguousarray(w_old, dtype=np.float64) if with_derivative else np.zeros(1)
+    shares = _shares(m, threads) if threads > 1 else [np.arange(m)]
+    kernel = _fused()
 
-    w2 = None if w_old is None else 2.0 * w_old
+    def rows(share) -> tuple[float, np.ndarray]:
+        rs = np.zeros(m)
+        part = kernel.build_rows(D, t, out, z32, w, rs, share, single, with_derivative)
+        return part, rs
 
-    def rows(share) -> float:
-        work = np.empty(rows_per * m) if w_old is not None else None
-        v = np.empty(m) if w_old is not None else None
-        total = 0.0
-        for s in share:
-            e = min(m, s + rows_per)
-            o, d = out[s:e, :e], D[s:e, :e]
-            if work is not None:
-                total += _derivative_rows(d, o, work, v, w_old, w2, s, e)
-            np.multiply(d, -t, out=o)
-            np.exp(o, out=o)
-            if out32 is not None:
-                out32[s:e, :e] = o
-        return total
-
-    if threads > 1 and len(starts) > 1:
-        # interleaved shares balance the triangle; largest blocks first. A pool per call (its
-        # start costs microseconds): nothing outlives the call, e.g. across a fork
-        shares = [starts[::-1][k::threads] for k in range(threads)]
-        with ThreadPoolExecutor(max_workers=threads) as pool:
-            total = sum(pool.map(rows, shares))
+    if len(shares) > 1:
+        # a pool per call (its start costs microseconds): nothing outlives the call, e.g.
+        # across a fork
+        with ThreadPoolExecutor(max_workers=len(shares)) as pool:
+            parts = list(pool.map(rows, shares))
     else:
-        total = rows(starts)
-    return total if w_old is not None else np.nan
-
-
-def _derivative_rows(d, o, work, v, w, w2, s, e) -> float:
-    """The rows s:e of wᵀ(D∘Z)w from their blocks ``d``, ``o`` (columns < e): the columns < s
-    count twice (symmetry), the full diagonal block once (its diagonal is 0: D_ii = 0). One
-    product with the block: its columns < s meet 2w (``w2``), the others w (``v``: workspace)."""
-    P = work[: (e - s) * e].reshape(e - s, e)
-    np.multiply(d, o, out=P)
-    v[:s] = w2[:s]
-    v[s:e] = w[s:e]
-    return float(w[s:e] @ (P @ v[:e]))
+        parts = [rows(shares[0])]
+    if row_sums is not None:
+        row_sums[:] = parts[0][1]
+        for _, rs in parts[1:]:
+            row_sums += rs
+    return float(sum(p for p, _ in parts)) if with_derivative else np.nan
 
 
 def derivative(D: Matrix, Z: Matrix, w: Vector) -> float:
-    """wᵀ(D∘Z)w for a Z built by :func:`build_lower` (one pass over D and Z, row blocks)."""
-    m = D.shape[0]
-    rows_per = _row_block(m)
-    work, v, w2 = np.empty(rows_per * m), np.empty(m), 2.0 * w
-    total = 0.0
-    for s in range(0, m, rows_per):
-        e = min(m, s + rows_per)
-        total += _derivative_rows(D[s:e, :e], Z[s:e, :e], work, v, w, w2, s, e)
-    return total
+    """wᵀ(D∘Z)w for a Z built by :func:`build_lower` (one pass over D and Z)."""
+    w = np.ascontiguousarray(w, dtype=np.float64)
+    return float(_fused().derivative_rows(D, Z, w, np.arange(D.shape[0])))
 
 
 def symv(Z: Matrix, v: Vector) -> Vector:
