@@ -39,17 +39,15 @@ Nothing is approximated silently: every iterative solve ends with an explicit fl
 ‖Zw − 1‖₂/‖1‖₂ ≤ ``rtol``; if it does not get there within its budget, the scale is solved
 directly (float64 Cholesky, or LU when Cholesky fails). The solver, iteration count, precision of
 the factor used and achieved residual of every scale are reported, and the seconds spent per
-phase (:data:`PHASES`: building Z and its row sums, with the derivative wᵀ(D∘Z)w of the
-previous scale read in the same pass; factorisations by precision; CG iterations; the explicit
-residuals that verify them). Condition estimates:
+phase (:data:`PHASES`: building Z, its row sums and the previous scale's derivative wᵀ(D∘Z)w
+in one pass; factorisations by precision; CG iterations; the explicit residuals that verify
+them). Condition estimates:
 λ_max ≤ largest row sum of Z; λ_min from the Rayleigh quotients of one inverse iteration (direct
 solves, as in :mod:`gflow_jax.magnitude._core`) or from the Lanczos tridiagonal of the
 (preconditioned) CG run (λ_min(Z) ≈ θ_min(P⁻¹Z)·λ_min(P)), an estimate, not a bound.
 
-Kernels (lower triangle only, BLAS-2 products and triangular solves; D, one Z with its float32
-copy and one factor held at a time): :mod:`gflow_jax.magnitude._host`; Z, its float32 copy, its
-row sums and the previous scale's derivative come from one compiled pass over D
-(:mod:`gflow_jax.magnitude._similarity_pass`).
+Kernels (lower triangle only; D, one Z with its float32 copy and one factor held at a time):
+:mod:`gflow_jax.magnitude._host`, with Z built by :mod:`gflow_jax.magnitude._similarity_pass`.
 """
 
 from __future__ import annotations
