@@ -198,28 +198,33 @@ def test_float32_products_with_reliable_updates_reach_float64_accuracy():
 
 def test_build_shares_rows_among_threads_exactly():
     """The fused build: Z within 1 ulp of NumPy's exp on the lower triangle (nothing written
-    above it), its float32 copy the rounding of Z, the row sums and the derivative of the
-    previous Z equal to dense NumPy, and the same bits from one or two threads."""
+    above it), its float32 copy the rounding of Z, the row sums, the product with a vector and
+    the derivative of the previous Z equal to dense NumPy, and the same Z from one or two
+    threads."""
     X = near_pairs(100, 3, 1e-2, 5)
     D = cdist(X, X)
     m = D.shape[0]
     w = np.random.default_rng(0).standard_normal(m)
     one, two = np.zeros_like(D), np.zeros_like(D)
     one32, two32 = np.zeros(D.shape, np.float32), np.zeros(D.shape, np.float32)
-    rs1, rs2 = np.zeros(m), np.zeros(m)
+    rs1, rs2, y1, y2 = np.zeros(m), np.zeros(m), np.zeros(m), np.zeros(m)
+    x = np.random.default_rng(1).standard_normal(m)
     _host.build_lower(D, 0.7, one, one32)
     _host.build_lower(D, 0.7, two, two32)
-    d1 = _host.build_lower(D, 1.3, one, one32, w_old=w, threads=1, row_sums=rs1)
-    d2 = _host.build_lower(D, 1.3, two, two32, w_old=w, threads=2, row_sums=rs2)
+    d1 = _host.build_lower(D, 1.3, one, one32, w_old=w, threads=1, row_sums=rs1, x=x, product=y1)
+    d2 = _host.build_lower(D, 1.3, two, two32, w_old=w, threads=2, row_sums=rs2, x=x, product=y2)
     np.testing.assert_array_equal(one, two)
     np.testing.assert_array_equal(one32, two32)
     np.testing.assert_allclose(rs1, rs2, rtol=1e-15)
+    np.testing.assert_allclose(y1, y2, rtol=1e-13, atol=1e-13 * np.abs(y1).max())
     Z = np.exp(-1.3 * D)
     lower = np.tril(np.ones((m, m), bool))
     assert np.all(np.abs(one - Z)[lower] <= np.spacing(Z)[lower])
     assert np.all(one[~lower] == 0) and np.all(one32[~lower] == 0)
     np.testing.assert_array_equal(one32[lower], one[lower].astype(np.float32))
     np.testing.assert_allclose(rs1, Z.sum(axis=1), rtol=1e-14)
+    np.testing.assert_allclose(y1, Z @ x, rtol=1e-13, atol=1e-13 * np.abs(Z @ x).max())
+    np.testing.assert_allclose(_host.symv(one, x), Z @ x, rtol=1e-13, atol=1e-13 * np.abs(y1).max())
     Z_old = np.exp(-0.7 * D)
     np.testing.assert_allclose([d1, d2], w @ ((D * Z_old) @ w), rtol=1e-13)
     np.testing.assert_allclose(_host.derivative(D, one, w), w @ ((D * Z) @ w), rtol=1e-13)

@@ -54,7 +54,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import jax
 import numpy as np
@@ -62,6 +62,7 @@ import scipy.linalg as sla
 
 from ..core._shapes import Shapes
 from . import _host
+from ._adaptive_costs import Clock, predict_iterations
 
 #: distinct points from which ``method="auto"`` (and the many-clouds engine) use this engine on CPU
 ADAPTIVE_FROM = 1024
@@ -124,31 +125,6 @@ class AdaptiveSettings:
 
 
 @dataclass
-class _Clock:
-    """Running estimates (seconds): one factorisation per precision, one iteration per kind
-    (``0`` plain CG, ``32``/``64`` preconditioned by a factor of that precision). The fastest
-    observation is used: on a shared machine other processes only ever add time, and the
-    decisions should follow the costs, not that noise."""
-
-    m: int
-    factor: dict = field(default_factory=lambda: {32: [], 64: []})
-    iteration: dict = field(default_factory=lambda: {0: [], 32: [], 64: []})
-
-    def t_factor(self, bits: int) -> float:
-        seen = self.factor[bits] or self.factor[96 - bits]
-        if seen:
-            scale = 1.0 if self.factor[bits] else (0.5 if bits == 32 else 2.0)
-            return float(np.min(seen)) * scale
-        return self.m**3 / 3 / (4e10 if bits == 32 else 2e10)
-
-    def t_iter(self, kind: int) -> float:
-        if self.iteration[kind]:
-            return float(np.min(self.iteration[kind]))
-        cg = float(np.min(self.iteration[0])) if self.iteration[0] else 8 * self.m**2 / 1e10
-        return {0: 1.0, 32: 1.5, 64: 2.0}[kind] * cg
-
-
-@dataclass
 class _Factor:
     """A factorisation serving as preconditioner: its position in the processing order, the
     map r ↦ P⁻¹r, the λ_min estimate of its Z and its precision (32 or 64 bits)."""
@@ -170,15 +146,6 @@ class _Solve:
     seconds: float
 
 
-def _predict(counts: list) -> float:
-    """Iterations expected at the next scale from the last counts (growth never negative)."""
-    if not counts:
-        return 0.0
-    if len(counts) == 1:
-        return 1.25 * counts[-1]
-    return counts[-1] + max(counts[-1] - counts[-2], 0)
-
-
 class _Run:
     """State of one :func:`solve_adaptive` call (one Z buffer, the current factor, timings)."""
 
@@ -194,7 +161,7 @@ class _Run:
         self.out["weights"] = np.zeros((m, S))
         self.solver, self.fallback = [""] * S, [""] * S
         self.profile = dict.fromkeys(PHASES, 0.0)
-        self.clock = _Clock(m)
+        self.clock = Clock(m)
         self.order = np.argsort(-scales, kind="stable")  # largest scale first
         # one Z at a time (at m = 20000 it is 3.2 GB); zeros: the strict upper triangle is never
         # written, and the float32 rounding of the whole buffer must see finite numbers
@@ -204,6 +171,7 @@ class _Run:
         self.buffer32 = np.zeros((m, m), np.float32) if low else None
         self.has32 = False
         self.row_sums = np.zeros(m)  # Z·1 of the Z in the buffer (from its build)
+        self.product = None  # Z·x of the latest build, when it was asked for
         self.current = -1
         self.pending = None  # (scale, weights) finished in the buffer, derivative still due
         self.threads = settings.threads or _host.blas_threads()
@@ -216,17 +184,21 @@ class _Run:
 
             self.bar = tqdm(total=S, desc=f"magnitude m={m}", leave=False)
 
-    def Z(self, i: int) -> np.ndarray:
+    def Z(self, i: int, x: np.ndarray | None = None) -> np.ndarray:
         """Z at scale ``i`` in the buffer (built unless it is there); the build also gives the
-        derivative of the scale finished in the buffer before."""
+        derivative of the scale finished in the buffer before and, with ``x``, the product Z·x
+        (``self.product``; None when Z was there already)."""
+        self.product = None
         if self.current != i:
             start = time.perf_counter()
             self.has32 = self.single and self.buffer32 is not None
             out32 = self.buffer32 if self.has32 else None
             done, w_old = self.pending if self.pending else (None, None)
+            self.product = None if x is None else np.empty_like(self.b)
             value = _host.build_lower(
-                self.D, self.scales[i], self.buffer, out32, w_old, self.threads, self.row_sums
-            )
+                self.D, self.scales[i], self.buffer, out32, w_old, self.threads, self.row_sums,
+                x, self.product,
+            )  # fmt: skip
             if done is not None:
                 self.out["derivative"][done] = value
             self.pending = None
@@ -289,12 +261,13 @@ class _Run:
         stop verified by the explicit float64 residual (and continued from there if it fails);
         on success the scale is finished (unless ``own``: the caller finishes it)."""
         i = self.order[pos]
-        self.Z(i)
+        self.Z(i, x0)  # a fresh build gives the initial residual's product too
+        r0 = None if self.product is None else self.b - self.product
         kind = 0 if factor is None else factor.bits
         precondition = (lambda r: r) if factor is None else factor.apply
         rtol = self.settings.rtol
         start, verifying = time.perf_counter(), self.profile["verify"]
-        w, r, k, theta_min = x0, None, 0, np.nan
+        w, r, k, theta_min = x0, r0, 0, np.nan
         # float32 products while κ·ε₃₂ is small; float64 ones after any failure
         low = self.has32 and self.kappa <= self.settings.single_products_max_condition
         while True:
@@ -422,7 +395,7 @@ class _Run:
             x0 = self.b if w_prev is None else w_prev
             t_f = clock.t_factor(self.next_factor_bits())
             if cg_phase:
-                predicted = (_predict(cg_counts) + 1) * clock.t_iter(0)
+                predicted = (predict_iterations(cg_counts) + 1) * clock.t_iter(0)
                 if predicted <= settings.cg_switch * t_f:
                     solve = self.iterate(pos, None, x0, self.max_iter(0))
                     if solve.ok:
@@ -431,7 +404,7 @@ class _Run:
                         continue
                 cg_phase = False
             if factor is not None and settings.allow_pcg and window:
-                predicted = (_predict(counts) + 1) * clock.t_iter(factor.bits)
+                predicted = (predict_iterations(counts) + 1) * clock.t_iter(factor.bits)
                 if predicted <= settings.pcg_switch * average():
                     solve = self.iterate(pos, factor, x0, self.max_iter(factor.bits))
                     window.append(solve.iterations)

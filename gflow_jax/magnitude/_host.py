@@ -65,6 +65,8 @@ def build_lower(
     w_old: Vector | None = None,
     threads: int = 1,
     row_sums: Vector | None = None,
+    x: Vector | None = None,
+    product: Vector | None = None,
 ) -> float:
     """Z = exp(−t·D) written into the lower triangle (diagonal included) of ``out`` (and
     rounded to float32 into ``out32`` when given), in one fused pass
@@ -72,7 +74,8 @@ def build_lower(
 
     With ``w_old``, the same pass first reads the *previous* content of ``out`` (a Z built
     here, with weights ``w_old``) and returns its derivative wᵀ(D∘Z)w; otherwise NaN. With
-    ``row_sums`` ``(m,)``, the row sums Z·1 of the new (symmetric) Z are written there.
+    ``row_sums`` ``(m,)``, the row sums Z·1 of the new (symmetric) Z are written there; with
+    ``x`` and ``product`` ``(m,)``, the product Z·x.
     ``threads`` > 1 shares the rows among that many threads (the pass releases the GIL).
     """
     m = D.shape[0]
@@ -80,13 +83,17 @@ def build_lower(
     z32 = out32 if single else np.zeros((1, 1), np.float32)
     with_derivative = w_old is not None
     w = np.ascontiguousarray(w_old, dtype=np.float64) if with_derivative else np.zeros(1)
+    with_product = x is not None and product is not None
+    xs = np.ascontiguousarray(x, dtype=np.float64) if with_product else np.zeros(1)
     shares = _shares(m, threads) if threads > 1 else [np.arange(m)]
     kernel = _fused()
 
-    def rows(share) -> tuple[float, np.ndarray]:
-        rs = np.zeros(m)
-        part = kernel.build_rows(D, t, out, z32, w, rs, share, single, with_derivative)
-        return part, rs
+    def rows(share) -> tuple[float, np.ndarray, np.ndarray]:
+        rs, y = np.zeros(m), np.zeros(m if with_product else 1)
+        part = kernel.build_rows(
+            D, t, out, z32, w, rs, xs, y, share, single, with_derivative, with_product
+        )
+        return part, rs, y
 
     if len(shares) > 1:
         # a pool per call (its start costs microseconds): nothing outlives the call, e.g.
@@ -95,11 +102,12 @@ def build_lower(
             parts = list(pool.map(rows, shares))
     else:
         parts = [rows(shares[0])]
-    if row_sums is not None:
-        row_sums[:] = parts[0][1]
-        for _, rs in parts[1:]:
-            row_sums += rs
-    return float(sum(p for p, _ in parts)) if with_derivative else np.nan
+    for target, k in ((row_sums, 1), (product if with_product else None, 2)):
+        if target is not None:
+            target[:] = parts[0][k]
+            for part in parts[1:]:
+                target += part[k]
+    return float(sum(p[0] for p in parts)) if with_derivative else np.nan
 
 
 def derivative(D: Matrix, Z: Matrix, w: Vector) -> float:

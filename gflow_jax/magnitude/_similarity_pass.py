@@ -7,6 +7,7 @@ stays in the core's L1/L2 cache while it is used), computes per entry:
 * its float32 rounding (the float32 copy of Z that the engine's factors and products use);
 * the row sums Z·1 of the symmetric matrix (``rs[j] += z`` for the entries left of the diagonal,
   the row's own sum for row i);
+* optionally the product Z·x with one vector (the engine's initial residual of the scale);
 * with the weights w of the scale *previously* held in the buffer, the derivative wᵀ(D∘Z)w of
   that scale, read from the old entries just before they are overwritten.
 
@@ -109,12 +110,29 @@ def _sum(z, n):
     return s
 
 
+@numba.njit(fastmath=_SUMS, **_jit)
+def _dot(a, b, n):
+    s = 0.0
+    for j in range(n):
+        s += a[j] * b[j]
+    return s
+
+
+@numba.njit(fastmath={"contract"}, **_jit)
+def _axpy(a, x, y, n):
+    """y[:n] += a·x[:n]."""
+    for j in range(n):
+        y[j] += a * x[j]
+
+
 @numba.njit(**_jit)
-def build_rows(D, t, Z, Z32, w, rs, rows, single, with_derivative):
+def build_rows(D, t, Z, Z32, w, rs, x, y, rows, single, with_derivative, with_product):
     """For each row i in ``rows``: the derivative term of the old row (when
     ``with_derivative``), then Z[i, :i+1] = exp(−t·D[i, :i+1]) (and Z32, when ``single``), with
-    the row sums added into ``rs`` ``(m,)`` (the caller zeroes it). Returns the rows' share of
-    wᵀ(D∘Z_old)w: 2·Σ_i w_i Σ_{j<i} w_j D_ij Z_old,ij (the diagonal of D is 0)."""
+    the row sums added into ``rs`` ``(m,)`` and, when ``with_product``, the product Z·x added
+    into ``y`` ``(m,)`` (the caller zeroes both; symmetric: row i adds z·x_i to the entries left
+    of the diagonal and Σ_j z_j x_j to its own). Returns the rows' share of wᵀ(D∘Z_old)w:
+    2·Σ_i w_i Σ_{j<i} w_j D_ij Z_old,ij (the diagonal of D is 0)."""
     total = 0.0
     for i in rows:
         d = D[i]
@@ -123,6 +141,9 @@ def build_rows(D, t, Z, Z32, w, rs, rows, single, with_derivative):
             total += 2.0 * w[i] * _weighted_dot(w, d, z, i)
         _exp_row(d, t, z, Z32[i], rs, i + 1, single)
         rs[i] += _sum(z, i)
+        if with_product:
+            _axpy(x[i], z, y, i + 1)
+            y[i] += _dot(z, x, i)
     return total
 
 
