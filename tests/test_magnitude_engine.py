@@ -230,6 +230,19 @@ def test_build_shares_rows_among_threads_exactly():
     np.testing.assert_allclose(_host.derivative(D, one, w), w @ ((D * Z) @ w), rtol=1e-13)
 
 
+def test_a_solve_without_products_leaves_the_iteration_clock_alone():
+    """At a scale where the warm start is already the answer (Z = I to rounding) and the build
+    gave the initial residual, CG takes no step and no product: it must not record a
+    near-zero cost per iteration, or the cost model would keep plain CG running on badly
+    conditioned scales below (a K = 5000 trajectory took 38 s instead of 7 so)."""
+    X = near_pairs(60, 3, 1.0, 2)
+    D = cdist(X, X)
+    run = adaptive._Run(D, np.array([1e4]), AdaptiveSettings())
+    solve = run.iterate(0, None, run.b.copy(), 50)
+    assert solve.ok and solve.iterations == 0
+    assert run.clock.iteration[0] == []
+
+
 def test_fused_exponential_within_one_ulp_of_exact():
     """The pass's exponential against 40-digit decimal arithmetic (≤ 1 ulp, on ln2-spaced
     breakpoints, the subnormal range and beyond the underflow) and against NumPy on 10⁵ random

@@ -292,7 +292,9 @@ class _Run:
         # CG only: the verification pass is the same fixed cost for every kind of solve
         elapsed = time.perf_counter() - start - (self.profile["verify"] - verifying)
         self.profile["iterate"] += elapsed
-        self.clock.iteration[kind].append(elapsed / (k + 1))  # + the initial product
+        products = k + (r0 is None)  # the initial product, unless the build gave it
+        if products:  # (a solve that took no step and no product times nothing)
+            self.clock.iteration[kind].append(elapsed / products)
         solve = _Solve(ok, w, k, residual, elapsed)
         if ok and not own:
             lam = theta_min * (1.0 if factor is None else factor.lam_min)
