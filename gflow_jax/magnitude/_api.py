@@ -205,6 +205,12 @@ def _on_device(X, scales, metric, duplicate_tol, rtol, function) -> MagnitudeFun
     return _from_core(result, metric, "device", iterations)
 
 
+def _on_device(a) -> Array:
+    """A host result as a JAX array: ``jax.device_put`` copies it; ``jnp.asarray`` would also
+    compile a conversion for every new shape (20–70 ms each, ~0.15 s per report)."""
+    return jax.device_put(np.asarray(a))
+
+
 def _adaptive(D, scales, metric, groups, rtol, progress) -> MagnitudeFunction:
     keep, representative, group_size = groups
     index = np.flatnonzero(keep)
@@ -217,19 +223,19 @@ def _adaptive(D, scales, metric, groups, rtol, progress) -> MagnitudeFunction:
     weights = out["weights"][position[representative]] / group_size[:, None]
     magnitude = out["magnitude"]
     return MagnitudeFunction(
-        scales=jnp.asarray(scales),
-        magnitude=jnp.asarray(magnitude),
-        weights=jnp.asarray(weights),
-        derivative=jnp.asarray(out["derivative"]),
-        dimension=jnp.asarray(scales * out["derivative"] / magnitude),
-        positive_magnitude=jnp.asarray(out["positive_magnitude"]),
-        spread=jnp.asarray(out["spread"]),
-        representative=jnp.asarray(representative),
-        condition=jnp.asarray(out["condition"]),
-        min_eigenvalue=jnp.asarray(out["min_eigenvalue"]),
-        max_eigenvalue=jnp.asarray(out["max_eigenvalue"]),
-        residual=jnp.asarray(out["residual"]),
-        iterations=jnp.asarray(out["iterations"]),
+        scales=_on_device(scales),
+        magnitude=_on_device(magnitude),
+        weights=_on_device(weights),
+        derivative=_on_device(out["derivative"]),
+        dimension=_on_device(scales * out["derivative"] / magnitude),
+        positive_magnitude=_on_device(out["positive_magnitude"]),
+        spread=_on_device(out["spread"]),
+        representative=_on_device(representative),
+        condition=_on_device(out["condition"]),
+        min_eigenvalue=_on_device(out["min_eigenvalue"]),
+        max_eigenvalue=_on_device(out["max_eigenvalue"]),
+        residual=_on_device(out["residual"]),
+        iterations=_on_device(out["iterations"]),
         n_points=int(D.shape[0]),
         n_unique=int(index.size),
         solver=tuple(out["solver"]),

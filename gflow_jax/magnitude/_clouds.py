@@ -309,8 +309,9 @@ def cloud_magnitudes(
         for key in out:
             out[key][idx] = res[key][: len(idx)]
     common = np.asarray(scales, dtype=np.float64).ndim == 1
+    # device_put, not jnp.asarray: no conversion compiled per new shape
     return CloudMagnitudes(
-        scales=jnp.asarray(s[0] if common else s),
-        n_points=jnp.asarray(V.sum(axis=1)),
-        **{k: jnp.asarray(v) for k, v in out.items()},
+        scales=jax.device_put(np.asarray(s[0] if common else s)),
+        n_points=jax.device_put(np.asarray(V.sum(axis=1))),
+        **{k: jax.device_put(np.asarray(v)) for k, v in out.items()},
     )
