@@ -265,6 +265,9 @@ def test_fused_exponential_within_one_ulp_of_exact():
     got = np.empty_like(y)
     exp_array(y, got)
     assert np.all(np.abs(got - np.exp(y)) <= np.spacing(np.exp(y)))
+    special = np.array([np.nan, -np.inf, -0.0])
+    exp_array(special, out := np.empty(3))
+    assert np.isnan(out[0]) and out[1] == 0.0 and out[2] == 1.0  # a NaN distance stays NaN
 
 
 @pytest.mark.parametrize("k", [1, 2, 57, 600])

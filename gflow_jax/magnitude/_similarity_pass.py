@@ -51,10 +51,11 @@ _jit = dict(nogil=True, boundscheck=False, cache=True)
 
 @numba.njit(fastmath=_EXACT, **_jit)
 def exp_nonpositive(x: float) -> float:
-    """exp(x) for x ≤ 0 (not NaN), to ≤ 1 ulp, subnormal results included, in operations that
+    """exp(x) for x ≤ 0, to ≤ 1 ulp, subnormal results included, in operations that
     vectorise: x = k·ln2 + r with |r| ≤ ln2/2, exp(r) by its Taylor polynomial of degree 13,
-    2^k as two powers of two built from their bits (so that subnormal results round once)."""
-    x = max(x, _X_MIN)
+    2^k as two powers of two built from their bits (so that subnormal results round once).
+    NaN stays NaN (a NaN distance must not become a zero entry); −inf gives 0."""
+    x = _X_MIN if x < _X_MIN else x  # (a comparison with NaN is false: NaN passes through)
     kf = x * _LOG2E + _ROUND
     k = kf - _ROUND
     r = (x - k * _LN2_HI) - k * _LN2_LO
