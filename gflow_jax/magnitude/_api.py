@@ -51,6 +51,7 @@ from ._core import (
     MagnitudeReport,
     MagnitudeResult,
     duplicate_groups,
+    host_to_jax,
     magnitude_from_distances,
     report_fields,
 )
@@ -205,12 +206,6 @@ def _on_device(X, scales, metric, duplicate_tol, rtol, function) -> MagnitudeFun
     return _from_core(result, metric, "device", iterations)
 
 
-def _to_jax(a) -> Array:
-    """A host result as a JAX array: ``jax.device_put`` copies it; ``jnp.asarray`` would also
-    compile a conversion for every new shape (20–70 ms each, ~0.15 s per report)."""
-    return jax.device_put(np.asarray(a))
-
-
 def _adaptive(D, scales, metric, groups, rtol, progress) -> MagnitudeFunction:
     keep, representative, group_size = groups
     index = np.flatnonzero(keep)
@@ -223,19 +218,19 @@ def _adaptive(D, scales, metric, groups, rtol, progress) -> MagnitudeFunction:
     weights = out["weights"][position[representative]] / group_size[:, None]
     magnitude = out["magnitude"]
     return MagnitudeFunction(
-        scales=_to_jax(scales),
-        magnitude=_to_jax(magnitude),
-        weights=_to_jax(weights),
-        derivative=_to_jax(out["derivative"]),
-        dimension=_to_jax(scales * out["derivative"] / magnitude),
-        positive_magnitude=_to_jax(out["positive_magnitude"]),
-        spread=_to_jax(out["spread"]),
-        representative=_to_jax(representative),
-        condition=_to_jax(out["condition"]),
-        min_eigenvalue=_to_jax(out["min_eigenvalue"]),
-        max_eigenvalue=_to_jax(out["max_eigenvalue"]),
-        residual=_to_jax(out["residual"]),
-        iterations=_to_jax(out["iterations"]),
+        scales=host_to_jax(scales),
+        magnitude=host_to_jax(magnitude),
+        weights=host_to_jax(weights),
+        derivative=host_to_jax(out["derivative"]),
+        dimension=host_to_jax(scales * out["derivative"] / magnitude),
+        positive_magnitude=host_to_jax(out["positive_magnitude"]),
+        spread=host_to_jax(out["spread"]),
+        representative=host_to_jax(representative),
+        condition=host_to_jax(out["condition"]),
+        min_eigenvalue=host_to_jax(out["min_eigenvalue"]),
+        max_eigenvalue=host_to_jax(out["max_eigenvalue"]),
+        residual=host_to_jax(out["residual"]),
+        iterations=host_to_jax(out["iterations"]),
         n_points=int(D.shape[0]),
         n_unique=int(index.size),
         solver=tuple(out["solver"]),

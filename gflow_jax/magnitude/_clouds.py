@@ -47,7 +47,7 @@ from ..core import on_accelerator
 from ..core._shapes import Shapes
 from . import _host
 from ._adaptive import solve_adaptive, use_adaptive
-from ._core import CHOLESKY, LU, magnitude_from_distances
+from ._core import CHOLESKY, LU, host_to_jax, magnitude_from_distances
 from ._device import cloud_kernel, clouds_per_call
 from ._distances import pairwise_distances
 
@@ -309,9 +309,8 @@ def cloud_magnitudes(
         for key in out:
             out[key][idx] = res[key][: len(idx)]
     common = np.asarray(scales, dtype=np.float64).ndim == 1
-    # device_put, not jnp.asarray: no conversion compiled per new shape
     return CloudMagnitudes(
-        scales=jax.device_put(np.asarray(s[0] if common else s)),
-        n_points=jax.device_put(np.asarray(V.sum(axis=1))),
-        **{k: jax.device_put(np.asarray(v)) for k, v in out.items()},
+        scales=host_to_jax(s[0] if common else s),
+        n_points=host_to_jax(V.sum(axis=1)),
+        **{k: host_to_jax(v) for k, v in out.items()},
     )
